@@ -1,0 +1,24 @@
+"""The PriceFeed interface: anything that produces PriceTicks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from monitor.model import PriceTick
+
+TickSink = Callable[[PriceTick], None]
+
+
+class PriceFeed(Protocol):
+    """A feed pushes ticks into `sink` (non-blocking) until cancelled.
+
+    `run` returns only when the feed has nothing more to say (a finite source);
+    a live feed runs until its task is cancelled. Errors propagate to the supervisor,
+    which restarts the feed with backoff.
+    """
+
+    name: str
+    symbols: tuple[str, ...]
+
+    async def run(self, sink: TickSink) -> None: ...

@@ -1,0 +1,130 @@
+"""Domain types shared by every component.
+
+All are immutable value objects; the risk engine keeps its own numpy arrays and
+hands these out only at its edges (events, views, plans).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Literal
+
+Side = Literal["buy", "sell"]
+
+
+def iso_ms(ts_ms: int | None) -> str | None:
+    """Event time as ISO-8601 UTC with milliseconds; None stays None."""
+    if ts_ms is None:
+        return None
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTick:
+    """One price observation of a market symbol, in event time."""
+
+    symbol: str
+    price: float
+    ts_ms: int
+    bid: float | None = None
+    ask: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A market order on `symbol` (BASE/QUOTE): `amount` is in base units."""
+
+    symbol: str
+    side: Side
+    amount: float
+    price: float  # the price the planner expects to pay or receive (bid/ask, after slippage)
+    base: str
+    quote: str
+
+    @property
+    def notional(self) -> float:
+        return self.amount * self.price
+
+
+@dataclass(frozen=True, slots=True)
+class Repay:
+    """Repay `amount` of borrowed `asset` from the account's own balance of it."""
+
+    asset: str
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """What an executor did with one Order."""
+
+    order: Order
+    amount: float
+    price: float
+    fee: float  # in quote units
+    ts_ms: int
+
+    @property
+    def notional(self) -> float:
+        return self.amount * self.price
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A strategy's answer for one account: what to trade, and the health it expects after."""
+
+    account: str
+    level: str
+    strategy: str
+    ts_ms: int
+    health_before: float
+    expected_health: float
+    orders: tuple[Order, ...] = ()
+    repays: tuple[Repay, ...] = ()
+    note: str = ""
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.orders and not self.repays
+
+    @property
+    def notional(self) -> float:
+        return sum(o.notional for o in self.orders)
+
+    @property
+    def plan_id(self) -> str:
+        """Deterministic id: a retried plan has the same id, so it never executes twice."""
+        legs = ";".join(f"{o.symbol}:{o.side}:{o.amount:.12g}" for o in self.orders)
+        legs += ";" + ";".join(f"repay:{r.asset}:{r.amount:.12g}" for r in self.repays)
+        raw = f"{self.account}|{self.level}|{self.strategy}|{self.ts_ms}|{legs}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+class EventKind(str, Enum):
+    FIRING = "firing"  # a level is breached (confirmed)
+    RESOLVED = "resolved"  # a previously firing level cleared (past its hysteresis band)
+    STALE = "stale"  # prices too old: health unknown, no trading
+    FRESH = "fresh"  # prices fresh again after a stale period
+    INEFFECTIVE = "ineffective"  # a rebalance was due but the strategy cannot raise health
+    CAPPED = "capped"  # a rebalance was due but a cooldown or daily cap holds it back
+    VERIFY_FAILED = "verify_failed"  # after execution health did not improve as planned
+
+
+@dataclass(frozen=True, slots=True)
+class LevelEvent:
+    """Something an operator should hear about; produced by rules, consumed by alerts."""
+
+    account: str
+    level: str
+    kind: EventKind
+    health: float
+    native: float  # the model's own figure (HF, LTV, margin level, MM rate)
+    ts_ms: int
+    dry_run: bool = True
+    detail: str = ""
+    min_health: float | None = None  # for RESOLVED: how low it went while firing
+    since_ms: int | None = None  # for RESOLVED: when it started firing
+    stale_assets: tuple[str, ...] = field(default=())
