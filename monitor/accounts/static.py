@@ -1,0 +1,48 @@
+"""Holdings written in the config: settings -> the risk core's AccountBooks."""
+
+from __future__ import annotations
+
+from monitor.config import AccountSettings, Settings, position_asset
+from monitor.risk.portfolio import AccountBook, Exposure
+from monitor.risk.weights import WeightSchedule
+
+
+def account_scale(acc: AccountSettings) -> tuple[float, float]:
+    """(scale, param): h = scale * N / D; param is the model's liquidation parameter."""
+    if acc.model == "ltv":
+        return float(acc.liquidation_ltv), float(acc.liquidation_ltv)
+    if acc.model == "margin_level":
+        return 1.0 / float(acc.liquidation_level), float(acc.liquidation_level)
+    return 1.0, 1.0
+
+
+def build_book(settings: Settings, acc: AccountSettings) -> AccountBook:
+    qty: dict[str, float] = {}
+    debt: dict[str, float] = {}
+    for asset, amount in acc.holdings.items():
+        (qty if amount >= 0 else debt)[asset] = abs(amount)
+    for asset, amount in acc.borrowed.items():
+        debt[asset] = debt.get(asset, 0.0) + amount
+    perps: dict[str, list[float]] = {}
+    symbols = {a.symbol: n for n, a in settings.assets.items() if a.symbol}
+    for p in acc.positions:
+        asset = position_asset(p.symbol, symbols, settings.assets)
+        s = perps.setdefault(asset, [0.0, 0.0, 0.0])
+        s[0] += p.size
+        s[1] += p.size * p.entry
+        s[2] += abs(p.size) * p.mmr
+    exposures = {}
+    for asset in sorted(set(qty) | set(debt) | set(perps)):
+        size, cost, mm = perps.get(asset, (0.0, 0.0, 0.0))
+        exposures[asset] = Exposure(
+            qty=qty.get(asset, 0.0), debt=debt.get(asset, 0.0),
+            perp_size=size, perp_cost=cost, perp_mm=mm,
+            borrow_mmr=acc.borrow_mmr.get(asset, 0.0),
+        )
+    weights = {a: WeightSchedule.from_spec(acc.weights.get(a, settings.assets[a].weight)) for a in exposures}
+    scale, param = account_scale(acc)
+    return AccountBook(acc.name, acc.model, scale, param, exposures, weights)
+
+
+def build_books(settings: Settings) -> list[AccountBook]:
+    return [build_book(settings, acc) for acc in settings.accounts]

@@ -1,0 +1,326 @@
+"""TOML -> validated, frozen settings.
+
+Every model forbids unknown keys (a typo must not be silently ignored) and
+carries units in its names (`confirm_s`, `stale_after_s`). `load_settings`
+turns any validation problem into a one-line ConfigError naming the key path.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from monitor.errors import ConfigError
+
+Model = Literal["health_factor", "ltv", "margin_level", "unified"]
+KNOWN_STABLES = frozenset({"USDT", "USDC", "USD", "DAI", "BUSD", "FDUSD", "TUSD", "USDP", "PYUSD", "USDS"})
+# Native level units per model and how they map onto health (h = 1 is liquidation).
+NATIVE_UNIT: dict[str, str] = {
+    "health_factor": "health",
+    "ltv": "ltv",
+    "margin_level": "margin_level",
+    "unified": "mm_rate",
+}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tier(Frozen):
+    """One band of a progressive weight schedule: value up to `up_to` (USD) counts at `weight`."""
+
+    up_to: float | None = Field(default=None, gt=0)
+    weight: float = Field(ge=0, le=1)
+
+
+WeightSpec = float | list[Tier]
+
+
+def _check_weight(spec: WeightSpec) -> WeightSpec:
+    if isinstance(spec, float | int):
+        if not 0 <= spec <= 1:
+            raise ValueError("weight must be between 0 and 1")
+        return float(spec)
+    if not spec:
+        raise ValueError("a tiered weight needs at least one tier")
+    bounds = [t.up_to for t in spec]
+    if bounds[-1] is not None:
+        raise ValueError("the last tier must have no up_to (it covers everything above)")
+    inner = bounds[:-1]
+    if any(b is None for b in inner) or inner != sorted(inner) or len(set(inner)) != len(inner):
+        raise ValueError("tier up_to values must be strictly increasing")
+    return spec
+
+
+class AssetSettings(Frozen):
+    price: str | float  # a market symbol ("BTC/USDT") or a fixed price
+    weight: WeightSpec = 1.0
+    stable: bool | None = None  # a stable target for sell_to_stable/repay; default: fixed price or a known stablecoin
+    lot_size: float = Field(default=0.0, ge=0)  # order amount step in base units (0 = any)
+    min_notional: float = Field(default=0.0, ge=0)  # smallest order the venue accepts, in quote units
+    volatile: bool = True  # whether strategies may sell it (ignored for stables)
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, v: WeightSpec) -> WeightSpec:
+        return _check_weight(v)
+
+    @field_validator("price")
+    @classmethod
+    def _price(cls, v: str | float) -> str | float:
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("price symbol must not be empty")
+            return v
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError("a fixed price must be a positive number")
+        return float(v)
+
+    @property
+    def symbol(self) -> str | None:
+        return self.price if isinstance(self.price, str) else None
+
+
+class PositionSettings(Frozen):
+    """A perpetual position on a unified account (size < 0 is short)."""
+
+    symbol: str
+    size: float
+    entry: float = Field(gt=0)
+    mmr: float = Field(ge=0, lt=1)  # maintenance margin rate of the position's notional
+
+
+class LevelSettings(Frozen):
+    name: str = Field(min_length=1)
+    action: Literal["alert", "rebalance"] = "alert"
+    # The threshold: exactly one of health or the model's native unit.
+    health: float | None = Field(default=None, gt=0)
+    ltv: float | None = Field(default=None, gt=0)
+    margin_level: float | None = Field(default=None, gt=0)
+    mm_rate: float | None = Field(default=None, gt=0)
+    # Rebalance target: at most one of health or the native unit.
+    target: float | None = Field(default=None, gt=0)
+    target_ltv: float | None = Field(default=None, gt=0)
+    target_margin_level: float | None = Field(default=None, gt=0)
+    target_mm_rate: float | None = Field(default=None, gt=0)
+    strategy: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # strategy-specific options
+    confirm_s: float = Field(default=0.0, ge=0)  # the breach must last this long in event time
+    cooldown_s: float = Field(default=300.0, ge=0)  # min time between two actions of this account
+    hysteresis: float = Field(default=0.02, ge=0)  # clears only above threshold * (1 + hysteresis)
+    max_notional: float | None = Field(default=None, gt=0)  # cap per action, quote units
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LevelSettings:
+        given = [k for k in ("health", "ltv", "margin_level", "mm_rate") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one threshold: health, ltv, margin_level or mm_rate")
+        targets = [k for k in ("target", "target_ltv", "target_margin_level", "target_mm_rate") if getattr(self, k) is not None]
+        if len(targets) > 1:
+            raise ValueError("give at most one target: " + ", ".join(targets))
+        if self.action == "rebalance" and (self.strategy is None or not targets):
+            raise ValueError("a rebalance level needs a strategy and a target")
+        return self
+
+    @property
+    def threshold_key(self) -> str:
+        return next(k for k in ("health", "ltv", "margin_level", "mm_rate") if getattr(self, k) is not None)
+
+    @property
+    def target_key(self) -> str | None:
+        keys = ("target", "target_ltv", "target_margin_level", "target_mm_rate")
+        return next((k for k in keys if getattr(self, k) is not None), None)
+
+
+class AccountSettings(Frozen):
+    name: str = Field(min_length=1)
+    model: Model = "health_factor"
+    source: Literal["config"] = "config"
+    holdings: dict[str, float] = Field(default_factory=dict)  # negative = borrowed
+    borrowed: dict[str, float] = Field(default_factory=dict)  # gross liabilities beside positive holdings
+    weights: dict[str, WeightSpec] = Field(default_factory=dict)  # per-account weight overrides
+    positions: list[PositionSettings] = Field(default_factory=list)
+    borrow_mmr: dict[str, float] = Field(default_factory=dict)  # unified: maintenance rate of each borrowed asset
+    liquidation_ltv: float | None = Field(default=None, gt=0, le=1.5)
+    liquidation_level: float | None = Field(default=None, gt=0)
+    stable: str | None = None  # the stable asset strategies sell into; default: the account's first stable
+    stale_after_s: float = Field(default=60.0, gt=0)
+    max_actions_per_day: int = Field(default=10, ge=0)
+    max_notional_per_day: float | None = Field(default=None, gt=0)
+    levels: list[LevelSettings] = Field(default_factory=list)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, WeightSpec]) -> dict[str, WeightSpec]:
+        return {k: _check_weight(w) for k, w in v.items()}
+
+    @field_validator("borrowed")
+    @classmethod
+    def _borrowed(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(x < 0 for x in v.values()):
+            raise ValueError("borrowed amounts are positive (holdings use negative numbers instead)")
+        return v
+
+    @field_validator("holdings", "borrowed")
+    @classmethod
+    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"not a finite number: {bad[0]}")
+        return v
+
+    @model_validator(mode="after")
+    def _model_params(self) -> AccountSettings:
+        if self.model == "ltv" and self.liquidation_ltv is None:
+            raise ValueError("an ltv account needs liquidation_ltv")
+        if self.model == "margin_level" and self.liquidation_level is None:
+            raise ValueError("a margin_level account needs liquidation_level (Binance cross margin: 1.1)")
+        if self.positions and self.model != "unified":
+            raise ValueError("positions are only supported on unified accounts")
+        if self.borrow_mmr and self.model != "unified":
+            raise ValueError("borrow_mmr is only meaningful on unified accounts")
+        names = [lv.name for lv in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError("level names must be unique within an account")
+        for lv in self.levels:
+            if lv.threshold_key not in ("health", NATIVE_UNIT[self.model]):
+                raise ValueError(f"level {lv.name!r}: {lv.threshold_key} is not a unit of the {self.model} model")
+            tk = lv.target_key
+            if tk and tk not in ("target", "target_" + NATIVE_UNIT[self.model]):
+                raise ValueError(f"level {lv.name!r}: {tk} is not a unit of the {self.model} model")
+        return self
+
+
+class ExecutionSettings(Frozen):
+    mode: Literal["dry_run", "testnet", "live"] = "dry_run"
+    fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
+    slippage: float = Field(default=0.0005, ge=0, lt=0.1)
+    verify_offset: float = Field(default=0.05, ge=0)  # allowed overshoot of the target health after execution
+
+
+class SimulatedFeedParams(Frozen):
+    start: dict[str, float] = Field(default_factory=dict)  # symbol -> start price
+    seed: int = 7
+    interval_s: float = Field(default=0.2, ge=0)  # wall time between steps
+    step_ms: int = Field(default=1000, gt=0)
+    vol_per_step: float = Field(default=0.002, ge=0)
+    jump_prob: float = Field(default=0.01, ge=0, le=1)
+    jump_scale: float = Field(default=0.03, ge=0)
+    crash_at_step: int | None = Field(default=300, ge=0)
+    crash_depth: float = Field(default=0.35, ge=0, lt=1)
+    crash_steps: int = Field(default=60, gt=0)
+    recover_steps: int = Field(default=300, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+
+
+class FeedSettings(Frozen):
+    name: str = Field(min_length=1)
+    driver: Literal["simulated"] = "simulated"
+    symbols: list[str] = Field(min_length=1)
+    simulated: SimulatedFeedParams = Field(default_factory=SimulatedFeedParams)
+    stale_after_s: float = Field(default=30.0, gt=0)
+
+
+class NotifierSettings(Frozen):
+    name: str = "console"
+    kind: Literal["console"] = "console"
+    levels: list[str] | None = None  # routing: which levels go here (default: all)
+
+
+class StoreSettings(Frozen):
+    backend: Literal["sqlite"] = "sqlite"
+
+
+class DaemonSettings(Frozen):
+    state_dir: str = "state"
+    queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
+    resync_every_s: float = Field(default=60.0, gt=0)  # exact recompute of all accounts (bounds float drift)
+    max_restarts: int = Field(default=5, ge=0)  # per component, within restart_window_s, before the daemon gives up
+    restart_window_s: float = Field(default=60.0, gt=0)
+
+
+class Settings(Frozen):
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    assets: dict[str, AssetSettings]
+    accounts: list[AccountSettings] = Field(min_length=1)
+    feeds: list[FeedSettings] = Field(default_factory=list)
+    notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
+    store: StoreSettings = Field(default_factory=StoreSettings)
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        names = [a.name for a in self.accounts]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate account name {sorted(dup)[0]!r}")
+        for i, acc in enumerate(self.accounts):
+            _check_account_assets(self, i, acc)
+        return self
+
+    def is_stable(self, asset: str) -> bool:
+        spec = self.assets[asset]
+        if spec.stable is not None:
+            return spec.stable
+        return spec.symbol is None or asset.upper() in KNOWN_STABLES
+
+    def symbol_of_asset(self) -> dict[str, str]:
+        return {name: a.symbol for name, a in self.assets.items() if a.symbol is not None}
+
+
+def _check_account_assets(settings: Settings, i: int, acc: AccountSettings) -> None:
+    where = f"accounts[{i}] ({acc.name})"
+    for key in ("holdings", "borrowed", "weights", "borrow_mmr"):
+        for asset in getattr(acc, key):
+            if asset not in settings.assets:
+                raise ValueError(f"{where}.{key}: unknown asset {asset!r} (add an [assets.{asset}] section)")
+    symbols = {a.symbol: n for n, a in settings.assets.items() if a.symbol}
+    for p in acc.positions:
+        if position_asset(p.symbol, symbols, settings.assets) is None:
+            raise ValueError(f"{where}.positions: no asset is priced by {p.symbol!r}")
+    if acc.stable is not None and acc.stable not in settings.assets:
+        raise ValueError(f"{where}.stable: unknown asset {acc.stable!r}")
+
+
+def position_asset(symbol: str, symbols: dict[str, str], assets: dict[str, Any]) -> str | None:
+    """The asset whose price drives a perpetual: an exact price symbol, else the base ("BTC/USDT:USDT" -> BTC)."""
+    if symbol in symbols:
+        return symbols[symbol]
+    base = symbol.split("/")[0].split(":")[0]
+    return base if base in assets else None
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
+    # Union types add their branch names to the location; drop those for the user.
+    path = path.replace(".float", "").replace(".list[Tier]", "").replace(".str", "").replace(".int", "")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling)"
+    return f"{path}: {msg}" if path else msg
+
+
+def parse_settings(data: dict[str, Any], origin: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{origin}: {_format_error(err)}") from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read ({err.strerror or err})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: not valid TOML ({err})") from None
+    return parse_settings(data, str(p))

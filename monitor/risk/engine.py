@@ -1,0 +1,208 @@
+"""The incremental risk engine.
+
+For each asset we keep a sparse column: the accounts holding it, their exposure
+terms and the (N, D, equity) each currently contributes. A tick on asset k
+touches only that column: N[idx] += new - old, likewise D and equity, then the
+health of those accounts (vectorized). Holdings changes recompute the account
+exactly; `resync` recomputes everything, bounding float drift.
+
+Pure numpy: no asyncio, no I/O, no wall clock (time arrives with each tick).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.risk.portfolio import AccountBook, Exposure, contributions, health_of
+from monitor.risk.weights import WeightSchedule
+
+_FIELDS = ("qty", "debt", "perp_size", "perp_cost", "perp_mm", "borrow_mmr")
+
+
+@dataclass(slots=True)
+class _Group:
+    """A run of column entries sharing one weight schedule (tiered weights vectorize per schedule)."""
+
+    start: int
+    stop: int
+    schedule: WeightSchedule
+
+
+class _Column:
+    """Every account's exposure to one asset, and what each currently contributes."""
+
+    def __init__(self, entries: list[tuple[int, Exposure, WeightSchedule, bool]]):
+        # Sort by schedule so each schedule's entries are one contiguous slice.
+        keys = {}
+        entries = sorted(entries, key=lambda e: (keys.setdefault(e[2], len(keys)), e[0]))
+        self.idx = np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))
+        self.unified = np.fromiter((e[3] for e in entries), dtype=np.float64, count=len(entries))
+        for name in _FIELDS:
+            setattr(self, name, np.fromiter((getattr(e[1], name) for e in entries), np.float64, len(entries)))
+        self.groups: list[_Group] = []
+        for pos, e in enumerate(entries):
+            if not self.groups or self.groups[-1].schedule != e[2]:
+                self.groups.append(_Group(pos, pos + 1, e[2]))
+            else:
+                self.groups[-1].stop = pos + 1
+        self.where = {int(a): pos for pos, a in enumerate(self.idx)}
+        n = len(entries)
+        self.num = np.zeros(n)
+        self.den = np.zeros(n)
+        self.eq = np.zeros(n)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def terms(self, price: float, sel: slice | np.ndarray = slice(None)):
+        """(N, D, equity) of the selected entries at `price`."""
+        value = self.qty[sel] * price
+        if isinstance(sel, slice) and sel == slice(None):
+            weighted = np.empty_like(value)
+            for g in self.groups:
+                weighted[g.start : g.stop] = g.schedule.apply(value[g.start : g.stop])
+        else:
+            weighted = np.array([self._schedule_at(int(p)).apply(float(v)) for p, v in zip(np.atleast_1d(sel), value)])
+        return contributions(self.unified[sel], self.qty[sel], self.debt[sel], self.perp_size[sel],
+                             self.perp_cost[sel], self.perp_mm[sel], self.borrow_mmr[sel], weighted, price)
+
+    def _schedule_at(self, pos: int) -> WeightSchedule:
+        return next(g.schedule for g in self.groups if g.start <= pos < g.stop)
+
+
+class RiskEngine:
+    """Owns every account's risk state. One task calls it; it needs no locks."""
+
+    def __init__(self, books: list[AccountBook], assets: list[str], fixed_prices: dict[str, float] | None = None):
+        self.assets = list(assets)
+        self.asset_index = {a: k for k, a in enumerate(self.assets)}
+        self.books = list(books)
+        self.account_index = {b.name: i for i, b in enumerate(self.books)}
+        n, n_assets = len(self.books), len(self.assets)
+        self.scale = np.array([b.scale for b in self.books], dtype=np.float64)
+        self.prices = np.full(n_assets, np.nan)
+        self.last_ts = np.full(n_assets, -1, dtype=np.int64)  # -1: never seen
+        self.num = np.zeros(n)
+        self.den = np.zeros(n)
+        self.equity = np.zeros(n)
+        self.health = np.full(n, np.nan)
+        self.missing = np.zeros(n, dtype=np.int64)  # held assets without a price yet
+        self._build_columns()
+        for asset, price in (fixed_prices or {}).items():
+            self.apply(self.asset_index[asset], price, 0)
+
+    # -- construction -----------------------------------------------------------------
+    def _build_columns(self) -> None:
+        per_asset: list[list] = [[] for _ in self.assets]
+        for i, book in enumerate(self.books):
+            for asset, exp in book.exposures.items():
+                if not exp.is_empty:
+                    per_asset[self.asset_index[asset]].append((i, exp, book.schedule(asset), book.unified))
+        self.columns = [_Column(entries) for entries in per_asset]
+        self.missing[:] = 0
+        for k, col in enumerate(self.columns):
+            if math.isnan(self.prices[k]):
+                np.add.at(self.missing, col.idx, 1)
+        self.resync()
+
+    # -- the tick path ------------------------------------------------------------------
+    def apply(self, k: int, price: float, ts_ms: int) -> np.ndarray:
+        """New price for asset k; returns the indices of the accounts whose health changed."""
+        first = math.isnan(self.prices[k])
+        self.prices[k] = price
+        self.last_ts[k] = ts_ms
+        col = self.columns[k]
+        if not len(col):
+            return col.idx
+        num, den, eq = col.terms(price)
+        idx = col.idx
+        self.num[idx] += num - col.num
+        self.den[idx] += den - col.den
+        self.equity[idx] += eq - col.eq
+        col.num, col.den, col.eq = num, den, eq
+        if first:
+            self.missing[idx] -= 1
+        self._refresh_health(idx)
+        return idx
+
+    def _refresh_health(self, idx: np.ndarray) -> None:
+        h = health_of(1.0, self.num[idx], self.den[idx]) * self.scale[idx]
+        self.health[idx] = np.where(self.missing[idx] > 0, np.nan, h)
+
+    # -- exact recomputation ------------------------------------------------------------
+    def resync(self) -> None:
+        """Recompute every contribution and sum exactly (also the periodic drift bound)."""
+        self.num[:] = 0.0
+        self.den[:] = 0.0
+        self.equity[:] = 0.0
+        for k, col in enumerate(self.columns):
+            if not len(col):
+                continue
+            if math.isnan(self.prices[k]):
+                col.num[:] = col.den[:] = col.eq[:] = 0.0
+                continue
+            col.num, col.den, col.eq = col.terms(self.prices[k])
+            np.add.at(self.num, col.idx, col.num)
+            np.add.at(self.den, col.idx, col.den)
+            np.add.at(self.equity, col.idx, col.eq)
+        self._refresh_health(np.arange(len(self.books)))
+
+    def set_book(self, book: AccountBook) -> None:
+        """Replace one account's holdings (a fill, an account sync) and recompute it exactly."""
+        i = self.account_index[book.name]
+        old = self.books[i]
+        self.books[i] = book
+        held = {a for a, e in book.exposures.items() if not e.is_empty}
+        was = {a for a, e in old.exposures.items() if not e.is_empty}
+        if held != was or any(book.schedule(a) != old.schedule(a) for a in held):
+            self._build_columns()  # the sparsity pattern changed: rare, so rebuild plainly
+            return
+        for asset in held:
+            k = self.asset_index[asset]
+            col = self.columns[k]
+            pos = col.where[i]
+            for name in _FIELDS:
+                getattr(col, name)[pos] = getattr(book.exposures[asset], name)
+            if not math.isnan(self.prices[k]):
+                n, d, e = col.terms(self.prices[k], np.array([pos]))
+                col.num[pos], col.den[pos], col.eq[pos] = n[0], d[0], e[0]
+        self._resum_account(i, held)
+
+    def _resum_account(self, i: int, held: set[str]) -> None:
+        num = den = eq = 0.0
+        for asset in held:
+            col = self.columns[self.asset_index[asset]]
+            pos = col.where[i]
+            num += col.num[pos]
+            den += col.den[pos]
+            eq += col.eq[pos]
+        self.num[i], self.den[i], self.equity[i] = num, den, eq
+        self._refresh_health(np.array([i]))
+
+    # -- views --------------------------------------------------------------------------
+    def price_of(self, asset: str) -> float:
+        return float(self.prices[self.asset_index[asset]])
+
+    def price_map(self) -> dict[str, float]:
+        return {a: float(p) for a, p in zip(self.assets, self.prices)}
+
+    def stale_accounts(self, now_ms: int, stale_after_ms: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """Boolean mask of accounts holding a non-fixed asset not priced within their stale_after_ms."""
+        age = now_ms - self.last_ts
+        stale = np.zeros(len(self.books), dtype=bool)
+        for k, col in enumerate(self.columns):
+            if len(col) and not fixed[k]:
+                old = (self.last_ts[k] < 0) | (age[k] > stale_after_ms[col.idx])
+                stale[col.idx] |= old
+        return stale
+
+    def stale_assets_of(self, i: int, now_ms: int, stale_after_ms: float, fixed: np.ndarray) -> list[str]:
+        out = []
+        for asset, e in self.books[i].exposures.items():
+            k = self.asset_index[asset]
+            if not e.is_empty and not fixed[k] and (self.last_ts[k] < 0 or now_ms - self.last_ts[k] > stale_after_ms):
+                out.append(asset)
+        return out

@@ -1,0 +1,151 @@
+"""Accounts as the risk core sees them, and the exact (non-incremental) health math.
+
+Every margin model reduces to a numerator N and a denominator D per account,
+summed over assets, with health h = scale * N / D (h = 1 is liquidation):
+
+| model         | N (per asset)                          | D (per asset)                     | scale            |
+|---------------|----------------------------------------|-----------------------------------|------------------|
+| health_factor | W(qty*p)                               | debt*p                            | 1                |
+| ltv           | W(qty*p)                               | debt*p                            | liquidation_ltv  |
+| margin_level  | qty*p (every asset at 100%)            | debt*p                            | 1/liq_level      |
+| unified       | W(qty*p) - debt*p + size*p - cost      | (debt*borrow_mmr + perp_mm)*p     | 1                |
+
+- health_factor: Aave v3 HF = sum(collateral * liquidation threshold) / debt.
+- ltv: LTV = debt / weighted collateral, liquidated at liquidation_ltv, so h = liq_ltv / LTV.
+- margin_level: Binance classic cross margin, margin level = total assets / total
+  liabilities, liquidated at 1.1 (Binance margin "Margin Level" FAQ).
+- unified: Bybit UTA, account MM rate = maintenance margin / margin balance,
+  liquidation at 100%; margin balance = collateral value (tiered collateral value
+  ratios) minus liabilities plus perpetual unrealized PnL (Bybit help centre,
+  "Unified Trading Account: margin calculation"). h = 1 / MM rate.
+
+`contributions` is the one formula both the incremental engine (vectorized over
+a column of accounts) and the full recompute / planners (scalars) use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from monitor.risk.weights import WeightSchedule
+
+MODELS = ("health_factor", "ltv", "margin_level", "unified")
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """What one account has of one asset. Perpetuals are folded into three sums so
+    several positions on the same asset add up: pnl = size*p - cost, mm = perp_mm*p."""
+
+    qty: float = 0.0  # gross amount held, >= 0
+    debt: float = 0.0  # gross amount borrowed, >= 0
+    perp_size: float = 0.0  # sum of signed position sizes
+    perp_cost: float = 0.0  # sum of size * entry
+    perp_mm: float = 0.0  # sum of |size| * mmr
+    borrow_mmr: float = 0.0  # unified: maintenance rate on the borrowed amount
+
+    @property
+    def is_empty(self) -> bool:
+        return self.qty == 0 and self.debt == 0 and self.perp_size == 0 and self.perp_mm == 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBook:
+    """One account's holdings and model parameters; immutable (planners derive changed copies)."""
+
+    name: str
+    model: str
+    scale: float  # h = scale * N / D
+    param: float  # liquidation_ltv (ltv), liquidation_level (margin_level), else 1
+    exposures: dict[str, Exposure] = field(default_factory=dict)
+    weights: dict[str, WeightSchedule] = field(default_factory=dict)  # resolved per asset
+
+    @property
+    def unified(self) -> bool:
+        return self.model == "unified"
+
+    def schedule(self, asset: str) -> WeightSchedule:
+        if self.model == "margin_level":
+            return IDENTITY
+        return self.weights.get(asset, IDENTITY)
+
+    def with_exposure(self, asset: str, exposure: Exposure) -> AccountBook:
+        exps = dict(self.exposures)
+        exps[asset] = exposure
+        return replace(self, exposures=exps)
+
+
+IDENTITY = WeightSchedule.flat(1.0)
+
+
+def contributions(unified, qty, debt, perp_size, perp_cost, perp_mm, borrow_mmr, weighted, price):
+    """(N, D, equity) contributions of an asset at `price`; scalars or aligned numpy arrays.
+
+    `weighted` is W(qty * price) from the asset's weight schedule; `unified` is a
+    bool or a 0/1 array.
+    """
+    u = unified
+    debt_value = debt * price
+    num = weighted + perp_size * price - perp_cost - u * debt_value
+    den = (1 - u) * debt_value + (u * debt * borrow_mmr + perp_mm) * price
+    equity = (qty - debt + perp_size) * price - perp_cost
+    return num, den, equity
+
+
+def exposure_terms(book: AccountBook, asset: str, price: float) -> tuple[float, float, float]:
+    e = book.exposures[asset]
+    weighted = book.schedule(asset).apply(e.qty * price)
+    return contributions(float(book.unified), e.qty, e.debt, e.perp_size, e.perp_cost, e.perp_mm, e.borrow_mmr, weighted, price)
+
+
+def health_of(scale: float, num: float | np.ndarray, den: float | np.ndarray):
+    """h = scale * N / D with the edge cases: no debt is infinitely healthy."""
+    if isinstance(num, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = scale * num / den
+        return np.where(den > 0, h, np.where(num >= 0, np.inf, -np.inf))
+    if den > 0:
+        return scale * num / den
+    return math.inf if num >= 0 else -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    num: float
+    den: float
+    equity: float
+    health: float
+
+
+def evaluate(book: AccountBook, prices: dict[str, float]) -> Totals:
+    """Exact health of one account (the reference the incremental engine must match)."""
+    num = den = eq = 0.0
+    for asset in book.exposures:
+        n, d, e = exposure_terms(book, asset, prices[asset])
+        num += n
+        den += d
+        eq += e
+    return Totals(num, den, eq, health_of(book.scale, num, den))
+
+
+def to_native(model: str, param: float, health: float) -> float:
+    """The venue's own figure for a health value."""
+    if model == "ltv":
+        return param / health if health > 0 else math.inf
+    if model == "margin_level":
+        return health * param
+    if model == "unified":
+        return 1.0 / health if health > 0 else math.inf
+    return health
+
+
+def from_native(model: str, param: float, native: float) -> float:
+    """Health for a figure in the model's native unit (the inverse of to_native)."""
+    if model in ("ltv", "unified"):
+        return (param if model == "ltv" else 1.0) / native
+    if model == "margin_level":
+        return native / param
+    return native

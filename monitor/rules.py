@@ -1,0 +1,207 @@
+"""Levels -> events: hysteresis, confirmation, cooldown, daily caps, staleness.
+
+Breach depth is computed vectorized for the accounts a tick touched; only
+accounts whose depth changed, or whose timer (confirmation, cooldown) is due,
+reach the per-account Python logic. Time is event time (tick timestamps), so a
+replay behaves exactly like the live daemon, only faster.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.config import AccountSettings
+from monitor.errors import ConfigError
+from monitor.model import EventKind, LevelEvent
+from monitor.risk.portfolio import from_native, to_native
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpec:
+    name: str
+    action: str  # alert | rebalance
+    threshold: float  # health below which the level is breached
+    clear: float  # health above which it clears (threshold plus hysteresis)
+    confirm_ms: int
+    cooldown_ms: int
+    target: float | None = None  # health to restore (rebalance)
+    strategy: str | None = None
+    params: dict = field(default_factory=dict)
+    max_notional: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRules:
+    name: str
+    model: str
+    param: float
+    levels: tuple[LevelSpec, ...]  # by threshold, highest first
+    stale_after_ms: int
+    max_actions_per_day: int
+    max_notional_per_day: float | None
+
+
+def build_account_rules(acc: AccountSettings, param: float) -> AccountRules:
+    """Converts native-unit levels to health and orders them; rejects levels that cannot work."""
+    specs = []
+    for lv in acc.levels:
+        threshold = from_native(acc.model, param, getattr(lv, lv.threshold_key))
+        tk = lv.target_key
+        target = from_native(acc.model, param, getattr(lv, tk)) if tk and tk != "target" else lv.target
+        if target is not None and target <= threshold:
+            raise ConfigError(
+                f"accounts ({acc.name}).levels ({lv.name}): the target (health {target:.4g}) must be above "
+                f"the level (health {threshold:.4g}), or an action could never clear it"
+            )
+        specs.append(LevelSpec(
+            lv.name, lv.action, threshold, threshold * (1 + lv.hysteresis), int(lv.confirm_s * 1000),
+            int(lv.cooldown_s * 1000), target, lv.strategy, dict(lv.params), lv.max_notional,
+        ))
+    specs.sort(key=lambda s: -s.threshold)
+    return AccountRules(acc.name, acc.model, param, tuple(specs), int(acc.stale_after_s * 1000),
+                        acc.max_actions_per_day, acc.max_notional_per_day)
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceRequest:
+    account: int  # engine index
+    level: LevelSpec
+    ts_ms: int
+    notional_budget: float | None  # what the daily notional cap still allows
+
+
+@dataclass(slots=True)
+class _AccountState:
+    pending_since: dict[int, int] = field(default_factory=dict)  # level -> breach start, awaiting confirmation
+    firing_since: dict[int, int] = field(default_factory=dict)  # level -> when it fired
+    last_action_ms: int | None = None
+    day: int = -1
+    actions_today: int = 0
+    notional_today: float = 0.0
+    capped_notified: bool = False
+    stale: bool = False
+
+
+class Rules:
+    def __init__(self, accounts: list[AccountRules], dry_run: bool = True):
+        self.accounts = accounts
+        self.dry_run = dry_run
+        n = len(accounts)
+        width = max((len(a.levels) for a in accounts), default=0) or 1
+        # Padding thresholds with -inf: a missing level is never breached.
+        self.thresholds = np.full((n, width), -np.inf)
+        self.clears = np.full((n, width), -np.inf)
+        for i, acc in enumerate(accounts):
+            for j, lv in enumerate(acc.levels):
+                self.thresholds[i, j] = lv.threshold
+                self.clears[i, j] = lv.clear
+        self.depth = np.zeros(n, dtype=np.int64)  # how many levels are breached (with hysteresis)
+        self.min_health = np.full(n, np.inf)  # lowest health since the account's first level fired
+        self.state = [_AccountState() for _ in accounts]
+        self.stale_after_ms = np.array([a.stale_after_ms for a in accounts], dtype=np.float64)
+        self.stale = np.zeros(n, dtype=bool)
+        self._timers: list[tuple[int, int]] = []  # (due_ms, account)
+
+    # -- the tick path ----------------------------------------------------------------
+    def evaluate(self, idx: np.ndarray, health: np.ndarray, now_ms: int) -> list:
+        """New health for accounts `idx`: returns LevelEvents and RebalanceRequests."""
+        h = health[idx]
+        known = ~np.isnan(h)
+        idx, h = idx[known], h[known]
+        old = self.depth[idx]
+        enter = (h[:, None] < self.thresholds[idx]).sum(axis=1)
+        stay = (h[:, None] < self.clears[idx]).sum(axis=1)
+        new = np.maximum(enter, np.minimum(old, stay))
+        self.depth[idx] = new
+        tracked = new > 0
+        self.min_health[idx[tracked]] = np.minimum(self.min_health[idx[tracked]], h[tracked])
+        out: list = []
+        for i in idx[new != old].tolist():
+            self._transition(i, float(health[i]), now_ms, out)
+        while self._timers and self._timers[0][0] <= now_ms:
+            _, i = heapq.heappop(self._timers)
+            self._transition(i, float(health[i]), now_ms, out)
+        return out
+
+    def _transition(self, i: int, h: float, now_ms: int, out: list) -> None:
+        if math.isnan(h):
+            return
+        acc, st, depth = self.accounts[i], self.state[i], int(self.depth[i])
+        for j, lv in enumerate(acc.levels):
+            breached = j < depth
+            if not breached:
+                st.pending_since.pop(j, None)
+                if j in st.firing_since:
+                    since = st.firing_since.pop(j)
+                    out.append(self._event(i, lv, EventKind.RESOLVED, h, now_ms,
+                                           min_health=float(self.min_health[i]), since_ms=since))
+                continue
+            if j not in st.firing_since:
+                start = st.pending_since.setdefault(j, now_ms)
+                if now_ms - start < lv.confirm_ms:
+                    heapq.heappush(self._timers, (start + lv.confirm_ms, i))
+                    continue
+                del st.pending_since[j]
+                st.firing_since[j] = now_ms
+                out.append(self._event(i, lv, EventKind.FIRING, h, now_ms))
+            if lv.action == "rebalance" and h < lv.threshold:
+                self._maybe_act(i, lv, h, now_ms, out)
+        if not st.firing_since:
+            self.min_health[i] = np.inf
+
+    def _maybe_act(self, i: int, lv: LevelSpec, h: float, now_ms: int, out: list) -> None:
+        acc, st = self.accounts[i], self.state[i]
+        if st.stale:
+            return  # a breach on stale prices is reported (STALE) and never trades
+        if st.day != now_ms // DAY_MS:
+            st.day, st.actions_today, st.notional_today = now_ms // DAY_MS, 0, 0.0
+        if st.last_action_ms is not None and now_ms - st.last_action_ms < lv.cooldown_ms:
+            heapq.heappush(self._timers, (st.last_action_ms + lv.cooldown_ms, i))
+            return
+        budget = None
+        if acc.max_notional_per_day is not None:
+            budget = acc.max_notional_per_day - st.notional_today
+        if st.actions_today >= acc.max_actions_per_day or (budget is not None and budget <= 0):
+            if not st.capped_notified:
+                st.capped_notified = True
+                out.append(self._event(i, lv, EventKind.CAPPED, h, now_ms, detail="daily action or notional cap reached"))
+            heapq.heappush(self._timers, ((st.day + 1) * DAY_MS, i))
+            return
+        if lv.max_notional is not None:
+            budget = lv.max_notional if budget is None else min(budget, lv.max_notional)
+        st.last_action_ms = now_ms  # holds further requests until the cooldown, even if the plan is empty
+        heapq.heappush(self._timers, (now_ms + lv.cooldown_ms, i))
+        out.append(RebalanceRequest(i, lv, now_ms, budget))
+
+    def record_action(self, i: int, notional: float) -> None:
+        """Counts an executed action against the account's daily caps."""
+        st = self.state[i]
+        st.actions_today += 1
+        st.notional_today += notional
+        st.capped_notified = False
+
+    # -- staleness ----------------------------------------------------------------------
+    def update_stale(self, mask: np.ndarray, health: np.ndarray, now_ms: int, assets_of) -> list[LevelEvent]:
+        """Accounts whose prices went stale or fresh since the last call; `assets_of(i)` names the stale ones."""
+        out = []
+        for i in np.flatnonzero(mask != self.stale).tolist():
+            st = self.state[i]
+            st.stale = self.stale[i] = bool(mask[i])
+            kind = EventKind.STALE if st.stale else EventKind.FRESH
+            stale_assets = tuple(assets_of(i)) if st.stale else ()
+            detail = "no price for " + ", ".join(stale_assets) if st.stale else "prices fresh again"
+            out.append(self._event(i, None, kind, float(health[i]), now_ms, detail=detail, stale_assets=stale_assets))
+            if not st.stale:
+                heapq.heappush(self._timers, (now_ms, i))  # re-evaluate held-back actions
+        return out
+
+    def _event(self, i: int, lv: LevelSpec | None, kind: EventKind, h: float, now_ms: int, **kw) -> LevelEvent:
+        acc = self.accounts[i]
+        native = to_native(acc.model, acc.param, h) if not math.isnan(h) else math.nan
+        return LevelEvent(acc.name, lv.name if lv else "stale", kind, h, native, now_ms, self.dry_run, **kw)
