@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -205,6 +205,7 @@ class ExecutionSettings(Frozen):
 
 class SimulatedFeedParams(Frozen):
     start: dict[str, float] = Field(default_factory=dict)  # symbol -> start price
+    fixed: dict[str, float] = Field(default_factory=dict)  # symbols that tick at a constant price (stables)
     seed: int = 7
     interval_s: float = Field(default=0.2, ge=0)  # wall time between steps
     step_ms: int = Field(default=1000, gt=0)
@@ -215,7 +216,11 @@ class SimulatedFeedParams(Frozen):
     crash_depth: float = Field(default=0.35, ge=0, lt=1)
     crash_steps: int = Field(default=60, gt=0)
     recover_steps: int = Field(default=300, gt=0)
+    correlation: float = Field(default=0.7, ge=0, le=1)
     max_steps: int | None = Field(default=None, gt=0)
+    # wall: ticks carry the wall-clock time; market: each step advances event time by
+    # step_ms, so a demo can play minutes of market in seconds.
+    clock: Literal["wall", "market"] = "wall"
 
 
 class FeedSettings(Frozen):
@@ -239,9 +244,10 @@ class StoreSettings(Frozen):
 class DaemonSettings(Frozen):
     state_dir: str = "state"
     queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
-    resync_every_s: float = Field(default=60.0, gt=0)  # exact recompute of all accounts (bounds float drift)
+    resync_every_s: int = Field(default=60, gt=0)  # exact recompute of all accounts (bounds float drift)
     max_restarts: int = Field(default=5, ge=0)  # per component, within restart_window_s, before the daemon gives up
     restart_window_s: float = Field(default=60.0, gt=0)
+    status_every_s: float = Field(default=10.0, gt=0)  # how often each account's status is logged
 
 
 class Settings(Frozen):

@@ -102,8 +102,6 @@ def load_price_file(
     try:
         with _open_text(path) as stream:
             layout, times, columns, bad = _read_rows(stream, name)
-    except PriceFileError:
-        raise
     except OSError as exc:  # includes gzip.BadGzipFile
         raise PriceFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     except (EOFError, zlib.error) as exc:
@@ -216,8 +214,9 @@ def _read_candles(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int]
         except ValueError:
             bad += 1
             continue
-        # chained comparisons are False for NaN, so NaN fields fail here too
-        if not (0.0 < lo <= o <= h < math.inf and lo <= c <= h) or (last is not None and t <= last):
+        # Chained comparisons are False for NaN, so NaN fields fail here too. The open may lie
+        # outside [low, high]: aggregators (CoinGecko, CoinAPI) open a bar at the previous close.
+        if not (0.0 < lo <= h < math.inf and lo <= c <= h and 0.0 < o < math.inf) or (last is not None and t <= last):
             bad += 1
             continue
         last = t

@@ -1,0 +1,196 @@
+"""Command line: run, check-config, replay.
+
+User errors (bad config, bad price file, unknown asset) end with one line on
+stderr naming the culprit and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from monitor.config import Settings, load_settings
+from monitor.core import Monitor, check_strategies
+from monitor.errors import UserError
+from monitor.logs import configure_logging
+from monitor.risk.portfolio import to_native
+
+EXIT_USER_ERROR = 2
+
+
+def _registry():
+    from strategies import default_registry
+    return default_registry()
+
+
+def parse_time(text: str, flag: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{flag}: not an ISO-8601 time: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def load_checked(path: str) -> tuple[Settings, Monitor]:
+    """Settings plus a built Monitor: every check a config must pass before it runs."""
+    settings = load_settings(path)
+    monitor = Monitor(settings, _registry())
+    check_strategies(monitor)
+    return settings, monitor
+
+
+# -- check-config ------------------------------------------------------------------------
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings, monitor = load_checked(args.file)
+    print(f"{args.file}: OK — {len(settings.accounts)} account(s), {len(settings.assets)} asset(s), "
+          f"{len(settings.feeds)} feed(s), mode {settings.execution.mode}")
+    for i, acc in enumerate(settings.accounts):
+        st = monitor.status(i)
+        health = "needs live prices" if math.isnan(st.health) else f"{st.health:.4f} (native {st.native:.4f})"
+        print(f"  {acc.name}: {acc.model}, health {health}")
+        for lv in monitor.rules.accounts[i].levels:
+            native = to_native(acc.model, monitor.engine.books[i].param, lv.threshold)
+            what = lv.action if lv.action == "alert" else f"rebalance with {lv.strategy} to health {lv.target:.4g}"
+            print(f"    {lv.name}: below health {lv.threshold:.4g} (native {native:.4g}), "
+                  f"confirm {lv.confirm_ms / 1000:g}s -> {what}")
+    return 0
+
+
+# -- replay ------------------------------------------------------------------------------
+def load_series(settings: Settings, prices: list[str], start_ms: int | None, end_ms: int | None) -> list:
+    from monitor.feeds.price_file import load_price_file, parse_prices_arg
+
+    known = settings.symbol_of_asset()
+    symbols = set(known.values())
+    series = []
+    for arg in prices:
+        symbol, path = parse_prices_arg(arg)
+        if symbol not in symbols:
+            raise UserError(f"--prices {symbol}: no asset is priced by this symbol (known: {', '.join(sorted(symbols))})")
+        series.append(load_price_file(path, symbol, start_ms, end_ms))
+    given = {s.symbol for s in series}
+    for acc in settings.accounts:
+        for asset in (*acc.holdings, *acc.borrowed):
+            if asset in known and known[asset] not in given:
+                raise UserError(f"--prices: no price file for {known[asset]} (asset {asset}, held by {acc.name})")
+    return series
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r  replay [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ticks")
+    sys.stderr.flush()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from monitor.replay import run_replay
+
+    settings, _ = load_checked(args.config)
+    start = parse_time(args.start, "--start") if args.start else None
+    end = parse_time(args.end, "--end") if args.end else None
+    series = load_series(settings, args.prices, start, end)
+    tty = sys.stderr.isatty()
+    report = run_replay(settings, series, _registry(), _progress if tty else None)
+    if tty:
+        sys.stderr.write("\n")
+    if args.report:
+        try:
+            Path(args.report).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        except OSError as err:
+            raise UserError(f"--report {args.report}: cannot write ({err.strerror})") from None
+    print_summary(report)
+    return 0
+
+
+def _h(x: float | None) -> str:
+    return "inf" if x is None else f"{x:.4f}"
+
+
+def print_summary(report: dict) -> None:
+    print(f"replayed {report['ticks']} ticks from {report['start']} to {report['end']} "
+          f"in {report['wall_seconds']:.2f}s ({report['bad_rows']} bad rows skipped)")
+    for name, a in report["accounts"].items():
+        b = a["baseline"]
+        liq = f"LIQUIDATED at {a['liquidated_at']}" if a["liquidated"] else "not liquidated"
+        base = f"LIQUIDATED at {b['liquidated_at']}" if b["liquidated"] else "not liquidated"
+        print(f"  {name} ({a['model']}): health {_h(a['start_health'])} -> {_h(a['end_health'])}, "
+              f"min {_h(a['min_health'])} at {a['min_health_at']}, {liq}")
+        print(f"    {len(a['alerts'])} alert(s), {len(a['actions'])} action(s), traded {a['traded_notional']:.2f}, "
+              f"fees {a['fees']:.2f}; without actions: min {_h(b['min_health'])}, {base}")
+
+
+# -- run ---------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.service import build_daemon, run_daemon
+
+    settings, _ = load_checked(args.config)
+
+    async def main() -> int:
+        daemon = build_daemon(settings, _registry())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+
+        def on_signal() -> None:
+            if stop.is_set():  # the second signal forces
+                current.cancel()
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        return await run_daemon(daemon, stop)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        return 130
+
+
+# -- entry point ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="collateral-monitor",
+                                description="Keeps leveraged crypto accounts away from liquidation.")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                   help="JSON lines (default when not on a terminal) or readable lines")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, help="the TOML config file")
+    run.set_defaults(func=cmd_run)
+
+    chk = sub.add_parser("check-config", help="validate a config and print a summary")
+    chk.add_argument("file")
+    chk.set_defaults(func=cmd_check_config)
+
+    rep = sub.add_parser("replay", help="replay historical prices through the daemon's logic")
+    rep.add_argument("--config", required=True)
+    rep.add_argument("--prices", action="append", required=True, metavar="SYMBOL=FILE",
+                     help="a CSV (optionally gzipped) of one symbol's prices; repeat per symbol")
+    rep.add_argument("--start", help="ISO-8601 start (inclusive)")
+    rep.add_argument("--end", help="ISO-8601 end (exclusive)")
+    rep.add_argument("--report", metavar="OUT.json", help="write the JSON report here")
+    rep.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"collateral-monitor: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,243 @@
+"""The monitoring loop without I/O: ticks in; events and plans out; fills back in.
+
+The daemon (asyncio) and replay (a loop over a file) drive the same Monitor, so
+what a replay shows is what the daemon would have done.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.accounts.static import build_books
+from monitor.config import Settings
+from monitor.errors import ConfigError
+from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick, Repay
+from monitor.risk.engine import RiskEngine
+from monitor.risk.portfolio import AccountBook, to_native
+from monitor.risk.solve import liquidation_price
+from monitor.risk.trades import apply_fills, apply_repay
+from monitor.risk.volatility import VolatilityTracker
+from monitor.risk.weights import WeightSchedule
+from monitor.rules import AccountRules, RebalanceRequest, Rules, build_account_rules
+from strategies.base import Market, MarketView, PlanRequest, Strategy, StrategyRegistry
+
+STALE_CHECK_MS = 1000  # how often (event time) staleness is re-evaluated
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """Status of one asset of one account: where it liquidates the account alone."""
+
+    asset: str
+    price: float
+    liquidation_price: float | None
+    distance_pct: float | None  # signed: negative = the price must fall
+    distance_sigma: float | None  # |ln(liq/price)| in daily EWMA volatilities
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    name: str
+    model: str
+    health: float
+    native: float
+    equity: float
+    level: str | None  # deepest breached level
+    stale: bool
+    exposures: tuple[Exposure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a settled plan did to the account."""
+
+    health_before: float
+    health_after: float
+    event: LevelEvent | None  # VERIFY_FAILED when execution did not help as planned
+
+
+def markets_from_settings(settings: Settings) -> dict[str, Market]:
+    out = {}
+    for name, a in settings.assets.items():
+        if a.symbol and "/" in a.symbol:
+            base, quote = a.symbol.split(":")[0].split("/", 1)
+            out[name] = Market(a.symbol, base, quote, a.lot_size, a.min_notional)
+    return out
+
+
+class Monitor:
+    """Engine + rules + strategies. One caller at a time (it owns the risk state)."""
+
+    def __init__(self, settings: Settings, registry: StrategyRegistry, books: list[AccountBook] | None = None,
+                 act: bool = True):
+        self.settings = settings
+        self.act = act  # False: the baseline run, alerts only
+        self.books_cfg = {a.name: a for a in settings.accounts}
+        books = books if books is not None else build_books(settings)
+        assets = list(settings.assets)
+        fixed = {n: float(a.price) for n, a in settings.assets.items() if a.symbol is None}
+        self.engine = RiskEngine(books, assets, fixed)
+        self.fixed = np.array([a in fixed for a in assets])
+        self.rules = Rules([build_account_rules(self.books_cfg[b.name], b.param) for b in books],
+                           dry_run=settings.execution.mode == "dry_run")
+        self.vol = VolatilityTracker(len(assets))
+        self.markets = markets_from_settings(settings)
+        self.stables = frozenset(a for a in settings.assets if settings.is_stable(a))
+        self.schedules = {n: WeightSchedule.from_spec(a.weight) for n, a in settings.assets.items()}
+        self.assets_by_symbol: dict[str, list[int]] = {}
+        for k, a in enumerate(assets):
+            if settings.assets[a].symbol:
+                self.assets_by_symbol.setdefault(settings.assets[a].symbol, []).append(k)
+        self.quotes: dict[str, tuple[float, float]] = {}
+        self.strategies = self._load_strategies(registry)
+        self.now_ms = 0
+        self._next_stale_check = 0
+
+    def _load_strategies(self, registry: StrategyRegistry) -> dict[str, Strategy]:
+        out = {}
+        for acc in self.settings.accounts:
+            for lv in acc.levels:
+                if lv.strategy and lv.strategy not in out:
+                    out[lv.strategy] = registry.get(lv.strategy)
+        return out
+
+    def strategy_problems(self) -> list[str]:
+        """Rebalance levels whose strategy can never raise the account's health (check-config)."""
+        problems = []
+        for acc, book in zip(self.settings.accounts, self.engine.books):
+            for lv in acc.levels:
+                if lv.action == "rebalance":
+                    reason = self.strategies[lv.strategy].check(book, self.stables, self.markets)
+                    if reason:
+                        problems.append(f"accounts ({acc.name}).levels ({lv.name}): {lv.strategy}: {reason}")
+        return problems
+
+    # -- the tick path ----------------------------------------------------------------
+    def on_tick(self, tick: PriceTick) -> list[LevelEvent | Plan]:
+        ks = self.assets_by_symbol.get(tick.symbol)
+        if not ks or not (tick.price > 0 and math.isfinite(tick.price)):
+            return []
+        self.now_ms = max(self.now_ms, tick.ts_ms)
+        out: list = []
+        for k in ks:
+            asset = self.engine.assets[k]
+            if tick.bid is not None and tick.ask is not None:
+                self.quotes[asset] = (tick.bid, tick.ask)
+            idx = self.engine.apply(k, tick.price, tick.ts_ms)
+            self.vol.update(k, tick.price, tick.ts_ms)
+            out += self._decide(idx)
+        if self.now_ms >= self._next_stale_check:
+            out += self.check_stale()
+        return out
+
+    def _decide(self, idx: np.ndarray) -> list:
+        out = []
+        for item in self.rules.evaluate(idx, self.engine.health, self.now_ms):
+            if isinstance(item, RebalanceRequest):
+                if self.act:
+                    out.append(self._plan(item))
+            else:
+                out.append(item)
+        return out
+
+    def check_stale(self) -> list[LevelEvent]:
+        self._next_stale_check = self.now_ms + STALE_CHECK_MS
+        mask = self.engine.stale_accounts(self.now_ms, self.rules.stale_after_ms, self.fixed)
+        return self.rules.update_stale(
+            mask, self.engine.health, self.now_ms,
+            lambda i: self.engine.stale_assets_of(i, self.now_ms, self.rules.stale_after_ms[i], self.fixed),
+        )
+
+    def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent:
+        i, lv = req.account, req.level
+        book = self.engine.books[i]
+        h = float(self.engine.health[i])
+        request = PlanRequest(book, self.market_view(), lv.name, lv.target, req.ts_ms,
+                              self.account_stable(book.name), req.notional_budget, lv.params)
+        plan = self.strategies[lv.strategy].plan(request)
+        if plan.is_empty or not plan.expected_health > h:
+            return self._event(i, lv.name, EventKind.INEFFECTIVE, plan.note or "the plan would not raise health")
+        return plan
+
+    # -- fills come back -----------------------------------------------------------------
+    def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay]) -> Settlement:
+        """Applies what was executed, recomputes the account exactly, verifies the outcome
+        (improved, and not past the target by more than verify_offset, as DeFi automations check)."""
+        i = self.engine.account_index[plan.account]
+        target = next((lv.target for lv in self.rules.accounts[i].levels if lv.name == plan.level), None)
+        before = float(self.engine.health[i])
+        book = apply_fills(self.engine.books[i], fills, self.schedules)
+        for r in repays:
+            book = apply_repay(book, r)
+        self.engine.set_book(book)
+        self.rules.record_action(i, sum(f.notional for f in fills))
+        after = float(self.engine.health[i])
+        event = None
+        offset = self.settings.execution.verify_offset
+        if not after > before:
+            event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"health did not improve ({before:.4f} -> {after:.4f})")
+        elif target is not None and after > target * (1 + offset) and plan.expected_health <= target * (1 + offset):
+            event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
+        return Settlement(before, after, event)
+
+    def set_book(self, book: AccountBook) -> None:
+        self.engine.set_book(book)
+
+    def resync(self) -> None:
+        self.engine.resync()
+
+    # -- views --------------------------------------------------------------------------
+    def market_view(self) -> MarketView:
+        prices = {a: float(p) for a, p in zip(self.engine.assets, self.engine.prices) if not math.isnan(p)}
+        vol = {a: v for k, a in enumerate(self.engine.assets) if (v := self.vol.daily(k)) is not None}
+        return MarketView(prices, dict(self.quotes), self.markets, self.stables,
+                          self.settings.execution.fee_rate, self.settings.execution.slippage, vol)
+
+    def account_stable(self, name: str) -> str | None:
+        acc = self.books_cfg[name]
+        if acc.stable:
+            return acc.stable
+        book = self.engine.books[self.engine.account_index[name]]
+        held = [a for a in book.exposures if a in self.stables]
+        return held[0] if held else next(iter(sorted(self.stables)), None)
+
+    def status(self, i: int) -> AccountStatus:
+        book = self.engine.books[i]
+        h = float(self.engine.health[i])
+        prices = self.engine.price_map()
+        depth = int(self.rules.depth[i])
+        levels = self.rules.accounts[i].levels
+        exposures = []
+        if not math.isnan(h):
+            for asset, e in book.exposures.items():
+                k = self.engine.asset_index[asset]
+                if self.fixed[k] or e.is_empty:
+                    continue
+                exposures.append(self._exposure(book, prices, asset, k))
+        return AccountStatus(book.name, book.model, h, to_native(book.model, book.param, h) if not math.isnan(h) else math.nan,
+                             float(self.engine.equity[i]), levels[depth - 1].name if depth else None,
+                             bool(self.rules.stale[i]), tuple(exposures))
+
+    def _exposure(self, book: AccountBook, prices: dict[str, float], asset: str, k: int) -> Exposure:
+        p = prices[asset]
+        liq = liquidation_price(book, prices, asset)
+        if liq is None or liq <= 0:
+            return Exposure(asset, p, None, None, None)
+        vol = self.vol.daily(k)
+        sigma = abs(math.log(liq / p)) / vol if vol else None
+        return Exposure(asset, p, liq, (liq / p - 1) * 100, sigma)
+
+    def _event(self, i: int, level: str, kind: EventKind, detail: str) -> LevelEvent:
+        book = self.engine.books[i]
+        h = float(self.engine.health[i])
+        return LevelEvent(book.name, level, kind, h, to_native(book.model, book.param, h), self.now_ms,
+                          self.rules.dry_run, detail)
+
+
+def check_strategies(monitor: Monitor) -> None:
+    problems = monitor.strategy_problems()
+    if problems:
+        raise ConfigError(problems[0])

@@ -1,0 +1,23 @@
+"""The Executor interface: turns a Plan into fills."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from monitor.model import Fill, Plan, Repay
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    plan_id: str
+    fills: tuple[Fill, ...] = ()
+    repays: tuple[Repay, ...] = ()
+    duplicate: bool = False  # the plan id was executed before: nothing was done this time
+    errors: tuple[str, ...] = field(default=())
+
+
+class Executor(Protocol):
+    name: str
+
+    async def execute(self, plan: Plan) -> Execution: ...

@@ -1,0 +1,62 @@
+"""Dry-run execution: fills on a paper ledger at bid/ask with fee and slippage.
+
+A sale fills at bid*(1 - slippage), a buy at ask*(1 + slippage) (price -/+
+slippage when the feed gives no bid/ask), the fee is fee_rate of the notional.
+Plan ids are remembered, so a retried plan never executes twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from monitor.execution.base import Execution
+from monitor.model import Fill, Order, Plan
+from monitor.store.base import StateStore
+
+QuoteSource = Callable[[str], tuple[float, float] | None]  # base asset -> (bid, ask)
+
+
+class PaperExecutor:
+    name = "paper"
+
+    def __init__(self, quotes: QuoteSource, fee_rate: float, slippage: float, store: StateStore,
+                 clock_ms: Callable[[], int]):
+        self._quotes = quotes
+        self.fee_rate = fee_rate
+        self.slippage = slippage
+        self._store = store
+        self._clock_ms = clock_ms
+
+    def fill_price(self, order: Order) -> float:
+        quote = self._quotes(order.base)
+        if quote is None:
+            return order.price  # no market data beyond the plan's own price
+        bid, ask = quote
+        return bid * (1 - self.slippage) if order.side == "sell" else ask * (1 + self.slippage)
+
+    def execute_now(self, plan: Plan) -> Execution:
+        """Synchronous core (replay calls it directly; the daemon through `execute`)."""
+        pid = plan.plan_id
+        if not self._store.claim_plan(pid, plan.account, plan.ts_ms):
+            return Execution(pid, duplicate=True)
+        ts = self._clock_ms()
+        fills = []
+        for order in plan.orders:
+            price = self.fill_price(order)
+            fills.append(Fill(order, order.amount, price, order.amount * price * self.fee_rate, ts))
+        execution = Execution(pid, tuple(fills), plan.repays)
+        self._store.journal("execution", plan.account, execution_record(plan, execution, ts))
+        return execution
+
+    async def execute(self, plan: Plan) -> Execution:
+        return self.execute_now(plan)
+
+
+def execution_record(plan: Plan, execution: Execution, ts_ms: int) -> dict:
+    return {
+        "plan_id": plan.plan_id, "ts_ms": ts_ms, "level": plan.level, "strategy": plan.strategy,
+        "health_before": plan.health_before, "expected_health": plan.expected_health,
+        "fills": [{"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price, "fee": f.fee}
+                  for f in execution.fills],
+        "repays": [{"asset": r.asset, "amount": r.amount} for r in execution.repays],
+    }

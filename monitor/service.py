@@ -1,0 +1,265 @@
+"""Wiring: builds every component from settings and runs them as supervised tasks.
+
+One task (the engine loop) owns the risk state. Feeds push into its inbox; it
+pushes alerts and plans onto queues drained by their own workers, so a slow
+notifier or exchange never delays risk. Shutdown runs in reverse start order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from monitor.alerts.manager import AlertManager
+from monitor.alerts.notifiers import ConsoleNotifier, Notifier
+from monitor.config import FeedSettings, Settings
+from monitor.core import Monitor
+from monitor.errors import ConfigError
+from monitor.execution.base import Execution, Executor
+from monitor.execution.paper import PaperExecutor
+from monitor.feeds.base import PriceFeed
+from monitor.feeds.simulated import MarketSpec, SimulatedFeed
+from monitor.inbox import EngineInbox
+from monitor.model import LevelEvent, Plan, PriceTick
+from monitor.store.base import StateStore
+from monitor.store.sqlite import SqliteStore
+from monitor.supervisor import Component, CrashLoop, Supervisor
+from strategies.base import StrategyRegistry
+
+log = structlog.get_logger("daemon")
+DRAIN_TIMEOUT_S = 3.0  # on shutdown, time left to deliver queued alerts
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    plan: Plan
+    execution: Execution
+
+
+@dataclass(frozen=True, slots=True)
+class ClockTick:
+    now_ms: int
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    monitor: Monitor
+    inbox: EngineInbox
+    alerts: AlertManager
+    executor: Executor
+    store: StateStore
+    feeds: list[PriceFeed]
+    plans: asyncio.Queue[Plan]
+    clock_ms: Callable[[], int] = wall_clock_ms
+    ticks_applied: int = 0
+    first_tick: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_status_ms: int = 0
+
+
+def build_feed(fs: FeedSettings, settings: Settings) -> PriceFeed:
+    sim = fs.simulated
+    missing = [s for s in fs.symbols if s not in sim.start and s not in sim.fixed]
+    if missing:
+        raise ConfigError(f"feeds ({fs.name}).simulated.start: no start price for {missing[0]!r}")
+    start = {s: sim.start[s] for s in fs.symbols if s in sim.start}
+    fixed = {s: sim.fixed[s] for s in fs.symbols if s in sim.fixed}
+    spec = MarketSpec(start=start, fixed=fixed, correlation=sim.correlation, seed=sim.seed, step_ms=sim.step_ms, vol_per_step=sim.vol_per_step,
+                      jump_prob=sim.jump_prob, jump_scale=sim.jump_scale, crash_at_step=sim.crash_at_step,
+                      crash_depth=sim.crash_depth, crash_steps=sim.crash_steps, recover_steps=sim.recover_steps)
+    clock = market_clock(wall_clock_ms(), sim.step_ms) if sim.clock == "market" else None
+    return SimulatedFeed(fs.name, spec, sim.interval_s, sim.max_steps, clock)
+
+
+def market_clock(start_ms: int, step_ms: int) -> Callable[[], int]:
+    """Event time that advances one step per call (a simulated market played faster than real time)."""
+    steps = itertools.count()
+    return lambda: start_ms + next(steps) * step_ms
+
+
+def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] | None]]:
+    return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
+
+
+def state_path(settings: Settings) -> Path:
+    return Path(settings.daemon.state_dir) / "state.sqlite"
+
+
+def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
+                 feeds: list[PriceFeed] | None = None,
+                 notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
+                 clock_ms: Callable[[], int] = wall_clock_ms) -> Daemon:
+    """Dependencies may be injected (tests); by default they come from settings."""
+    if settings.execution.mode != "dry_run":
+        raise ConfigError(f"execution.mode: {settings.execution.mode!r} needs an exchange executor, "
+                          "which this version does not have yet; use 'dry_run'")
+    monitor = Monitor(settings, registry)
+    feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
+    if not feeds:
+        raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
+    store = store if store is not None else SqliteStore(state_path(settings))
+
+    def quote(asset: str) -> tuple[float, float] | None:
+        q = monitor.quotes.get(asset)
+        p = monitor.engine.price_of(asset)
+        return q if q is not None else (None if math.isnan(p) else (p, p))
+
+    executor = PaperExecutor(quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+    alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
+    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+                  asyncio.Queue(settings.daemon.queue_size), clock_ms)
+
+
+# -- the engine loop: the only code that touches risk state ------------------------------
+async def engine_loop(d: Daemon) -> None:
+    while True:
+        message = await d.inbox.get()
+        try:
+            handle(d, message)
+        except Exception as err:  # one bad message must not stop monitoring
+            log.error("engine message failed", message=type(message).__name__, error=f"{type(err).__name__}: {err}",
+                      exc_info=err)
+
+
+def handle(d: Daemon, message: object) -> None:
+    m = d.monitor
+    if isinstance(message, PriceTick):
+        d.ticks_applied += 1
+        dispatch(d, m.on_tick(message))
+        d.first_tick.set()
+    elif isinstance(message, Executed):
+        settle(d, message)
+    elif isinstance(message, ClockTick):
+        m.now_ms = max(m.now_ms, message.now_ms)
+        dispatch(d, m.check_stale())
+        if message.now_ms - d._last_status_ms >= d.settings.daemon.status_every_s * 1000:
+            d._last_status_ms = message.now_ms
+            log_status(d)
+        if message.now_ms // 1000 % int(d.settings.daemon.resync_every_s) == 0:
+            m.resync()
+
+
+def dispatch(d: Daemon, outcomes: list) -> None:
+    for item in outcomes:
+        if isinstance(item, Plan):
+            log.info("rebalance planned", account=item.account, level=item.level, strategy=item.strategy,
+                     health=round(item.health_before, 4), expected_health=round(item.expected_health, 4),
+                     orders=[f"{o.side} {o.amount:.8g} {o.symbol} @ {o.price:.8g}" for o in item.orders],
+                     repays=[f"{r.amount:.8g} {r.asset}" for r in item.repays], plan_id=item.plan_id)
+            try:
+                d.plans.put_nowait(item)
+            except asyncio.QueueFull:
+                log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
+        elif isinstance(item, LevelEvent):
+            d.alerts.submit(item)
+
+
+def settle(d: Daemon, done: Executed) -> None:
+    if done.execution.duplicate:
+        log.warning("plan already executed, skipped", plan_id=done.plan.plan_id)
+        return
+    result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
+             dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
+             health_after=round(result.health_after, 4),
+             fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
+                    for f in done.execution.fills])
+    if result.event is not None:
+        d.alerts.submit(result.event)
+
+
+def log_status(d: Daemon) -> None:
+    m = d.monitor
+    for i in range(len(m.engine.books)):
+        st = m.status(i)
+        worst = min((e for e in st.exposures if e.distance_pct is not None), key=lambda e: abs(e.distance_pct),
+                    default=None)
+        log.info("account", account=st.name, health=round(st.health, 4), level=st.level, stale=st.stale,
+                 equity=round(st.equity, 2),
+                 nearest_liquidation=None if worst is None else
+                 f"{worst.asset} @ {worst.liquidation_price:.6g} ({worst.distance_pct:+.1f}%)")
+
+
+# -- workers off the tick path -----------------------------------------------------------
+async def execution_worker(d: Daemon) -> None:
+    while True:
+        plan = await d.plans.get()
+        # The bookkeeping of an order placed must survive a shutdown that lands mid-call.
+        execution = await asyncio.shield(d.executor.execute(plan))
+        d.inbox.put_control(Executed(plan, execution))
+
+
+async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
+    """Wall-clock heartbeat: staleness must be noticed even when no tick arrives."""
+    while True:
+        await asyncio.sleep(interval_s)
+        d.inbox.put_control(ClockTick(d.clock_ms()))
+
+
+def feed_component(d: Daemon, feed: PriceFeed) -> Component:
+    async def start() -> None:
+        await feed.run(d.inbox.put_tick)
+    return Component(f"feed:{feed.name}", start)
+
+
+async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
+    """Runs until `stop` is set (0) or a component crash-loops (1)."""
+    sup = Supervisor(d.settings.daemon.max_restarts, d.settings.daemon.restart_window_s)
+    # Start order: consumers before producers; shutdown cancels in reverse.
+    components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
+                  Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
+                  *(feed_component(d, f) for f in d.feeds)]
+    tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    log.info("daemon started", accounts=len(d.monitor.engine.books), feeds=[f.name for f in d.feeds],
+             mode=d.settings.execution.mode)
+    code = 0
+    try:
+        pending = set(tasks) | {stopper}
+        while not stopper.done():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stopper and not t.cancelled() and isinstance(t.exception(), CrashLoop):
+                    log.critical("stopping: component crash loop", error=str(t.exception()))
+                    code = 1
+                    stop.set()
+            if code:
+                break
+    finally:
+        await shutdown(d, tasks, stopper)
+    return code
+
+
+async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) -> None:
+    log.info("daemon stopping")
+    stopper.cancel()
+    for t in reversed(tasks):
+        if t.get_name() in ("engine", "alerts"):
+            continue
+        t.cancel()
+    try:  # let the engine apply what is queued and the alert worker deliver it
+        await asyncio.wait_for(_drain(d), DRAIN_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("shutdown: undelivered alerts left", queued=d.alerts.queue.qsize())
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    d.store.close()
+    log.info("daemon stopped", ticks=d.ticks_applied, alerts_sent=d.alerts.sent)
+
+
+async def _drain(d: Daemon) -> None:
+    while len(d.inbox):
+        await asyncio.sleep(0)
+    await d.alerts.queue.join()

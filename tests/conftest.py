@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real market data in shared/data: beside the repo checkout, else $CM_SHARED_DATA."""
+    beside_repo = REPO_ROOT.parent / "shared" / "data"
+    if beside_repo.is_dir():
+        return beside_repo
+    from_env = os.environ.get("CM_SHARED_DATA")
+    if from_env and Path(from_env).is_dir():
+        return Path(from_env)
+    pytest.skip(
+        f"shared data not found: neither {beside_repo} nor $CM_SHARED_DATA ({from_env or 'unset'}) is a directory"
+    )
