@@ -247,6 +247,7 @@ class DaemonSettings(Frozen):
     resync_every_s: int = Field(default=60, gt=0)  # exact recompute of all accounts (bounds float drift)
     max_restarts: int = Field(default=5, ge=0)  # per component, within restart_window_s, before the daemon gives up
     restart_window_s: float = Field(default=60.0, gt=0)
+    restart_backoff_s: float = Field(default=0.5, gt=0)  # first restart delay; doubles per crash, at most 30 s
     status_every_s: float = Field(default=10.0, gt=0)  # how often each account's status is logged
 
 

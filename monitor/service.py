@@ -65,7 +65,9 @@ class Daemon:
     clock_ms: Callable[[], int] = wall_clock_ms
     ticks_applied: int = 0
     first_tick: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
     _last_status_ms: int = 0
+    _last_resync_ms: int = 0
 
 
 def build_feed(fs: FeedSettings, settings: Settings) -> PriceFeed:
@@ -146,7 +148,8 @@ def handle(d: Daemon, message: object) -> None:
         if message.now_ms - d._last_status_ms >= d.settings.daemon.status_every_s * 1000:
             d._last_status_ms = message.now_ms
             log_status(d)
-        if message.now_ms // 1000 % int(d.settings.daemon.resync_every_s) == 0:
+        if message.now_ms - d._last_resync_ms >= d.settings.daemon.resync_every_s * 1000:
+            d._last_resync_ms = message.now_ms
             m.resync()
 
 
@@ -177,6 +180,7 @@ def settle(d: Daemon, done: Executed) -> None:
                     for f in done.execution.fills])
     if result.event is not None:
         d.alerts.submit(result.event)
+    d.settled.set()
 
 
 def log_status(d: Daemon) -> None:
@@ -215,7 +219,8 @@ def feed_component(d: Daemon, feed: PriceFeed) -> Component:
 
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
-    sup = Supervisor(d.settings.daemon.max_restarts, d.settings.daemon.restart_window_s)
+    ds = d.settings.daemon
+    sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),

@@ -22,3 +22,19 @@ def shared_data() -> Path:
     pytest.skip(
         f"shared data not found: neither {beside_repo} nor $CM_SHARED_DATA ({from_env or 'unset'}) is a directory"
     )
+
+
+CONFIGS = REPO_ROOT / "tests" / "configs"
+BINANCE_2021 = "binance_1m_2021-04/binance_{}USDT_1m_2021-04-16_2021-04-19.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def contract_config() -> Path:
+    """The config an issue published as a contract: it must pass check-config and replay as written."""
+    return CONFIGS / "contract.toml"
+
+
+@pytest.fixture(scope="session")
+def crash_prices(shared_data: Path) -> list[str]:
+    """--prices arguments for BTC and ETH over the 2021-04-18 liquidation dump."""
+    return [f"{a}/USDT={shared_data / BINANCE_2021.format(a)}" for a in ("BTC", "ETH")]

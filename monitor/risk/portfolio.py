@@ -102,13 +102,16 @@ def exposure_terms(book: AccountBook, asset: str, price: float) -> tuple[float, 
 
 
 def health_of(scale: float, num: float | np.ndarray, den: float | np.ndarray):
-    """h = scale * N / D with the edge cases: no debt is infinitely healthy."""
+    """h = scale * N / D with the edge cases: no debt is infinitely healthy; an
+    unknown (nan) N or D is unknown health, never -inf ("liquidated")."""
     if isinstance(num, np.ndarray):
         with np.errstate(divide="ignore", invalid="ignore"):
             h = scale * num / den
-        return np.where(den > 0, h, np.where(num >= 0, np.inf, -np.inf))
+        return np.where(den > 0, h, np.where(num >= 0, np.inf, np.where(np.isnan(num + den), np.nan, -np.inf)))
     if den > 0:
         return scale * num / den
+    if math.isnan(num) or math.isnan(den):
+        return math.nan
     return math.inf if num >= 0 else -math.inf
 
 
@@ -123,7 +126,9 @@ class Totals:
 def evaluate(book: AccountBook, prices: dict[str, float]) -> Totals:
     """Exact health of one account (the reference the incremental engine must match)."""
     num = den = eq = 0.0
-    for asset in book.exposures:
+    for asset, exposure in book.exposures.items():
+        if exposure.is_empty:
+            continue  # an emptied asset adds nothing and needs no price (as in the engine)
         n, d, e = exposure_terms(book, asset, prices[asset])
         num += n
         den += d
