@@ -121,16 +121,19 @@ class Monitor:
         if not ks or not (tick.price > 0 and math.isfinite(tick.price)):
             return []
         self.now_ms = max(self.now_ms, tick.ts_ms)
-        out: list = []
+        touched = []
         for k in ks:
             asset = self.engine.assets[k]
             if tick.bid is not None and tick.ask is not None:
                 self.quotes[asset] = (tick.bid, tick.ask)
-            idx = self.engine.apply(k, tick.price, tick.ts_ms)
+            touched.append(self.engine.apply(k, tick.price, tick.ts_ms))
             self.vol.update(k, tick.price, tick.ts_ms)
-            out += self._decide(idx)
-        if self.now_ms >= self._next_stale_check:
+        out: list = []
+        # Staleness first, so a tick that makes an account fresh can also let it act.
+        if self.now_ms >= self._next_stale_check or any(self.rules.stale[idx].any() for idx in touched):
             out += self.check_stale()
+        for idx in touched:
+            out += self._decide(idx)
         return out
 
     def _decide(self, idx: np.ndarray) -> list:

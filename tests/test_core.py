@@ -1,0 +1,97 @@
+"""The Monitor (engine + rules + strategies) as the daemon and replay drive it."""
+
+from __future__ import annotations
+
+import math
+
+from monitor.config import parse_settings
+from monitor.core import Monitor
+from monitor.model import EventKind, LevelEvent, Plan, PriceTick
+from strategies import default_registry
+
+MIN = 60_000
+
+
+ASSETS = {"BTC": {"price": "BTC/USDT", "weight": 0.9}, "ETH": {"price": "ETH/USDT", "weight": 0.8},
+          "USDT": {"price": 1.0}}
+
+
+def settings(levels: list[dict], model: str = "health_factor", **account) -> object:
+    acc = {"name": "a", "model": model, "holdings": {"BTC": 1.0, "USDT": -40000}, "stale_after_s": 120,
+           "levels": levels, **account}
+    return parse_settings({"assets": ASSETS, "accounts": [acc]})
+
+
+ACT = {"name": "act", "health": 1.2, "action": "rebalance", "strategy": "repay_debt", "target": 1.5}
+
+
+def kinds(out: list) -> list:
+    return [(o.level, o.kind) if isinstance(o, LevelEvent) else "plan" for o in out]
+
+
+def test_breach_on_stale_prices_alerts_and_never_trades() -> None:
+    m = Monitor(settings([ACT], holdings={"BTC": 1.0, "ETH": 5.0, "USDT": -50000}), default_registry())
+    m.on_tick(PriceTick("ETH/USDT", 3000, 0))
+    m.on_tick(PriceTick("BTC/USDT", 60000, 0))
+    # ETH stops ticking; five minutes later BTC crashes: health is known only on a stale ETH price.
+    out = m.on_tick(PriceTick("BTC/USDT", 45000, 5 * MIN))
+    stale = [o for o in out if isinstance(o, LevelEvent) and o.kind == EventKind.STALE]
+    assert [e.stale_assets for e in stale] == [("ETH",)]
+    assert ("act", EventKind.FIRING) in kinds(out)
+    assert "plan" not in kinds(out)
+
+
+def test_fresh_prices_resume_held_back_action() -> None:
+    m = Monitor(settings([ACT]), default_registry())
+    m.on_tick(PriceTick("BTC/USDT", 60000, 0))
+    m.now_ms = 5 * MIN
+    m.check_stale()
+    out = m.on_tick(PriceTick("BTC/USDT", 45000, 5 * MIN + 1000))  # fresh again and breached
+    events = kinds(out)
+    assert ("stale", EventKind.FRESH) in events
+    assert "plan" in events
+
+
+def test_plan_settles_and_verifies() -> None:
+    m = Monitor(settings([ACT]), default_registry())
+    out = m.on_tick(PriceTick("BTC/USDT", 50000, 0))  # 45000 / 40000 = 1.125 < 1.2
+    plan = next(o for o in out if isinstance(o, Plan))
+    assert plan.expected_health > plan.health_before
+    from monitor.execution.paper import PaperExecutor
+    from monitor.store.base import MemoryStore
+    ex = PaperExecutor(lambda a: (50000.0, 50000.0), 0.001, 0.0005, MemoryStore(), lambda: 0)
+    done = ex.execute_now(plan)
+    settled = m.settle(plan, list(done.fills), list(done.repays))
+    assert settled.event is None
+    assert math.isclose(settled.health_after, 1.5, rel_tol=1e-6)
+    assert ex.execute_now(plan).duplicate  # the same plan id never executes twice
+
+
+def test_ineffective_strategy_is_an_alert_not_an_action() -> None:
+    # Health below the weight ratio: selling collateral to repay lowers health (0.9 * p < debt).
+    m = Monitor(settings([ACT]), default_registry())
+    out = m.on_tick(PriceTick("BTC/USDT", 40000, 0))  # 36000 / 40000 = 0.9
+    assert ("act", EventKind.INEFFECTIVE) in kinds(out)
+    assert "plan" not in kinds(out)
+
+
+def test_status_reports_liquidation_price_and_distance() -> None:
+    m = Monitor(settings([]), default_registry())
+    m.on_tick(PriceTick("BTC/USDT", 60000, 0))
+    st = m.status(0)
+    assert math.isclose(st.health, 1.35)
+    (btc,) = st.exposures
+    # 0.9 * x = 40000 -> x = 44444.44; the distance is -25.9%
+    assert math.isclose(btc.liquidation_price, 40000 / 0.9, rel_tol=1e-9)
+    assert math.isclose(btc.distance_pct, (40000 / 0.9 / 60000 - 1) * 100, rel_tol=1e-9)
+    assert btc.distance_sigma is None  # no volatility estimate yet
+
+
+def test_distance_in_volatility_units_after_enough_bars() -> None:
+    m = Monitor(settings([]), default_registry())
+    for n in range(40):
+        m.on_tick(PriceTick("BTC/USDT", 60000 * (1.01 if n % 2 else 0.99), n * MIN))
+    (btc,) = m.status(0).exposures
+    assert btc.distance_sigma is not None and btc.distance_sigma > 0
+    vol = m.vol.daily(0)
+    assert math.isclose(btc.distance_sigma, abs(math.log(btc.liquidation_price / btc.price)) / vol)
