@@ -63,7 +63,7 @@ class AssetSettings(Frozen):
     stable: bool | None = None  # a stable target for sell_to_stable/repay; default: fixed price or a known stablecoin
     lot_size: float = Field(default=0.0, ge=0)  # order amount step in base units (0 = any)
     min_notional: float = Field(default=0.0, ge=0)  # smallest order the venue accepts, in quote units
-    volatile: bool = True  # whether strategies may sell it (ignored for stables)
+    tradable: bool = True  # false: strategies never trade it (e.g. collateral locked elsewhere)
 
     @field_validator("weight")
     @classmethod

@@ -62,7 +62,7 @@ class Settlement:
 def markets_from_settings(settings: Settings) -> dict[str, Market]:
     out = {}
     for name, a in settings.assets.items():
-        if a.symbol and "/" in a.symbol:
+        if a.symbol and "/" in a.symbol and a.tradable:
             base, quote = a.symbol.split(":")[0].split("/", 1)
             out[name] = Market(a.symbol, base, quote, a.lot_size, a.min_notional)
     return out

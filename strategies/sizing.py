@@ -124,14 +124,24 @@ class Draft:
         t = evaluate(book, self.market.prices)
         return book.scale * t.num - self.request.target * t.den
 
-    def reached(self) -> bool:
-        return self.gap(self.book) >= 0
+    def reached(self, book: AccountBook | None = None) -> bool:
+        """The target is met, up to float noise (a solved root can land an ulp short)."""
+        t = evaluate(self.book if book is None else book, self.market.prices)
+        scale, target = self.start.scale, self.request.target
+        return scale * t.num - target * t.den >= -1e-12 * max(abs(scale * t.num), target * t.den)
 
     def has_debt(self) -> bool:
         return evaluate(self.book, self.market.prices).den > 0
 
     def after(self, legs: tuple[list[Order], list[Repay]]) -> AccountBook:
         return apply_plan(self.book, legs[0], legs[1], self.market.fee_rate)
+
+    def add(self, orders: list[Order], repays: list[Repay]) -> None:
+        """Accept legs sized elsewhere (not solved for the target)."""
+        self.book = self.after((orders, repays))
+        self.orders += orders
+        self.repays += repays
+        self.budget -= sum(o.notional for o in orders)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -142,27 +152,28 @@ class Draft:
         if leg.hi <= 0:
             return False
         x = solve_piecewise_linear(lambda s: self.gap(self.after(leg.build(s))), leg.breakpoints, 0.0, leg.hi)
-        if x is None:
-            x = argmax_piecewise(lambda s: self.health(self.after(leg.build(s))), leg.breakpoints, 0.0, leg.hi)
-        if x <= 0:
-            return False
-        x = self._fit(leg, x)
+        if x is not None and self._accept(leg, x):
+            return True
+        # Out of reach (or a root float noise made useless): the size that helps most.
+        best = argmax_piecewise(lambda s: self.health(self.after(leg.build(s))), leg.breakpoints, 0.0, leg.hi)
+        return best != x and self._accept(leg, best)
+
+    def _accept(self, leg: Leg, x: float) -> bool:
+        """Fit x to the venue's limits; keep the leg if it raises health."""
+        x = self.fit(leg, x) if x > 0 else 0.0
         if x <= 0:
             return False
         orders, repays = leg.build(x)
-        new = self.after((orders, repays))
-        if not self.health(new) > self.health(self.book):
+        if not self.health(self.after((orders, repays))) > self.health(self.book):
             return False
-        self.book = new
-        self.orders += [o for o in orders if o.amount > 0]
-        self.repays += [r for r in repays if r.amount > 0]
-        self.budget -= sum(o.notional for o in orders)
+        self.add([o for o in orders if o.amount > 0], [r for r in repays if r.amount > 0])
         return True
 
-    def _fit(self, leg: Leg, x: float) -> float:
-        """Round up to the lot, but never above what is held/affordable or the notional budget."""
+    def fit(self, leg: Leg, x: float, up: bool = True) -> float:
+        """Round to the lot (up to reach the target, or down), never above what is held/affordable
+        (leg.hi) or the notional budget; raised to the venue's minimum notional if that fits, else 0."""
         cap = lot_cap(leg.hi, leg.lot)
-        x = min(round_up(x, leg.lot), cap)
+        x = min(round_up(x, leg.lot) if up else round_down(x, leg.lot), cap)
         if leg.unit_notional <= 0:
             return x
         budget_cap = lot_cap(max(self.budget, 0.0) / leg.unit_notional, leg.lot) if math.isfinite(self.budget) else cap
@@ -197,7 +208,7 @@ class Draft:
         r = self.request
         return Plan(r.book.name, r.level, strategy, r.ts_ms, self.before, self.before, note=note)
 
-    def finish(self, strategy: str, nothing: str) -> Plan:
+    def finish(self, strategy: str, nothing: str, report_target: bool = True) -> Plan:
         """The plan of the accepted legs, or an empty plan saying `nothing` if they do not raise health."""
         orders, repays = merge_orders(self.orders), merge_repays(self.repays)
         final = apply_plan(self.start, orders, repays, self.market.fee_rate)
@@ -205,7 +216,7 @@ class Draft:
         if (not orders and not repays) or not expected > self.before:
             return self.empty(strategy, "; ".join([nothing, *self.notes]))
         notes = list(self.notes)
-        if self.gap(final) < 0:
+        if report_target and not self.reached(final):
             notes.insert(0, f"falls short of the target {self.request.target:g}")
         r = self.request
         return Plan(r.book.name, r.level, strategy, r.ts_ms, self.before, expected,

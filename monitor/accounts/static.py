@@ -39,7 +39,9 @@ def build_book(settings: Settings, acc: AccountSettings) -> AccountBook:
             perp_size=size, perp_cost=cost, perp_mm=mm,
             borrow_mmr=acc.borrow_mmr.get(asset, 0.0),
         )
-    weights = {a: WeightSchedule.from_spec(acc.weights.get(a, settings.assets[a].weight)) for a in exposures}
+    # Every configured asset gets its schedule, not only those held: proceeds of a sale into an
+    # asset the account does not hold yet must count at that asset's weight, not at 100%.
+    weights = {a: WeightSchedule.from_spec(acc.weights.get(a, spec.weight)) for a, spec in settings.assets.items()}
     scale, param = account_scale(acc)
     return AccountBook(acc.name, acc.model, scale, param, exposures, weights)
 

@@ -84,8 +84,11 @@ def liquidation_price(book: AccountBook, prices: dict[str, float], asset: str) -
         n, d, _ = exposure_terms(book, asset, p)
         return book.scale * (num + n) - (den + d)
 
+    g0 = g(p0)
+    if not math.isfinite(g0):
+        return None  # another asset has no price yet
     kinks = [low / e.qty for low in book.schedule(asset).lows[1:]] if e.qty > 0 else []
-    sign = 1.0 if g(p0) >= 0 else -1.0
+    sign = 1.0 if g0 >= 0 else -1.0
     below = _root_below(lambda p: -sign * g(p), kinks, p0)
     above = _root_above(lambda p: -sign * g(p), kinks, p0)
     roots = [r for r in (below, above) if r is not None]
