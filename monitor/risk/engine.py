@@ -157,9 +157,9 @@ class RiskEngine:
         self.books[i] = book
         held = {a for a, e in book.exposures.items() if not e.is_empty}
         was = {a for a, e in old.exposures.items() if not e.is_empty}
-        if held != was or any(book.schedule(a) != old.schedule(a) for a in held):
-            self._build_columns()  # the sparsity pattern changed: rare, so rebuild plainly
-            return
+        # Columns the account enters, leaves, or whose schedule changed are rebuilt; only those.
+        for asset in (held ^ was) | {a for a in held & was if book.schedule(a) != old.schedule(a)}:
+            self._rebuild_column(self.asset_index[asset], i, book)
         for asset in held:
             k = self.asset_index[asset]
             col = self.columns[k]
@@ -170,6 +170,27 @@ class RiskEngine:
                 n, d, e = col.terms(self.prices[k], np.array([pos]))
                 col.num[pos], col.den[pos], col.eq[pos] = n[0], d[0], e[0]
         self._resum_account(i, held)
+
+    def _rebuild_column(self, k: int, i: int, book: AccountBook) -> None:
+        """Column k with account i's entry replaced, added or removed; other entries keep
+        their cached contributions, so the other accounts' sums stay exactly as they were."""
+        col = self.columns[k]
+        keep = [pos for pos, a in enumerate(col.idx.tolist()) if a != i]
+        entries = [(int(col.idx[p]), Exposure(*(float(getattr(col, f)[p]) for f in _FIELDS)),
+                    col._schedule_at(p), bool(col.unified[p])) for p in keep]
+        cached = {int(col.idx[p]): (col.num[p], col.den[p], col.eq[p]) for p in keep}
+        asset = self.assets[k]
+        exp = book.exposures.get(asset)
+        had, has = i in col.where, exp is not None and not exp.is_empty
+        if has:
+            entries.append((i, exp, book.schedule(asset), book.unified))
+        new = _Column(entries)
+        for pos, a in enumerate(new.idx.tolist()):
+            if a in cached:
+                new.num[pos], new.den[pos], new.eq[pos] = cached[a]
+        self.columns[k] = new
+        if math.isnan(self.prices[k]) and had != has:
+            self.missing[i] += 1 if has else -1
 
     def _resum_account(self, i: int, held: set[str]) -> None:
         num = den = eq = 0.0

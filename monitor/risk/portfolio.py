@@ -49,7 +49,7 @@ class Exposure:
 
     @property
     def is_empty(self) -> bool:
-        return self.qty == 0 and self.debt == 0 and self.perp_size == 0 and self.perp_mm == 0
+        return self.qty == 0 and self.debt == 0 and self.perp_size == 0 and self.perp_mm == 0 and self.perp_cost == 0
 
 
 @dataclass(frozen=True, slots=True)
