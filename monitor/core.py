@@ -94,6 +94,7 @@ class Monitor:
         self.quotes: dict[str, tuple[float, float]] = {}
         self.strategies = self._load_strategies(registry)
         self.now_ms = 0
+        self.start_ms: int | None = None
         self._next_stale_check = 0
 
     def _load_strategies(self, registry: StrategyRegistry) -> dict[str, Strategy]:
@@ -121,6 +122,8 @@ class Monitor:
         if not ks or not (tick.price > 0 and math.isfinite(tick.price)):
             return []
         self.now_ms = max(self.now_ms, tick.ts_ms)
+        if self.start_ms is None:
+            self.start_ms = tick.ts_ms  # assets get stale_after_s from here to send their first price
         touched = []
         for k in ks:
             asset = self.engine.assets[k]
@@ -148,10 +151,11 @@ class Monitor:
 
     def check_stale(self) -> list[LevelEvent]:
         self._next_stale_check = self.now_ms + STALE_CHECK_MS
-        mask = self.engine.stale_accounts(self.now_ms, self.rules.stale_after_ms, self.fixed)
+        e, since = self.engine, self.start_ms
+        mask = e.stale_accounts(self.now_ms, self.rules.stale_after_ms, self.fixed, since)
         return self.rules.update_stale(
-            mask, self.engine.health, self.now_ms,
-            lambda i: self.engine.stale_assets_of(i, self.now_ms, self.rules.stale_after_ms[i], self.fixed),
+            mask, e.health, self.now_ms,
+            lambda i: e.stale_assets_of(i, self.now_ms, self.rules.stale_after_ms[i], self.fixed, since),
         )
 
     def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent:

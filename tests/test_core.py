@@ -95,3 +95,10 @@ def test_distance_in_volatility_units_after_enough_bars() -> None:
     assert btc.distance_sigma is not None and btc.distance_sigma > 0
     vol = m.vol.daily(0)
     assert math.isclose(btc.distance_sigma, abs(math.log(btc.liquidation_price / btc.price)) / vol)
+
+
+def test_assets_get_a_grace_period_for_their_first_price() -> None:
+    m = Monitor(settings([ACT], holdings={"BTC": 1.0, "ETH": 5.0, "USDT": -50000}), default_registry())
+    assert m.on_tick(PriceTick("BTC/USDT", 60000, 0)) == []  # ETH has not spoken yet: not stale at once
+    m.now_ms = 121_000  # stale_after_s = 120 passed without an ETH price
+    assert [e.stale_assets for e in m.check_stale()] == [("BTC", "ETH")]

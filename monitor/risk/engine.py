@@ -210,20 +210,29 @@ class RiskEngine:
     def price_map(self) -> dict[str, float]:
         return {a: float(p) for a, p in zip(self.assets, self.prices)}
 
-    def stale_accounts(self, now_ms: int, stale_after_ms: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    def _seen(self, since_ms: int | None) -> np.ndarray:
+        """Last tick time per asset; an asset never seen counts as seen at `since_ms` (start-up
+        grace), or as infinitely old when since_ms is None."""
+        if since_ms is None:
+            return np.where(self.last_ts < 0, np.iinfo(np.int64).min // 2, self.last_ts)
+        return np.where(self.last_ts < 0, since_ms, self.last_ts)
+
+    def stale_accounts(self, now_ms: int, stale_after_ms: np.ndarray, fixed: np.ndarray,
+                       since_ms: int | None = None) -> np.ndarray:
         """Boolean mask of accounts holding a non-fixed asset not priced within their stale_after_ms."""
-        age = now_ms - self.last_ts
+        age = now_ms - self._seen(since_ms)
         stale = np.zeros(len(self.books), dtype=bool)
         for k, col in enumerate(self.columns):
             if len(col) and not fixed[k]:
-                old = (self.last_ts[k] < 0) | (age[k] > stale_after_ms[col.idx])
-                stale[col.idx] |= old
+                stale[col.idx] |= age[k] > stale_after_ms[col.idx]
         return stale
 
-    def stale_assets_of(self, i: int, now_ms: int, stale_after_ms: float, fixed: np.ndarray) -> list[str]:
+    def stale_assets_of(self, i: int, now_ms: int, stale_after_ms: float, fixed: np.ndarray,
+                        since_ms: int | None = None) -> list[str]:
+        age = now_ms - self._seen(since_ms)
         out = []
         for asset, e in self.books[i].exposures.items():
             k = self.asset_index[asset]
-            if not e.is_empty and not fixed[k] and (self.last_ts[k] < 0 or now_ms - self.last_ts[k] > stale_after_ms):
+            if not e.is_empty and not fixed[k] and age[k] > stale_after_ms:
                 out.append(asset)
         return out
