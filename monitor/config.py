@@ -302,22 +302,38 @@ def position_asset(symbol: str, symbols: dict[str, str], assets: dict[str, Any])
     return base if base in assets else None
 
 
+# Labels pydantic puts in an error's location for the branches of a union (weight: number
+# or tier list; price: symbol or number); they are not keys the user wrote.
+_BRANCHES = frozenset({"float", "int", "str", "bool", "list[Tier]", "list[str]"})
+
+
 def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
-    # Union types add their branch names to the location; drop those for the user.
-    path = path.replace(".float", "").replace(".list[Tier]", "").replace(".str", "").replace(".int", "")
+    errors = err.errors()
+    first = errors[0]
+    cut = next((n for n, p in enumerate(first["loc"]) if p in _BRANCHES), None)
+    if cut is not None:
+        # A union failed in every branch: report the branch that got furthest, which is the one
+        # the user meant (a typo inside a tier list, not "Input should be a valid number").
+        first = max((e for e in errors if e["loc"][:cut] == first["loc"][:cut]), key=lambda e: len(e["loc"]))
+    path = ".".join(str(p) for p in first["loc"]
+                    if p not in _BRANCHES and not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling)"
     return f"{path}: {msg}" if path else msg
 
 
+def _one_line(text: str) -> str:
+    """Names and keys may hold newlines (TOML escapes); an error stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def parse_settings(data: dict[str, Any], origin: str = "config") -> Settings:
     try:
-        return Settings.model_validate(data)
+        # strict: `true` or "0.9" where a number belongs is a mistake, not 1.0 or 0.9
+        return Settings.model_validate(data, strict=True)
     except ValidationError as err:
-        raise ConfigError(f"{origin}: {_format_error(err)}") from None
+        raise ConfigError(_one_line(f"{origin}: {_format_error(err)}")) from None
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -325,9 +341,9 @@ def load_settings(path: str | Path) -> Settings:
     try:
         raw = p.read_bytes()
     except OSError as err:
-        raise ConfigError(f"{p}: cannot read ({err.strerror or err})") from None
+        raise ConfigError(_one_line(f"{p}: cannot read ({err.strerror or err})")) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: not valid TOML ({err})") from None
+        raise ConfigError(_one_line(f"{p}: not valid TOML ({err})")) from None
     return parse_settings(data, str(p))

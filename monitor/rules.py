@@ -51,7 +51,9 @@ def build_account_rules(acc: AccountSettings, param: float) -> AccountRules:
     """Converts native-unit levels to health and orders them; rejects levels that cannot work."""
     specs = []
     for lv in acc.levels:
-        threshold = from_native(acc.model, param, getattr(lv, lv.threshold_key))
+        threshold = getattr(lv, lv.threshold_key)
+        if lv.threshold_key != "health":  # a level written as health needs no conversion
+            threshold = from_native(acc.model, param, threshold)
         tk = lv.target_key
         target = from_native(acc.model, param, getattr(lv, tk)) if tk and tk != "target" else lv.target
         if target is not None and target <= threshold:
@@ -102,6 +104,7 @@ class Rules:
                 self.thresholds[i, j] = lv.threshold
                 self.clears[i, j] = lv.clear
         self.depth = np.zeros(n, dtype=np.int64)  # how many levels are breached (with hysteresis)
+        self.entered = np.zeros(n, dtype=np.int64)  # how many thresholds health is below (no hysteresis)
         self.min_health = np.full(n, np.inf)  # lowest health since the account's first level fired
         self.state = [_AccountState() for _ in accounts]
         self.stale_after_ms = np.array([a.stale_after_ms for a in accounts], dtype=np.float64)
@@ -114,15 +117,18 @@ class Rules:
         h = health[idx]
         known = ~np.isnan(h)
         idx, h = idx[known], h[known]
-        old = self.depth[idx]
+        old, old_enter = self.depth[idx], self.entered[idx]
         enter = (h[:, None] < self.thresholds[idx]).sum(axis=1)
         stay = (h[:, None] < self.clears[idx]).sum(axis=1)
         new = np.maximum(enter, np.minimum(old, stay))
         self.depth[idx] = new
+        self.entered[idx] = enter
         tracked = new > 0
         self.min_health[idx[tracked]] = np.minimum(self.min_health[idx[tracked]], h[tracked])
         out: list = []
-        for i in idx[new != old].tolist():
+        # A threshold crossed inside the hysteresis band changes no depth but ends (or
+        # restarts) a breach awaiting confirmation, so it reaches _transition too.
+        for i in idx[(new != old) | (enter != old_enter)].tolist():
             self._transition(i, float(health[i]), now_ms, out)
         while self._timers and self._timers[0][0] <= now_ms:
             _, i = heapq.heappop(self._timers)
@@ -133,6 +139,7 @@ class Rules:
         if math.isnan(h):
             return
         acc, st, depth = self.accounts[i], self.state[i], int(self.depth[i])
+        act = None
         for j, lv in enumerate(acc.levels):
             breached = j < depth
             if not breached:
@@ -143,6 +150,9 @@ class Rules:
                                            min_health=float(self.min_health[i]), since_ms=since))
                 continue
             if j not in st.firing_since:
+                if not h < lv.threshold:  # back above before confirmation: the wick is over
+                    st.pending_since.pop(j, None)
+                    continue
                 start = st.pending_since.setdefault(j, now_ms)
                 if now_ms - start < lv.confirm_ms:
                     heapq.heappush(self._timers, (start + lv.confirm_ms, i))
@@ -151,7 +161,9 @@ class Rules:
                 st.firing_since[j] = now_ms
                 out.append(self._event(i, lv, EventKind.FIRING, h, now_ms))
             if lv.action == "rebalance" and h < lv.threshold:
-                self._maybe_act(i, lv, h, now_ms, out)
+                act = lv  # levels run shallow to deep: the deepest breached one acts
+        if act is not None:  # one request per account (one plan to one target), not one per level
+            self._maybe_act(i, act, h, now_ms, out)
         if not st.firing_since:
             self.min_health[i] = np.inf
 
@@ -176,7 +188,9 @@ class Rules:
         if lv.max_notional is not None:
             budget = lv.max_notional if budget is None else min(budget, lv.max_notional)
         st.last_action_ms = now_ms  # holds further requests until the cooldown, even if the plan is empty
-        heapq.heappush(self._timers, (now_ms + lv.cooldown_ms, i))
+        # Strictly later: a timer due now would pop in this same evaluate and, with
+        # cooldown 0, request again forever.
+        heapq.heappush(self._timers, (now_ms + max(lv.cooldown_ms, 1), i))
         out.append(RebalanceRequest(i, lv, now_ms, budget))
 
     def record_action(self, i: int, notional: float) -> None:
