@@ -38,3 +38,12 @@ def contract_config() -> Path:
 def crash_prices(shared_data: Path) -> list[str]:
     """--prices arguments for BTC and ETH over the 2021-04-18 liquidation dump."""
     return [f"{a}/USDT={shared_data / BINANCE_2021.format(a)}" for a in ("BTC", "ETH")]
+
+
+# CI runs the property tests on a fixed example sequence, so a red build is reproducible;
+# local runs explore new examples each time.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
