@@ -130,7 +130,10 @@ class RiskEngine:
 
     def _refresh_health(self, idx: np.ndarray) -> None:
         h = health_of(1.0, self.num[idx], self.den[idx]) * self.scale[idx]
-        self.health[idx] = np.where(self.missing[idx] > 0, np.nan, h)
+        unpriced = self.missing[idx] > 0
+        if unpriced.any():
+            h[unpriced] = np.nan
+        self.health[idx] = h
 
     # -- exact recomputation ------------------------------------------------------------
     def resync(self) -> None:

@@ -107,7 +107,11 @@ def health_of(scale: float, num: float | np.ndarray, den: float | np.ndarray):
     if isinstance(num, np.ndarray):
         with np.errstate(divide="ignore", invalid="ignore"):
             h = scale * num / den
-        return np.where(den > 0, h, np.where(num >= 0, np.inf, np.where(np.isnan(num + den), np.nan, -np.inf)))
+        edge = ~(den > 0)  # rare (no debt, unknown prices): fix those up only
+        if edge.any():
+            n = num[edge]
+            h[edge] = np.where(n >= 0, np.inf, np.where(np.isnan(n + den[edge]), np.nan, -np.inf))
+        return h
     if den > 0:
         return scale * num / den
     if math.isnan(num) or math.isnan(den):

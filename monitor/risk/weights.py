@@ -9,7 +9,7 @@ where j is the band holding v.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +18,18 @@ import numpy as np
 class WeightSchedule:
     lows: tuple[float, ...]  # lower bound of each band, lows[0] == 0
     weights: tuple[float, ...]
+    # Derived arrays, computed once (apply() is on the tick path).
+    _lows: np.ndarray = field(init=False, repr=False, compare=False)
+    _weights: np.ndarray = field(init=False, repr=False, compare=False)
+    _cum: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lows = np.asarray(self.lows, dtype=np.float64)
+        weights = np.asarray(self.weights, dtype=np.float64)
+        cum = np.concatenate(([0.0], np.cumsum(np.diff(lows) * weights[:-1])))
+        object.__setattr__(self, "_lows", lows)
+        object.__setattr__(self, "_weights", weights)
+        object.__setattr__(self, "_cum", cum)
 
     @staticmethod
     def flat(weight: float) -> WeightSchedule:
@@ -35,20 +47,14 @@ class WeightSchedule:
     def is_flat(self) -> bool:
         return len(self.weights) == 1
 
-    def _cum(self) -> np.ndarray:
-        lows = np.asarray(self.lows)
-        widths = np.diff(lows)
-        return np.concatenate(([0.0], np.cumsum(widths * np.asarray(self.weights[:-1]))))
-
     def apply(self, value: np.ndarray | float) -> np.ndarray | float:
         """Weighted value of holdings worth `value` (vectorized; value >= 0)."""
         if self.is_flat:
             return self.weights[0] * value
-        lows = np.asarray(self.lows)
         v = np.asarray(value, dtype=np.float64)
-        j = np.searchsorted(lows, v, side="right") - 1
-        j = np.clip(j, 0, len(lows) - 1)
-        out = self._cum()[j] + np.asarray(self.weights)[j] * (v - lows[j])
+        j = np.searchsorted(self._lows, v, side="right") - 1
+        j = np.maximum(j, 0)  # value 0 (and -0.0) belongs to the first band
+        out = self._cum[j] + self._weights[j] * (v - self._lows[j])
         return float(out) if np.ndim(out) == 0 else out
 
     def marginal(self, value: float) -> float:
