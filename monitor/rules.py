@@ -109,17 +109,35 @@ class Rules:
         self.state = [_AccountState() for _ in accounts]
         self.stale_after_ms = np.array([a.stale_after_ms for a in accounts], dtype=np.float64)
         self.stale = np.zeros(n, dtype=bool)
-        self._timers: list[tuple[int, int]] = []  # (due_ms, account)
+        # Above its loosest clear line an account can be at no level: the tick path skips it.
+        self.top_clear = self.clears.max(axis=1)
+        # One contiguous array per level: 1-D gathers are much cheaper than a 2-D compare.
+        self._threshold_cols = [np.ascontiguousarray(self.thresholds[:, j]) for j in range(width)]
+        self._clear_cols = [np.ascontiguousarray(self.clears[:, j]) for j in range(width)]
+        self._timers: list[tuple[int, int]] = []  # (due_ms, account), a heap
+        self._queued: set[tuple[int, int]] = set()  # what is in the heap: each timer once
+
+    def _schedule(self, due_ms: int, i: int) -> None:
+        key = (due_ms, i)
+        if key not in self._queued:
+            self._queued.add(key)
+            heapq.heappush(self._timers, key)
 
     # -- the tick path ----------------------------------------------------------------
     def evaluate(self, idx: np.ndarray, health: np.ndarray, now_ms: int) -> list:
         """New health for accounts `idx`: returns LevelEvents and RebalanceRequests."""
         h = health[idx]
-        known = ~np.isnan(h)
-        idx, h = idx[known], h[known]
-        old, old_enter = self.depth[idx], self.entered[idx]
-        enter = (h[:, None] < self.thresholds[idx]).sum(axis=1)
-        stay = (h[:, None] < self.clears[idx]).sum(axis=1)
+        old = self.depth[idx]
+        # Only accounts below their loosest clear line, or already at a level, can change
+        # (entered <= depth, so depth 0 above every line stays 0). Unknown health is skipped.
+        cand = (h < self.top_clear[idx]) | ((old > 0) & ~np.isnan(h))
+        idx, h, old = idx[cand], h[cand], old[cand]
+        old_enter = self.entered[idx]
+        enter = np.zeros(len(idx), dtype=np.int64)
+        stay = np.zeros(len(idx), dtype=np.int64)
+        for thresholds, clears in zip(self._threshold_cols, self._clear_cols):
+            enter += h < thresholds[idx]
+            stay += h < clears[idx]
         new = np.maximum(enter, np.minimum(old, stay))
         self.depth[idx] = new
         self.entered[idx] = enter
@@ -131,8 +149,9 @@ class Rules:
         for i in idx[(new != old) | (enter != old_enter)].tolist():
             self._transition(i, float(health[i]), now_ms, out)
         while self._timers and self._timers[0][0] <= now_ms:
-            _, i = heapq.heappop(self._timers)
-            self._transition(i, float(health[i]), now_ms, out)
+            key = heapq.heappop(self._timers)
+            self._queued.discard(key)
+            self._transition(key[1], float(health[key[1]]), now_ms, out)
         return out
 
     def _transition(self, i: int, h: float, now_ms: int, out: list) -> None:
@@ -155,7 +174,7 @@ class Rules:
                     continue
                 start = st.pending_since.setdefault(j, now_ms)
                 if now_ms - start < lv.confirm_ms:
-                    heapq.heappush(self._timers, (start + lv.confirm_ms, i))
+                    self._schedule(start + lv.confirm_ms, i)
                     continue
                 del st.pending_since[j]
                 st.firing_since[j] = now_ms
@@ -174,7 +193,7 @@ class Rules:
         if st.day != now_ms // DAY_MS:
             st.day, st.actions_today, st.notional_today = now_ms // DAY_MS, 0, 0.0
         if st.last_action_ms is not None and now_ms - st.last_action_ms < lv.cooldown_ms:
-            heapq.heappush(self._timers, (st.last_action_ms + lv.cooldown_ms, i))
+            self._schedule(st.last_action_ms + lv.cooldown_ms, i)
             return
         budget = None
         if acc.max_notional_per_day is not None:
@@ -183,14 +202,14 @@ class Rules:
             if not st.capped_notified:
                 st.capped_notified = True
                 out.append(self._event(i, lv, EventKind.CAPPED, h, now_ms, detail="daily action or notional cap reached"))
-            heapq.heappush(self._timers, ((st.day + 1) * DAY_MS, i))
+            self._schedule((st.day + 1) * DAY_MS, i)
             return
         if lv.max_notional is not None:
             budget = lv.max_notional if budget is None else min(budget, lv.max_notional)
         st.last_action_ms = now_ms  # holds further requests until the cooldown, even if the plan is empty
         # Strictly later: a timer due now would pop in this same evaluate and, with
         # cooldown 0, request again forever.
-        heapq.heappush(self._timers, (now_ms + max(lv.cooldown_ms, 1), i))
+        self._schedule(now_ms + max(lv.cooldown_ms, 1), i)
         out.append(RebalanceRequest(i, lv, now_ms, budget))
 
     def record_action(self, i: int, notional: float) -> None:
@@ -212,7 +231,7 @@ class Rules:
             detail = "no price for " + ", ".join(stale_assets) if st.stale else "prices fresh again"
             out.append(self._event(i, None, kind, float(health[i]), now_ms, detail=detail, stale_assets=stale_assets))
             if not st.stale:
-                heapq.heappush(self._timers, (now_ms, i))  # re-evaluate held-back actions
+                self._schedule(now_ms, i)  # re-evaluate held-back actions
         return out
 
     def _event(self, i: int, lv: LevelSpec | None, kind: EventKind, h: float, now_ms: int, **kw) -> LevelEvent:

@@ -119,17 +119,21 @@ class RiskEngine:
             return col.idx
         num, den, eq = col.terms(price)
         idx = col.idx
-        self.num[idx] += num - col.num
-        self.den[idx] += den - col.den
+        n = self.num[idx] + (num - col.num)
+        d = self.den[idx] + (den - col.den)
+        self.num[idx] = n
+        self.den[idx] = d
         self.equity[idx] += eq - col.eq
         col.num, col.den, col.eq = num, den, eq
         if first:
             self.missing[idx] -= 1
-        self._refresh_health(idx)
+        self._refresh_health(idx, n, d)
         return idx
 
-    def _refresh_health(self, idx: np.ndarray) -> None:
-        h = health_of(1.0, self.num[idx], self.den[idx]) * self.scale[idx]
+    def _refresh_health(self, idx: np.ndarray, num: np.ndarray | None = None, den: np.ndarray | None = None) -> None:
+        if num is None:
+            num, den = self.num[idx], self.den[idx]
+        h = health_of(1.0, num, den) * self.scale[idx]
         unpriced = self.missing[idx] > 0
         if unpriced.any():
             h[unpriced] = np.nan
@@ -225,8 +229,10 @@ class RiskEngine:
         """Boolean mask of accounts holding a non-fixed asset not priced within their stale_after_ms."""
         age = now_ms - self._seen(since_ms)
         stale = np.zeros(len(self.books), dtype=bool)
+        floor = stale_after_ms.min() if len(stale_after_ms) else 0
         for k, col in enumerate(self.columns):
-            if len(col) and not fixed[k]:
+            # An asset younger than the shortest stale_after is stale for nobody: skip its column.
+            if len(col) and not fixed[k] and age[k] > floor:
                 stale[col.idx] |= age[k] > stale_after_ms[col.idx]
         return stale
 
