@@ -53,21 +53,45 @@ class _Column:
         self.num = np.zeros(n)
         self.den = np.zeros(n)
         self.eq = np.zeros(n)
+        self.refresh_coefficients()
 
     def __len__(self) -> int:
         return len(self.idx)
 
+    def refresh_coefficients(self, sel: slice | np.ndarray = slice(None)) -> None:
+        """Every model is affine in price apart from the weight tiers, so the tick path needs
+        only N = a*p - c (+ tiers), D = b*p, equity = e*p - c. The coefficients come from
+        `contributions` itself (its value at price 0 and its slope with the first band's
+        weight), so the formula still lives in one place."""
+        if not hasattr(self, "a"):
+            self.a, self.b, self.e, self.c = (np.zeros(len(self.idx)) for _ in range(4))
+        first_weight = np.empty(len(self.idx))
+        for g in self.groups:
+            first_weight[g.start : g.stop] = g.schedule.weights[0]
+        args = (self.unified[sel], self.qty[sel], self.debt[sel], self.perp_size[sel], self.perp_cost[sel],
+                self.perp_mm[sel], self.borrow_mmr[sel])
+        n0, d0, e0 = contributions(*args, 0.0, 0.0)
+        n1, d1, e1 = contributions(*args, first_weight[sel] * self.qty[sel], 1.0)
+        self.a[sel], self.b[sel], self.e[sel], self.c[sel] = n1 - n0, d1 - d0, e1 - e0, -n0
+
     def terms(self, price: float, sel: slice | np.ndarray = slice(None)):
         """(N, D, equity) of the selected entries at `price`."""
-        value = self.qty[sel] * price
-        if isinstance(sel, slice) and sel == slice(None):
-            weighted = np.empty_like(value)
+        num = self.a[sel] * price - self.c[sel]
+        if isinstance(sel, slice):
+            # Tiers: W(v) = w0*v + sum_j (w_j - w_{j-1}) * max(v - low_j, 0); w0*v is already in a*p.
             for g in self.groups:
-                weighted[g.start : g.stop] = g.schedule.apply(value[g.start : g.stop])
+                s = g.schedule
+                if not s.is_flat:
+                    value = self.qty[g.start : g.stop] * price
+                    part = num[g.start : g.stop]
+                    for j in range(1, len(s.weights)):
+                        part += (s.weights[j] - s.weights[j - 1]) * np.maximum(value - s.lows[j], 0.0)
         else:
-            weighted = np.array([self._schedule_at(int(p)).apply(float(v)) for p, v in zip(np.atleast_1d(sel), value)])
-        return contributions(self.unified[sel], self.qty[sel], self.debt[sel], self.perp_size[sel],
-                             self.perp_cost[sel], self.perp_mm[sel], self.borrow_mmr[sel], weighted, price)
+            for n, pos in enumerate(np.atleast_1d(sel).tolist()):
+                s = self._schedule_at(pos)
+                if not s.is_flat:
+                    num[n] += s.apply(self.qty[pos] * price) - s.weights[0] * self.qty[pos] * price
+        return num, self.b[sel] * price, self.e[sel] * price - self.c[sel]
 
     def _schedule_at(self, pos: int) -> WeightSchedule:
         return next(g.schedule for g in self.groups if g.start <= pos < g.stop)
@@ -173,6 +197,7 @@ class RiskEngine:
             pos = col.where[i]
             for name in _FIELDS:
                 getattr(col, name)[pos] = getattr(book.exposures[asset], name)
+            col.refresh_coefficients(np.array([pos]))
             if not math.isnan(self.prices[k]):
                 n, d, e = col.terms(self.prices[k], np.array([pos]))
                 col.num[pos], col.den[pos], col.eq[pos] = n[0], d[0], e[0]
