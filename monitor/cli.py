@@ -20,6 +20,7 @@ from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import UserError
 from monitor.logs import configure_logging
+from monitor.model import PriceTick
 from monitor.risk.portfolio import to_native
 
 EXIT_USER_ERROR = 2
@@ -51,6 +52,10 @@ def load_checked(path: str) -> tuple[Settings, Monitor]:
 # -- check-config ------------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, monitor = load_checked(args.file)
+    if args.prices:  # value the accounts at each file's last price
+        for s in load_series(settings, args.prices, None, None):
+            if len(s):
+                monitor.on_tick(PriceTick(s.symbol, float(s.price[-1]), int(s.ts_ms[-1])))
     print(f"{args.file}: OK — {len(settings.accounts)} account(s), {len(settings.assets)} asset(s), "
           f"{len(settings.feeds)} feed(s), mode {settings.execution.mode}")
     for i, acc in enumerate(settings.accounts):
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check-config", help="validate a config and print a summary")
     chk.add_argument("file")
+    chk.add_argument("--prices", action="append", default=[], metavar="SYMBOL=FILE",
+                     help="value the accounts at the last price in these files")
     chk.set_defaults(func=cmd_check_config)
 
     rep = sub.add_parser("replay", help="replay historical prices through the daemon's logic")

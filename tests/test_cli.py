@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -41,6 +42,20 @@ def test_check_config_contract(contract_config: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "main: health_factor" in proc.stdout
     assert "act: below health 1.15" in proc.stdout
+
+
+def test_check_config_values_accounts_at_the_last_prices(contract_config: Path, crash_prices: list[str]) -> None:
+    proc = cli("check-config", str(contract_config), "--prices", crash_prices[0], "--prices", crash_prices[1])
+    assert proc.returncode == 0, proc.stderr
+    btc, eth = (last_close(p.split("=", 1)[1]) for p in crash_prices)
+    expected = (1.0 * btc * 0.95 + 10.0 * eth * 0.825) / 50000  # the contract account, ETH weight overridden
+    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("main:"))
+    assert f"health {expected:.4f}" in line
+
+
+def last_close(path: str) -> float:
+    rows = gzip.decompress(Path(path).read_bytes()).decode().strip().splitlines()
+    return float(rows[-1].split(",")[4])
 
 
 @pytest.mark.parametrize("config", ["config.example.toml", "examples/offline.toml"])
