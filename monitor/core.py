@@ -95,6 +95,7 @@ class Monitor:
         self.strategies = self._load_strategies(registry)
         self.now_ms = 0
         self.start_ms: int | None = None
+        self.bad_ticks = 0
         self._next_stale_check = 0
 
     def _load_strategies(self, registry: StrategyRegistry) -> dict[str, Strategy]:
@@ -119,7 +120,10 @@ class Monitor:
     # -- the tick path ----------------------------------------------------------------
     def on_tick(self, tick: PriceTick) -> list[LevelEvent | Plan]:
         ks = self.assets_by_symbol.get(tick.symbol)
-        if not ks or not (tick.price > 0 and math.isfinite(tick.price)):
+        if not ks:
+            return []  # a symbol no account needs
+        if not valid_tick(tick) or tick.ts_ms < self.engine.last_ts[ks[0]]:
+            self.bad_ticks += 1  # malformed, or older than what we have: never used
             return []
         self.now_ms = max(self.now_ms, tick.ts_ms)
         if self.start_ms is None:
@@ -242,6 +246,15 @@ class Monitor:
         h = float(self.engine.health[i])
         return LevelEvent(book.name, level, kind, h, to_native(book.model, book.param, h), self.now_ms,
                           self.rules.dry_run, detail)
+
+
+def valid_tick(tick: PriceTick) -> bool:
+    """A positive finite price, and a bid/ask (when given) that is positive and not crossed."""
+    if not (0 < tick.price < math.inf):  # False for NaN too
+        return False
+    if tick.bid is None or tick.ask is None:
+        return tick.bid is None and tick.ask is None
+    return 0 < tick.bid <= tick.ask < math.inf
 
 
 def check_strategies(monitor: Monitor) -> None:

@@ -137,8 +137,14 @@ async def engine_loop(d: Daemon) -> None:
 def handle(d: Daemon, message: object) -> None:
     m = d.monitor
     if isinstance(message, PriceTick):
-        d.ticks_applied += 1
+        bad = m.bad_ticks
         dispatch(d, m.on_tick(message))
+        if m.bad_ticks > bad:
+            if m.bad_ticks <= 10 or m.bad_ticks % 1000 == 0:  # counted always, logged sparingly
+                log.warning("bad tick skipped", symbol=message.symbol, price=message.price, bid=message.bid,
+                            ask=message.ask, ts_ms=message.ts_ms, bad_ticks=m.bad_ticks)
+            return
+        d.ticks_applied += 1
         d.first_tick.set()
     elif isinstance(message, Executed):
         settle(d, message)

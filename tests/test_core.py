@@ -102,3 +102,18 @@ def test_assets_get_a_grace_period_for_their_first_price() -> None:
     assert m.on_tick(PriceTick("BTC/USDT", 60000, 0)) == []  # ETH has not spoken yet: not stale at once
     m.now_ms = 121_000  # stale_after_s = 120 passed without an ETH price
     assert [e.stale_assets for e in m.check_stale()] == [("BTC", "ETH")]
+
+
+def test_malformed_and_out_of_order_ticks_are_counted_and_skipped() -> None:
+    m = Monitor(settings([ACT]), default_registry())
+    m.on_tick(PriceTick("BTC/USDT", 60000, 10_000))
+    bad = [PriceTick("BTC/USDT", float("nan"), 20_000), PriceTick("BTC/USDT", -1.0, 20_000),
+           PriceTick("BTC/USDT", 50000, 20_000, 50010, 49990),  # crossed book
+           PriceTick("BTC/USDT", 50000, 20_000, 50000, None),  # half a quote
+           PriceTick("BTC/USDT", 30000, 5_000)]  # older than the last tick
+    for tick in bad:
+        assert m.on_tick(tick) == []
+    assert m.bad_ticks == len(bad)
+    assert m.engine.price_of("BTC") == 60000 and math.isclose(m.engine.health[0], 1.35)
+    m.on_tick(PriceTick("DOGE/USDT", 0.1, 30_000))  # a symbol nobody holds is not an error
+    assert m.bad_ticks == len(bad)
