@@ -192,6 +192,7 @@ class Rules:
             return  # a breach on stale prices is reported (STALE) and never trades
         if st.day != now_ms // DAY_MS:
             st.day, st.actions_today, st.notional_today = now_ms // DAY_MS, 0, 0.0
+            st.capped_notified = False  # a new day: a cap reached again is news again
         if st.last_action_ms is not None and now_ms - st.last_action_ms < lv.cooldown_ms:
             self._schedule(st.last_action_ms + lv.cooldown_ms, i)
             return
