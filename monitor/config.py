@@ -182,6 +182,10 @@ class AccountSettings(Frozen):
             raise ValueError("a margin_level account needs liquidation_level (Binance cross margin: 1.1)")
         if self.positions and self.model != "unified":
             raise ValueError("positions are only supported on unified accounts")
+        both = sorted(a for a in self.borrowed if self.holdings.get(a, 0) > 0)
+        if self.model == "unified" and both:
+            # Bybit's unified account nets each coin's equity: a coin is either held or borrowed.
+            raise ValueError(f"a unified account nets each coin: write {both[0]} as one net amount in holdings")
         if self.borrow_mmr and self.model != "unified":
             raise ValueError("borrow_mmr is only meaningful on unified accounts")
         names = [lv.name for lv in self.levels]

@@ -236,3 +236,18 @@ def test_messages_stay_one_line_whatever_the_user_wrote(tmp_path):
     assert "unknown asset 'XRP'" in msg
     msg = error_of(tmp_path, edit("BTC = 1.0,", '"B\\nTC" = "x",'))
     assert "accounts.0.holdings" in msg
+
+
+def test_unified_account_nets_each_coin(tmp_path):
+    cfg = tmp_path / "uta.toml"
+    cfg.write_text("""
+[assets.USDT]
+price = 1.0
+[[accounts]]
+name = "u"
+model = "unified"
+holdings = { USDT = 100 }
+borrowed = { USDT = 50 }
+""")
+    with pytest.raises(ConfigError, match="unified account nets each coin: write USDT"):
+        load_settings(cfg)
