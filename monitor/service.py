@@ -28,6 +28,7 @@ from monitor.feeds.base import PriceFeed
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick
+from monitor.sdnotify import SystemdNotifier
 from monitor.store.base import StateStore
 from monitor.store.sqlite import SqliteStore
 from monitor.supervisor import Component, CrashLoop, Supervisor
@@ -64,7 +65,11 @@ class Daemon:
     plans: asyncio.Queue[Plan]
     clock_ms: Callable[[], int] = wall_clock_ms
     ticks_applied: int = 0
+    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     first_tick: asyncio.Event = field(default_factory=asyncio.Event)
+    all_priced: asyncio.Event = field(default_factory=asyncio.Event)  # every account's health is known
+    engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
+    feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
@@ -101,7 +106,7 @@ def state_path(settings: Settings) -> Path:
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
-                 clock_ms: Callable[[], int] = wall_clock_ms) -> Daemon:
+                 clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None) -> Daemon:
     """Dependencies may be injected (tests); by default they come from settings."""
     if settings.execution.mode != "dry_run":
         raise ConfigError(f"execution.mode: {settings.execution.mode!r} needs an exchange executor, "
@@ -120,7 +125,8 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     executor = PaperExecutor(quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
-                  asyncio.Queue(settings.daemon.queue_size), clock_ms)
+                  asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
+                  notifier=notifier or SystemdNotifier())
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -136,6 +142,7 @@ async def engine_loop(d: Daemon) -> None:
 
 def handle(d: Daemon, message: object) -> None:
     m = d.monitor
+    d.engine_seen = time.monotonic()
     if isinstance(message, PriceTick):
         bad = m.bad_ticks
         dispatch(d, m.on_tick(message))
@@ -146,6 +153,8 @@ def handle(d: Daemon, message: object) -> None:
             return
         d.ticks_applied += 1
         d.first_tick.set()
+        if not d.all_priced.is_set() and not m.engine.missing.any():
+            d.all_priced.set()
     elif isinstance(message, Executed):
         settle(d, message)
     elif isinstance(message, ClockTick):
@@ -189,8 +198,23 @@ def settle(d: Daemon, done: Executed) -> None:
     d.settled.set()
 
 
+def status_line(d: Daemon) -> str:
+    """One line for systemd's STATUS=: accounts, the worst health, feeds live."""
+    health = d.monitor.engine.health
+    known = [(h, i) for i, h in enumerate(health.tolist()) if not math.isnan(h)]
+    worst = f", worst {d.monitor.engine.books[min(known)[1]].name} health {min(known)[0]:.3f}" if known else ""
+    live = sum(feed_live(d, f.name) for f in d.feeds)
+    return f"{len(health)} accounts{worst}, feeds live {live}/{len(d.feeds)}"
+
+
+def feed_live(d: Daemon, name: str) -> bool:
+    stale_after = next((f.stale_after_s for f in d.settings.feeds if f.name == name), 30.0)
+    return time.monotonic() - d.feed_seen.get(name, -math.inf) <= stale_after
+
+
 def log_status(d: Daemon) -> None:
     m = d.monitor
+    d.notifier.status(status_line(d))
     for i in range(len(m.engine.books)):
         st = m.status(i)
         worst = min((e for e in st.exposures if e.distance_pct is not None), key=lambda e: abs(e.distance_pct),
@@ -218,9 +242,37 @@ async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
 
 
 def feed_component(d: Daemon, feed: PriceFeed) -> Component:
+    def sink(tick: PriceTick) -> None:
+        d.feed_seen[feed.name] = time.monotonic()
+        d.inbox.put_tick(tick)
+
     async def start() -> None:
-        await feed.run(d.inbox.put_tick)
+        await feed.run(sink)
     return Component(f"feed:{feed.name}", start)
+
+
+async def systemd_loop(d: Daemon) -> None:
+    """READY=1 once fresh prices value every account; then WATCHDOG=1 at half the interval,
+    only while the engine loop handles messages (the clock sends one a second) and at least
+    one feed is live: a stalled loop or all feeds dead lets systemd restart us."""
+    await d.first_tick.wait()
+    try:  # ready once every account is priced, or (an asset silent) after the stale timeout anyway
+        await asyncio.wait_for(d.all_priced.wait(), min(a.stale_after_s for a in d.settings.accounts))
+    except TimeoutError:
+        log.warning("ready without a price for every asset", status=status_line(d))
+    d.notifier.ready(status_line(d))
+    interval = d.notifier.watchdog_interval_s
+    if interval is None:
+        return
+    while True:
+        if healthy(d, interval):
+            d.notifier.watchdog()
+        await asyncio.sleep(interval / 2)
+
+
+def healthy(d: Daemon, within_s: float) -> bool:
+    """The tick path is alive: the engine loop ran lately and some feed is live."""
+    return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
@@ -230,6 +282,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
+                  Component("systemd", lambda: systemd_loop(d)),
                   *(feed_component(d, f) for f in d.feeds)]
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -254,6 +307,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
 
 async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) -> None:
     log.info("daemon stopping")
+    d.notifier.stopping()
     stopper.cancel()
     for t in reversed(tasks):
         if t.get_name() in ("engine", "alerts"):
@@ -267,6 +321,7 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     d.store.close()
+    d.notifier.close()
     log.info("daemon stopped", ticks=d.ticks_applied, alerts_sent=d.alerts.sent)
 
 
