@@ -79,6 +79,7 @@ class Monitor:
         books = books if books is not None else build_books(settings)
         assets = list(settings.assets)
         fixed = {n: float(a.price) for n, a in settings.assets.items() if a.symbol is None}
+        self.fixed_prices = fixed
         self.engine = RiskEngine(books, assets, fixed)
         self.fixed = np.array([a in fixed for a in assets])
         self.rules = Rules([build_account_rules(self.books_cfg[b.name], b.param) for b in books],
@@ -96,6 +97,7 @@ class Monitor:
         self.now_ms = 0
         self.start_ms: int | None = None
         self.bad_ticks = 0
+        self._ineffective: set[tuple[int, str]] = set()  # (account, level) told "cannot help" already
         self._next_stale_check = 0
 
     def _load_strategies(self, registry: StrategyRegistry) -> dict[str, Strategy]:
@@ -147,31 +149,52 @@ class Monitor:
         out = []
         for item in self.rules.evaluate(idx, self.engine.health, self.now_ms):
             if isinstance(item, RebalanceRequest):
-                if self.act:
-                    out.append(self._plan(item))
+                if not self.act:
+                    self.rules.release(item.account)
+                    continue
+                outcome = self._plan(item)
+                if outcome is not None:
+                    out.append(outcome)
             else:
+                if item.kind == EventKind.RESOLVED:
+                    self._ineffective.discard((self.engine.account_index[item.account], item.level))
                 out.append(item)
         return out
 
     def check_stale(self) -> list[LevelEvent]:
         self._next_stale_check = self.now_ms + STALE_CHECK_MS
         e, since = self.engine, self.start_ms
+        if since is None:  # no tick yet: the grace for first prices starts now, not at epoch 0
+            since = self.start_ms = self.now_ms
         mask = e.stale_accounts(self.now_ms, self.rules.stale_after_ms, self.fixed, since)
         return self.rules.update_stale(
             mask, e.health, self.now_ms,
             lambda i: e.stale_assets_of(i, self.now_ms, self.rules.stale_after_ms[i], self.fixed, since),
         )
 
-    def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent:
+    def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent | None:
+        """A plan to execute, or an INEFFECTIVE alert (once until the level resolves or the book changes)."""
         i, lv = req.account, req.level
         book = self.engine.books[i]
         h = float(self.engine.health[i])
         request = PlanRequest(book, self.market_view(), lv.name, lv.target, req.ts_ms,
                               self.account_stable(book.name), req.notional_budget, lv.params)
-        plan = self.strategies[lv.strategy].plan(request)
-        if plan.is_empty or not plan.expected_health > h:
-            return self._event(i, lv.name, EventKind.INEFFECTIVE, plan.note or "the plan would not raise health")
-        return plan
+        try:
+            plan = self.strategies[lv.strategy].plan(request)
+        except Exception as err:  # a strategy's bug must not cost the tick's other events
+            plan = Plan(book.name, lv.name, lv.strategy, req.ts_ms, h, h,
+                        note=f"strategy {lv.strategy} failed: {type(err).__name__}: {err}")
+        if not plan.is_empty and plan.expected_health > h:
+            return plan  # in flight until settle() or abandon()
+        self.rules.release(i)
+        if (i, lv.name) in self._ineffective:
+            return None
+        self._ineffective.add((i, lv.name))
+        return self._event(i, lv.name, EventKind.INEFFECTIVE, plan.note or "the plan would not raise health")
+
+    def abandon(self, plan: Plan) -> None:
+        """An executor gave up on a plan: the account may be planned for again."""
+        self.rules.release(self.engine.account_index[plan.account])
 
     # -- fills come back -----------------------------------------------------------------
     def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay]) -> Settlement:
@@ -185,6 +208,8 @@ class Monitor:
             book = apply_repay(book, r)
         self.engine.set_book(book)
         self.rules.record_action(i, sum(f.notional for f in fills))
+        self.rules.release(i)
+        self._ineffective = {k for k in self._ineffective if k[0] != i}  # a new book: news again
         after = float(self.engine.health[i])
         event = None
         offset = self.settings.execution.verify_offset
@@ -194,18 +219,20 @@ class Monitor:
             event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
         return Settlement(before, after, event)
 
-    def set_book(self, book: AccountBook) -> None:
-        self.engine.set_book(book)
-
-    def resync(self) -> None:
-        self.engine.resync()
-
     # -- views --------------------------------------------------------------------------
     def market_view(self) -> MarketView:
         prices = {a: float(p) for a, p in zip(self.engine.assets, self.engine.prices) if not math.isnan(p)}
         vol = {a: v for k, a in enumerate(self.engine.assets) if (v := self.vol.daily(k)) is not None}
         return MarketView(prices, dict(self.quotes), self.markets, self.stables,
                           self.settings.execution.fee_rate, self.settings.execution.slippage, vol)
+
+    def quote(self, asset: str) -> tuple[float, float] | None:
+        """(bid, ask) of an asset in valuation units: the feed's, else its price both ways."""
+        q = self.quotes.get(asset)
+        if q is not None:
+            return q
+        p = self.engine.price_of(asset)
+        return None if math.isnan(p) else (p, p)
 
     def account_stable(self, name: str) -> str | None:
         acc = self.books_cfg[name]

@@ -61,9 +61,8 @@ class Replay:
         self.settings = settings
         self.monitor = Monitor(settings, registry)
         m = self.monitor
-        fixed = {n: float(a.price) for n, a in settings.assets.items() if a.symbol is None}
-        self.baseline = RiskEngine(list(m.engine.books), list(m.engine.assets), fixed)
-        self.executor = PaperExecutor(self._quote, settings.execution.fee_rate, settings.execution.slippage,
+        self.baseline = RiskEngine(list(m.engine.books), list(m.engine.assets), m.fixed_prices)
+        self.executor = PaperExecutor(m.quote, settings.execution.fee_rate, settings.execution.slippage,
                                       MemoryStore(), lambda: m.now_ms)
         n = len(m.engine.books)
         self.track, self.base_track = HealthTrack(n), HealthTrack(n)
@@ -73,29 +72,28 @@ class Replay:
         self.traded = np.zeros(n)
         self.fees = np.zeros(n)
 
-    def _quote(self, asset: str) -> tuple[float, float] | None:
-        q = self.monitor.quotes.get(asset)
-        if q is None:
-            p = self.monitor.engine.price_of(asset)
-            return None if math.isnan(p) else (p, p)
-        return q
-
     def step(self, tick: PriceTick) -> None:
         m = self.monitor
-        for item in m.on_tick(tick):
+        bad = m.bad_ticks
+        outcomes = m.on_tick(tick)
+        if m.bad_ticks > bad:
+            return
+        # Health as the tick left it, before any rescue trade: a wick below 1 is a liquidation.
+        for k in m.assets_by_symbol.get(tick.symbol, ()):
+            self.track.update(m.engine.columns[k].idx, m.engine.health, tick.ts_ms)
+            self.base_track.update(self.baseline.apply(k, tick.price, tick.ts_ms), self.baseline.health, tick.ts_ms)
+        for item in outcomes:
             if isinstance(item, Plan):
                 self._execute(item)
             else:
                 self._record_event(item)
-        for k in m.assets_by_symbol.get(tick.symbol, ()):
-            self.track.update(m.engine.columns[k].idx, m.engine.health, tick.ts_ms)
-            self.base_track.update(self.baseline.apply(k, tick.price, tick.ts_ms), self.baseline.health, tick.ts_ms)
 
     def _execute(self, plan: Plan) -> None:
         m = self.monitor
         i = m.engine.account_index[plan.account]
         execution = self.executor.execute_now(plan)
         if execution.duplicate:
+            m.abandon(plan)
             return
         settled = m.settle(plan, list(execution.fills), list(execution.repays))
         self.traded[i] += sum(f.notional for f in execution.fills)

@@ -88,6 +88,7 @@ class _AccountState:
     notional_today: float = 0.0
     capped_notified: bool = False
     stale: bool = False
+    in_flight: bool = False  # a request is being planned or executed
 
 
 class Rules:
@@ -188,8 +189,8 @@ class Rules:
 
     def _maybe_act(self, i: int, lv: LevelSpec, h: float, now_ms: int, out: list) -> None:
         acc, st = self.accounts[i], self.state[i]
-        if st.stale:
-            return  # a breach on stale prices is reported (STALE) and never trades
+        if st.stale or st.in_flight:
+            return  # stale prices never trade; a plan in flight is never planned again
         if st.day != now_ms // DAY_MS:
             st.day, st.actions_today, st.notional_today = now_ms // DAY_MS, 0, 0.0
             st.capped_notified = False  # a new day: a cap reached again is news again
@@ -211,7 +212,13 @@ class Rules:
         # Strictly later: a timer due now would pop in this same evaluate and, with
         # cooldown 0, request again forever.
         self._schedule(now_ms + max(lv.cooldown_ms, 1), i)
+        st.in_flight = True
         out.append(RebalanceRequest(i, lv, now_ms, budget))
+
+    def release(self, i: int) -> None:
+        """The account's last request is done with (settled, found ineffective, or abandoned)."""
+        self.state[i].in_flight = False
+        self._schedule(self.state[i].last_action_ms or 0, i)  # re-evaluate: still breached?
 
     def record_action(self, i: int, notional: float) -> None:
         """Counts an executed action against the account's daily caps."""

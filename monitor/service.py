@@ -117,12 +117,7 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
     store = store if store is not None else SqliteStore(state_path(settings))
 
-    def quote(asset: str) -> tuple[float, float] | None:
-        q = monitor.quotes.get(asset)
-        p = monitor.engine.price_of(asset)
-        return q if q is not None else (None if math.isnan(p) else (p, p))
-
-    executor = PaperExecutor(quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+    executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
                   asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
@@ -165,13 +160,13 @@ def handle(d: Daemon, message: object) -> None:
             log_status(d)
         if message.now_ms - d._last_resync_ms >= d.settings.daemon.resync_every_s * 1000:
             d._last_resync_ms = message.now_ms
-            m.resync()
+            m.engine.resync()
 
 
 def dispatch(d: Daemon, outcomes: list) -> None:
     for item in outcomes:
         if isinstance(item, Plan):
-            log.info("rebalance planned", account=item.account, level=item.level, strategy=item.strategy,
+            log.info("rebalance planned", account=item.account, breach_level=item.level, strategy=item.strategy,
                      health=round(item.health_before, 4), expected_health=round(item.expected_health, 4),
                      orders=[f"{o.side} {o.amount:.8g} {o.symbol} @ {o.price:.8g}" for o in item.orders],
                      repays=[f"{r.amount:.8g} {r.asset}" for r in item.repays], plan_id=item.plan_id)
@@ -184,8 +179,10 @@ def dispatch(d: Daemon, outcomes: list) -> None:
 
 
 def settle(d: Daemon, done: Executed) -> None:
-    if done.execution.duplicate:
-        log.warning("plan already executed, skipped", plan_id=done.plan.plan_id)
+    if done.execution.duplicate or done.execution.errors:
+        log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
+                    errors=list(done.execution.errors))
+        d.monitor.abandon(done.plan)
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
@@ -219,7 +216,7 @@ def log_status(d: Daemon) -> None:
         st = m.status(i)
         worst = min((e for e in st.exposures if e.distance_pct is not None), key=lambda e: abs(e.distance_pct),
                     default=None)
-        log.info("account", account=st.name, health=round(st.health, 4), level=st.level, stale=st.stale,
+        log.info("account", account=st.name, health=round(st.health, 4), breach_level=st.level, stale=st.stale,
                  equity=round(st.equity, 2),
                  nearest_liquidation=None if worst is None else
                  f"{worst.asset} @ {worst.liquidation_price:.6g} ({worst.distance_pct:+.1f}%)")
@@ -229,8 +226,14 @@ def log_status(d: Daemon) -> None:
 async def execution_worker(d: Daemon) -> None:
     while True:
         plan = await d.plans.get()
-        # The bookkeeping of an order placed must survive a shutdown that lands mid-call.
-        execution = await asyncio.shield(d.executor.execute(plan))
+        try:
+            # The bookkeeping of an order placed must survive a shutdown that lands mid-call.
+            execution = await asyncio.shield(d.executor.execute(plan))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the account must not stay "in flight" forever
+            log.error("execution failed", plan_id=plan.plan_id, error=f"{type(err).__name__}: {err}")
+            execution = Execution(plan.plan_id, errors=(f"{type(err).__name__}: {err}",))
         d.inbox.put_control(Executed(plan, execution))
 
 

@@ -59,7 +59,7 @@ def test_plan_settles_and_verifies() -> None:
     assert plan.expected_health > plan.health_before
     from monitor.execution.paper import PaperExecutor
     from monitor.store.base import MemoryStore
-    ex = PaperExecutor(lambda a: (50000.0, 50000.0), 0.001, 0.0005, MemoryStore(), lambda: 0)
+    ex = PaperExecutor({"BTC": (50000.0, 50000.0), "USDT": (1.0, 1.0)}.get, 0.001, 0.0005, MemoryStore(), lambda: 0)
     done = ex.execute_now(plan)
     settled = m.settle(plan, list(done.fills), list(done.repays))
     assert settled.event is None
@@ -117,3 +117,22 @@ def test_malformed_and_out_of_order_ticks_are_counted_and_skipped() -> None:
     assert m.engine.price_of("BTC") == 60000 and math.isclose(m.engine.health[0], 1.35)
     m.on_tick(PriceTick("DOGE/USDT", 0.1, 30_000))  # a symbol nobody holds is not an error
     assert m.bad_ticks == len(bad)
+
+
+def test_paper_fill_in_quote_units_when_the_quote_depegs() -> None:
+    from monitor.execution.paper import PaperExecutor
+    from monitor.model import Order
+    from monitor.store.base import MemoryStore
+    quotes = {"BTC": (47_999.0, 48_001.0), "USDC": (0.8, 0.8)}
+    ex = PaperExecutor(quotes.get, 0.001, 0.0005, MemoryStore(), lambda: 0)
+    order = Order("BTC/USDC", "sell", 1.0, 59_000.0, "BTC", "USDC")
+    # BTC at 48k dollars with USDC at 0.80 dollars: a sale fetches 60k USDC (less slippage)
+    assert math.isclose(ex.fill_price(order), 47_999.0 * (1 - 0.0005) / 0.8)
+
+
+def test_no_stale_alarm_before_the_first_tick_has_had_its_grace() -> None:
+    m = Monitor(settings([ACT]), default_registry())
+    m.now_ms = 1_700_000_000_000  # the daemon's first clock heartbeat, before any feed connected
+    assert m.check_stale() == []
+    m.now_ms += 121_000
+    assert [e.kind for e in m.check_stale()] == [EventKind.STALE]

@@ -77,3 +77,43 @@ def test_bad_rows_are_counted_in_the_report(tmp_path: Path, shared_data: Path, c
     report = replay(load_settings(contract_config), [f"BTC/USDT={btc}", f"ETH/USDT={eth}"],
                     ("2021-04-16T00:00:00Z", "2021-04-16T06:00:00Z"))
     assert report["bad_rows"] == 2
+
+
+def wick_config(confirm_s: float = 0) -> dict:
+    return {
+        "assets": {"BTC": {"price": "BTC/USDT", "weight": 0.9}, "USDT": {"price": 1.0}},
+        "accounts": [{"name": "a", "holdings": {"BTC": 2.0, "USDT": -80000},
+                      "levels": [{"name": "act", "health": 1.1, "action": "rebalance", "strategy": "repay_debt",
+                                  "target": 1.5, "confirm_s": confirm_s}]}],
+    }
+
+
+def test_a_tick_below_one_is_a_liquidation_even_if_the_rescue_follows(tmp_path: Path) -> None:
+    prices = tmp_path / "btc.csv"
+    prices.write_text("timestamp,price\n0,60000\n60,43000\n120,60000\n")  # 2*43000*0.9/80000 = 0.9675
+    report = run_replay(parse_settings(wick_config()), [load_price_file(prices, "BTC/USDT")], default_registry())
+    a = report["accounts"]["a"]
+    assert a["actions"] and a["actions"][0]["health_before"] < 1
+    assert a["liquidated"] and abs(a["min_health"] - 0.9675) < 1e-12
+
+
+def test_a_failing_user_strategy_costs_no_alert(tmp_path: Path) -> None:
+    prices = tmp_path / "btc.csv"
+    prices.write_text("timestamp,price\n0,60000\n60,48000\n120,47000\n180,60000\n")
+    cfg = wick_config()
+    cfg["accounts"][0]["levels"][0]["strategy"] = "tests.test_replay:BrokenStrategy"
+    report = run_replay(parse_settings(cfg), [load_price_file(prices, "BTC/USDT")], default_registry())
+    a = report["accounts"]["a"]
+    assert [x["state"] for x in a["alerts"]] == ["firing", "resolved"]
+    failed = [n for n in a["notices"] if n["kind"] == "ineffective"]
+    assert len(failed) == 1 and "RuntimeError: boom" in failed[0]["detail"]  # once, not every tick
+
+
+class BrokenStrategy:
+    name = "broken"
+
+    def check(self, book, stables, markets):
+        return None
+
+    def plan(self, request):
+        raise RuntimeError("boom")

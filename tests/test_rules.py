@@ -58,9 +58,13 @@ def step(rules: Rules, h: float | None, t_ms: int) -> list:
     """Account 0 moves to health h at time t; h None: an evaluation that does not touch it
     (another account's tick), with account 0's health where it last was, as in the engine."""
     if h is None:
-        return rules.evaluate(NONE, np.array([rules.last_h]), t_ms)
-    rules.last_h = h
-    return rules.evaluate(np.array([0]), np.array([h]), t_ms)
+        out = rules.evaluate(NONE, np.array([rules.last_h]), t_ms)
+    else:
+        rules.last_h = h
+        out = rules.evaluate(np.array([0]), np.array([h]), t_ms)
+    for req in reqs(out):  # as the Monitor does once the plan is settled or found ineffective
+        rules.release(req.account)
+    return out
 
 
 def evs(out: list, kind: EventKind | None = None) -> list[LevelEvent]:
@@ -350,3 +354,14 @@ def test_target_not_above_threshold_is_rejected(level, model, extra):
         build_account_rules(acc, account_scale(acc)[1])
     msg = str(err.value)
     assert "acc" in msg and "act" in msg and "target" in msg and "\n" not in msg
+
+
+def test_a_request_in_flight_is_not_repeated_until_released():
+    r = rules_for(dict(ACT, cooldown_s=0))
+    first = r.evaluate(np.array([0]), np.array([1.10]), 0)
+    assert len(reqs(first)) == 1
+    # Ticks keep coming while the plan executes: no second plan for the same account.
+    for t in (1, 2, 3):
+        assert reqs(r.evaluate(np.array([0]), np.array([1.09]), t)) == []
+    r.release(0)
+    assert len(reqs(r.evaluate(np.array([0]), np.array([1.09]), 4))) == 1

@@ -32,7 +32,7 @@ class AlertManager:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
-            log.error("alert queue full, event dropped", account=event.account, level=event.level)
+            log.error("alert queue full, event dropped", account=event.account, alert_level=event.level)
 
     def should_send(self, ev: LevelEvent) -> bool:
         """Dedup: a firing (account, level) is announced once, and resolves only if it fired."""

@@ -28,11 +28,14 @@ class PaperExecutor:
         self._clock_ms = clock_ms
 
     def fill_price(self, order: Order) -> float:
-        quote = self._quotes(order.base)
-        if quote is None:
+        """In quote units, as the order is: base and quote are both valued in the valuation
+        unit, so a BTC/USDC fill during a USDC depeg is BTC's price divided by USDC's."""
+        base, quote = self._quotes(order.base), self._quotes(order.quote)
+        if base is None or quote is None:
             return order.price  # no market data beyond the plan's own price
-        bid, ask = quote
-        return bid * (1 - self.slippage) if order.side == "sell" else ask * (1 + self.slippage)
+        bid, ask = base
+        quote_mid = (quote[0] + quote[1]) / 2
+        return (bid * (1 - self.slippage) if order.side == "sell" else ask * (1 + self.slippage)) / quote_mid
 
     def execute_now(self, plan: Plan) -> Execution:
         """Synchronous core (replay calls it directly; the daemon through `execute`)."""
