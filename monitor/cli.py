@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from monitor.accounts.static import build_books
 from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import UserError
@@ -83,10 +84,10 @@ def load_series(settings: Settings, prices: list[str], start_ms: int | None, end
             raise UserError(f"--prices {symbol}: no asset is priced by this symbol (known: {', '.join(sorted(symbols))})")
         series.append(load_price_file(path, symbol, start_ms, end_ms))
     given = {s.symbol for s in series}
-    for acc in settings.accounts:
-        for asset in (*acc.holdings, *acc.borrowed):
-            if asset in known and known[asset] not in given:
-                raise UserError(f"--prices: no price file for {known[asset]} (asset {asset}, held by {acc.name})")
+    for book in build_books(settings):  # every priced asset an account holds, owes or trades a perp on
+        for asset, exposure in book.exposures.items():
+            if asset in known and known[asset] not in given and not exposure.is_empty:
+                raise UserError(f"--prices: no price file for {known[asset]} (asset {asset}, held by {book.name})")
     return series
 
 

@@ -66,6 +66,12 @@ def build_account_rules(acc: AccountSettings, param: float) -> AccountRules:
             int(lv.cooldown_s * 1000), target, lv.strategy, dict(lv.params), lv.max_notional,
         ))
     specs.sort(key=lambda s: -s.threshold)
+    # Breach depth is one number per account, so clear lines must keep the thresholds' order.
+    for upper, lower in zip(specs, specs[1:]):
+        if lower.clear > upper.clear:
+            raise ConfigError(f"accounts ({acc.name}).levels ({lower.name}): its hysteresis clears it above "
+                              f"level {upper.name!r} clears (health {lower.clear:.4g} > {upper.clear:.4g}); "
+                              "use a smaller hysteresis")
     return AccountRules(acc.name, acc.model, param, tuple(specs), int(acc.stale_after_s * 1000),
                         acc.max_actions_per_day, acc.max_notional_per_day)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,7 +116,11 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
     if not feeds:
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
-    store = store if store is not None else SqliteStore(state_path(settings))
+    if store is None:
+        try:
+            store = SqliteStore(state_path(settings))
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"daemon.state_dir: cannot open {state_path(settings)} ({err})") from None
 
     executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)

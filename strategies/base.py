@@ -104,10 +104,9 @@ class StrategyRegistry:
 def _load_by_path(path: str) -> Strategy:
     module_name, _, attr = path.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"strategy {path!r}: cannot import ({err})") from None
-    strategy = factory()
+        strategy = getattr(importlib.import_module(module_name), attr)()
+    except Exception as err:  # anything the user's module does on import or construction
+        raise ConfigError(f"strategy {path!r}: cannot load ({type(err).__name__}: {err})") from None
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"strategy {path!r}: needs a name, check() and plan()")
     return strategy

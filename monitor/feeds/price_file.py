@@ -268,7 +268,7 @@ def _parse_time(text: str) -> int:
         value = float(text)
     except ValueError:
         return _parse_iso(text)
-    if not math.isfinite(value):
+    if not math.isfinite(value) or abs(value) >= 1e17:  # beyond year 5000 in µs: not a time
         raise ValueError(text)
     magnitude = abs(value)
     if magnitude < _SECONDS_BELOW:
