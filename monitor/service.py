@@ -224,7 +224,8 @@ def log_status(d: Daemon) -> None:
         log.info("account", account=st.name, health=round(st.health, 4), breach_level=st.level, stale=st.stale,
                  equity=round(st.equity, 2),
                  nearest_liquidation=None if worst is None else
-                 f"{worst.asset} @ {worst.liquidation_price:.6g} ({worst.distance_pct:+.1f}%)")
+                 f"{worst.asset} @ {worst.liquidation_price:.6g} ({worst.distance_pct:+.1f}%"
+                 + (f", {worst.distance_sigma:.1f}σ daily)" if worst.distance_sigma is not None else ")"))
 
 
 # -- workers off the tick path -----------------------------------------------------------
