@@ -22,7 +22,7 @@ from monitor.risk.trades import apply_fills, apply_repay
 from monitor.risk.volatility import VolatilityTracker
 from monitor.risk.weights import WeightSchedule
 from monitor.rules import AccountRules, RebalanceRequest, Rules, build_account_rules
-from strategies.base import Market, MarketView, PlanRequest, Strategy, StrategyRegistry
+from strategies.base import Market, MarketView, PlanRequest, Strategy, StrategyRegistry, params_problem
 
 STALE_CHECK_MS = 1000  # how often (event time) staleness is re-evaluated
 
@@ -114,7 +114,11 @@ class Monitor:
         for acc, book in zip(self.settings.accounts, self.engine.books):
             for lv in acc.levels:
                 if lv.action == "rebalance":
-                    reason = self.strategies[lv.strategy].check(book, self.stables, self.markets)
+                    strategy = self.strategies[lv.strategy]
+                    try:
+                        reason = params_problem(strategy, lv.params) or strategy.check(book, self.stables, self.markets)
+                    except Exception as err:  # a user strategy's check() is user code
+                        reason = f"check failed ({type(err).__name__}: {err})"
                     if reason:
                         problems.append(f"accounts ({acc.name}).levels ({lv.name}): {lv.strategy}: {reason}")
         return problems

@@ -77,6 +77,15 @@ class Strategy(Protocol):
         """A plan toward request.target; an empty plan with a note when nothing helps."""
 
 
+def params_problem(strategy: Strategy, params: dict[str, Any]) -> str | None:
+    """A strategy validates its level's `params` with an optional check_params(params); one
+    without that method takes none, so any key is a typo."""
+    check = getattr(strategy, "check_params", None)
+    if check is not None:
+        return check(params)
+    return f"{strategy.name} takes no params (got {sorted(params)[0]!r})" if params else None
+
+
 StrategyFactory = Callable[[], Strategy]
 
 

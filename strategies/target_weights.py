@@ -22,6 +22,9 @@ from strategies.sizing import Draft, Leg
 
 def param_error(params: dict[str, Any]) -> str | None:
     """What is wrong with the strategy's params (None if they are usable); for check-config."""
+    unknown = sorted(set(params) - {"weights", "band"})
+    if unknown:
+        return f"target_weights: unknown param {unknown[0]!r} (known: weights, band)"
     weights = params.get("weights")
     if not isinstance(weights, dict) or not weights:
         return "target_weights needs params.weights = {ASSET = share, ...}"
@@ -38,6 +41,10 @@ def param_error(params: dict[str, Any]) -> str | None:
 
 class TargetWeights:
     name = "target_weights"
+
+    @staticmethod
+    def check_params(params: dict[str, Any]) -> str | None:
+        return param_error(params)
 
     def check(self, book: AccountBook, stables: frozenset[str], markets: dict[str, Market]) -> str | None:
         if book.model == "margin_level":

@@ -171,3 +171,10 @@ def test_run_offline_demo_alerts_rebalances_and_stops_on_sigint(tmp_path: Path) 
         t.join(5)
     assert any('"daemon stopped"' in line for line in err)
     assert (tmp_path / "state" / "state.sqlite").exists()  # the embedded store, in the working directory
+
+
+def test_strategy_params_typo_is_an_error(tmp_path: Path, contract_config: Path) -> None:
+    bad = tmp_path / "params.toml"
+    bad.write_text(contract_config.read_text().replace('strategy = "repay_debt"',
+                                                       'strategy = "repay_debt"\n  params = { max_slipage = 0.01 }'))
+    assert_user_error(cli("check-config", str(bad)), "repay_debt takes no params", "max_slipage")
