@@ -272,6 +272,16 @@ class Settings(Frozen):
             raise ValueError(f"duplicate account name {sorted(dup)[0]!r}")
         for i, acc in enumerate(self.accounts):
             _check_account_assets(self, i, acc)
+        levels = {lv.name for acc in self.accounts for lv in acc.levels}
+        for i, n in enumerate(self.notifiers):
+            unknown = sorted(set(n.levels or ()) - levels)
+            if unknown:
+                raise ValueError(f"notifiers[{i}] ({n.name}).levels: no account has a level named {unknown[0]!r}")
+        priced = {a.symbol for a in self.assets.values() if a.symbol}
+        for i, f in enumerate(self.feeds):
+            unknown = [s for s in f.symbols if s not in priced]
+            if unknown:
+                raise ValueError(f"feeds[{i}] ({f.name}).symbols: no asset is priced by {unknown[0]!r}")
         return self
 
     def is_stable(self, asset: str) -> bool:

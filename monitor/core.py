@@ -243,8 +243,10 @@ class Monitor:
         if acc.stable:
             return acc.stable
         book = self.engine.books[self.engine.account_index[name]]
-        held = [a for a in book.exposures if a in self.stables]
-        return held[0] if held else next(iter(sorted(self.stables)), None)
+        # A stable it holds, else one it owes (proceeds then repay it), else any configured one.
+        held = [a for a, e in book.exposures.items() if a in self.stables and e.qty > 0]
+        owed = [a for a, e in book.exposures.items() if a in self.stables and e.debt > 0]
+        return next(iter(held + owed + sorted(self.stables)), None)
 
     def status(self, i: int) -> AccountStatus:
         book = self.engine.books[i]

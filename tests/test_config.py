@@ -251,3 +251,15 @@ borrowed = { USDT = 50 }
 """)
     with pytest.raises(ConfigError, match="unified account nets each coin: write USDT"):
         load_settings(cfg)
+
+
+def test_notifier_levels_and_feed_symbols_must_exist(tmp_path):
+    base = (Path(__file__).parent / "configs" / "contract.toml").read_text()
+    notifier = tmp_path / "n.toml"
+    notifier.write_text(base + '\n[[notifiers]]\nname = "ops"\nkind = "console"\nlevels = ["critical"]\n')
+    with pytest.raises(ConfigError, match="notifiers.0. .ops..levels: no account has a level named 'critical'"):
+        load_settings(notifier)
+    feed = tmp_path / "f.toml"
+    feed.write_text(base + '\n[[feeds]]\nname = "sim"\nsymbols = ["BTC/USDC"]\n')
+    with pytest.raises(ConfigError, match="no asset is priced by 'BTC/USDC'"):
+        load_settings(feed)

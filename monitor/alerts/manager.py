@@ -2,7 +2,8 @@
 
 Events arrive on a bounded queue from the engine task; a slow notifier never
 delays risk. A firing alert is sent once per (account, level) until it resolves;
-a failing notifier is retried with backoff, and the event is kept until sent.
+a failing notifier is retried with backoff for about a minute, then the failure is
+logged (a durable outbox that survives restarts belongs to the state store).
 """
 
 from __future__ import annotations
