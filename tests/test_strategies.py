@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from strategies import Market, MarketView, PlanRequest, Strategy, default_regist
 from strategies.reduce_position import ReducePosition
 from strategies.repay_debt import RepayDebt
 from strategies.sell_to_stable import SellToStable
+from strategies.sizing import riskiest_first
 from strategies.target_weights import TargetWeights
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -302,6 +305,8 @@ def accounts(draw, models: tuple[str, ...] = MODELS, perps: bool = False) -> tup
     ex["USDT"] = Exposure(qty=draw(st.floats(0, 50000)), debt=draw(st.floats(0, 150000)),
                           borrow_mmr=draw(st.floats(0, 0.1)) if model == "unified" else 0.0)
     ex["USDC"] = Exposure(qty=draw(st.sampled_from([0.0, 1.0])) * draw(st.floats(0, 20000)))
+    if model == "unified":  # a unified account nets each coin (as Bybit does, and as the config requires)
+        ex = {a: replace(e, qty=max(e.qty - e.debt, 0.0), debt=max(e.debt - e.qty, 0.0)) for a, e in ex.items()}
     weights = {a: draw(schedules()) for a in VOLATILE}
     weights |= {s: FLAT(draw(st.floats(0.8, 1.0))) for s in STABLES}  # flat stables: greedy is optimal
     scale, param = 1.0, 1.0
@@ -379,9 +384,16 @@ def reference_action(data, book: AccountBook, mv: MarketView, kind: str) -> Acco
         return reduce_perp(book, a, -size * frac, price, mv.fee_rate * abs(size) * frac * price, "USDT")
     if not held or (kind == "repay" and book.exposures["USDT"].debt == 0):
         return None
-    a = data.draw(st.sampled_from(held))
+    # The planners sell riskiest first by policy (not the lowest weight first), so a reachable
+    # target is one that selling part of the asset they sell first reaches.
+    order = riskiest_first(book, mv)
+    if not order:
+        return None
+    a = order[0]
     amount = book.exposures[a].qty * frac
     price = mv.sell_price(a)
+    if kind == "repay":  # a repay sells no more than the debt takes: proceeds kept as collateral are selling, not repaying
+        amount = min(amount, book.exposures["USDT"].debt / (price * (1 - mv.fee_rate)))
     after = apply_order(book, Order(f"{a}/USDT", "sell", amount, price, a, "USDT"), price, mv.fee_rate * amount * price)
     if kind == "repay":
         after = apply_repay(after, Repay("USDT", amount * price * (1 - mv.fee_rate)))
