@@ -21,14 +21,14 @@ from monitor.risk.solve import liquidation_price
 from monitor.risk.trades import apply_fills, apply_repay
 from monitor.risk.volatility import VolatilityTracker
 from monitor.risk.weights import WeightSchedule
-from monitor.rules import AccountRules, RebalanceRequest, Rules, build_account_rules
+from monitor.rules import RebalanceRequest, Rules, build_account_rules
 from strategies.base import Market, MarketView, PlanRequest, Strategy, StrategyRegistry, params_problem
 
 STALE_CHECK_MS = 1000  # how often (event time) staleness is re-evaluated
 
 
 @dataclass(frozen=True, slots=True)
-class Exposure:
+class ExposureStatus:
     """Status of one asset of one account: where it liquidates the account alone."""
 
     asset: str
@@ -47,7 +47,7 @@ class AccountStatus:
     equity: float
     level: str | None  # deepest breached level
     stale: bool
-    exposures: tuple[Exposure, ...]
+    exposures: tuple[ExposureStatus, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,14 +265,14 @@ class Monitor:
                              float(self.engine.equity[i]), levels[depth - 1].name if depth else None,
                              bool(self.rules.stale[i]), tuple(exposures))
 
-    def _exposure(self, book: AccountBook, prices: dict[str, float], asset: str, k: int) -> Exposure:
+    def _exposure(self, book: AccountBook, prices: dict[str, float], asset: str, k: int) -> ExposureStatus:
         p = prices[asset]
         liq = liquidation_price(book, prices, asset)
         if liq is None or liq <= 0:
-            return Exposure(asset, p, None, None, None)
+            return ExposureStatus(asset, p, None, None, None)
         vol = self.vol.daily(k)
         sigma = abs(math.log(liq / p)) / vol if vol else None
-        return Exposure(asset, p, liq, (liq / p - 1) * 100, sigma)
+        return ExposureStatus(asset, p, liq, (liq / p - 1) * 100, sigma)
 
     def _event(self, i: int, level: str, kind: EventKind, detail: str) -> LevelEvent:
         book = self.engine.books[i]

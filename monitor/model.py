@@ -7,12 +7,18 @@ hands these out only at its edges (events, views, plans).
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Literal
 
 Side = Literal["buy", "sell"]
+
+
+def wall_clock_ms() -> int:
+    """Now, in Unix milliseconds (event time for live feeds)."""
+    return time.time_ns() // 1_000_000
 
 
 def iso_ms(ts_ms: int | None) -> str | None:

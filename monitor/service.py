@@ -28,7 +28,7 @@ from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import PriceFeed
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
-from monitor.model import LevelEvent, Plan, PriceTick
+from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
 from monitor.store.base import StateStore
 from monitor.store.sqlite import SqliteStore
@@ -37,10 +37,6 @@ from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("daemon")
 DRAIN_TIMEOUT_S = 3.0  # on shutdown, time left to deliver queued alerts
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +327,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     await asyncio.gather(*tasks, return_exceptions=True)
     d.store.close()
     d.notifier.close()
-    log.info("daemon stopped", ticks=d.ticks_applied, alerts_sent=d.alerts.sent)
+    log.info("daemon stopped", ticks=d.ticks_applied, ticks_coalesced=d.inbox.coalesced,
+             bad_ticks=d.monitor.bad_ticks, alerts_sent=d.alerts.sent)
 
 
 async def _drain(d: Daemon) -> None:

@@ -22,7 +22,6 @@ class CrashLoop(Exception):
 class Component:
     name: str
     start: Callable[[], Awaitable[None]]
-    restartable: bool = True
     crashes: deque[float] = field(default_factory=deque)
 
 
@@ -34,7 +33,6 @@ class Supervisor:
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
         self._clock = clock
-        self.restarts: dict[str, int] = {}
 
     async def supervise(self, comp: Component) -> None:
         """Runs one component until it returns; raises CrashLoop when it keeps failing."""
@@ -52,8 +50,7 @@ class Supervisor:
                     comp.crashes.popleft()
                 log.error("component crashed", component=comp.name, error=f"{type(err).__name__}: {err}",
                           crashes_in_window=len(comp.crashes), exc_info=err)
-                if not comp.restartable or len(comp.crashes) > self.max_restarts:
+                if len(comp.crashes) > self.max_restarts:
                     raise CrashLoop(f"{comp.name} crashed {len(comp.crashes)} times within {self.window_s:.0f}s") from err
                 delay = min(self.base_backoff_s * 2 ** (len(comp.crashes) - 1), self.max_backoff_s)
-                self.restarts[comp.name] = self.restarts.get(comp.name, 0) + 1
                 await asyncio.sleep(delay)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from monitor.errors import ConfigError
 from monitor.feeds.base import TickSink
-from monitor.model import PriceTick
+from monitor.model import PriceTick, wall_clock_ms
 
 HALF_SPREAD = 0.0001  # bid/ask = price * (1 -/+ HALF_SPREAD)
 
@@ -137,10 +136,6 @@ class SimulatedMarket:
         return 0.0
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class SimulatedFeed:
     """A PriceFeed over a SimulatedMarket, paced in wall time and stamped with wall-clock ms.
 
@@ -165,7 +160,7 @@ class SimulatedFeed:
         self.symbols: tuple[str, ...] = self._market.symbols
         self._interval_s = interval_s
         self._max_steps = max_steps
-        self._clock_ms = clock_ms or _wall_clock_ms
+        self._clock_ms = clock_ms or wall_clock_ms
         self._last_ts: int | None = None
 
     @property
