@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +23,15 @@ from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
 from monitor.execution.base import Execution, Executor
+from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import PriceFeed
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
+from monitor.store import open_store
 from monitor.store.base import StateStore
-from monitor.store.sqlite import SqliteStore
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from strategies.base import StrategyRegistry
 
@@ -68,6 +68,7 @@ class Daemon:
     engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
+    owns_store: bool = True  # an injected store is closed by whoever made it
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -96,10 +97,6 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
     return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
 
 
-def state_path(settings: Settings) -> Path:
-    return Path(settings.daemon.state_dir) / "state.sqlite"
-
-
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
@@ -112,17 +109,14 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
     if not feeds:
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
-    if store is None:
-        try:
-            store = SqliteStore(state_path(settings))
-        except (OSError, sqlite3.Error) as err:
-            raise ConfigError(f"daemon.state_dir: cannot open {state_path(settings)} ({err})") from None
-
-    executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+    owns_store = store is None
+    store = store if store is not None else open_store(settings)
+    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
+    executor = JournaledExecutor(paper, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
                   asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier())
+                  notifier=notifier or SystemdNotifier(), owns_store=owns_store)
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -180,9 +174,9 @@ def dispatch(d: Daemon, outcomes: list) -> None:
 
 
 def settle(d: Daemon, done: Executed) -> None:
-    if done.execution.duplicate or done.execution.errors:
+    if done.execution.duplicate or done.execution.errors or done.execution.refused:
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
-                    errors=list(done.execution.errors))
+                    refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
@@ -325,7 +319,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    d.store.close()
+    if d.owns_store:
+        await d.store.close()
     d.notifier.close()
     log.info("daemon stopped", ticks=d.ticks_applied, ticks_coalesced=d.inbox.coalesced,
              bad_ticks=d.monitor.bad_ticks, alerts_sent=d.alerts.sent)
