@@ -47,3 +47,23 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory):
+    """One redis-server for the session; tests that share it use their own key prefix."""
+    from tests.redis_server import RedisServer
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A redis-server of the test's own, which the test may stop and start."""
+    from tests.redis_server import RedisServer
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
