@@ -38,7 +38,7 @@ def sweep_figure(result: SweepResult) -> Figure:
     xs, ys = axes[0].values, (axes[1].values if len(axes) > 1 else (None,))
     groups = facets(axes)
     rows, cols = len(result.accounts), len(groups)
-    fig = new_figure(max(4.5, 0.9 * len(xs) + 2) * cols, max(2.8, 0.55 * len(ys) + 1.8) * rows)
+    fig = new_figure(max(5.0, 0.9 * len(xs) + 2.5) * cols, max(3.4, 0.6 * len(ys) + 2.2) * rows)
     grid = fig.subplots(rows, cols, squeeze=False)
     values = [o["min_health"] for per in result.outcomes.values() for o in per.values() if o["min_health"] is not None]
     top = max([v for v in values if math.isfinite(v)] + [1.2])
