@@ -116,7 +116,7 @@ def health_panel(ax: Axes, acc: AccountChart) -> None:
     ax.set_ylim(*health_limits(acc, np.concatenate([base, prot])))
     ax.set_ylabel("health")
     ax.set_title(account_title(acc), fontsize=9, loc="left")
-    ax.legend(loc="upper right", fontsize=7, ncol=4, framealpha=0.8)
+    ax.legend(loc="best", fontsize=7, ncol=3, framealpha=0.85)
     ax.grid(alpha=0.25)
 
 
@@ -141,10 +141,10 @@ def action_markers(ax: Axes, acc: AccountChart) -> None:
     ax.vlines(at, [a["health_before"] for a in acts], [a["health_after"] for a in acts], color="#2e7d32", lw=1.2)
     ax.scatter(at, [a["health_after"] for a in acts], s=sizes, color="#2e7d32", alpha=0.75, zorder=5,
                label="action (size = notional)", gid="actions")
-    for t, a, x in zip(at, acts, notional):
+    for n, (t, a, x) in enumerate(zip(at, acts, notional)):
         text = f"{money(x)}" if x > 0 else "repay"
-        ax.annotate(text, (t, a["health_after"]), xytext=(4, 4), textcoords="offset points", fontsize=7,
-                    color="#2e7d32")
+        ax.annotate(text, (t, a["health_after"]), xytext=(5, 4 - 11 * (n % 2)), textcoords="offset points",
+                    fontsize=7, color="#2e7d32")  # neighbours alternate above and below, so close ones stay legible
 
 
 def health_limits(acc: AccountChart, values: np.ndarray) -> tuple[float, float]:
