@@ -1,4 +1,4 @@
-"""Command line: run, check-config, replay, sweep, stress.
+"""Command line: run, check-config, replay, sweep, stress (and the store commands of monitor/cli_state.py).
 
 User errors (bad config, bad price file, unknown asset) end with one line on
 stderr naming the culprit and exit status 2, never a traceback.
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_chart_arguments(rep)
     rep.set_defaults(func=cmd_replay)
     add_analysis_commands(sub)
+
+    from monitor import cli_state
+    cli_state.register(sub)
     return p
 
 

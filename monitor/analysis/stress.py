@@ -15,7 +15,6 @@ from monitor.model import Fill
 from monitor.risk.portfolio import AccountBook, evaluate
 from monitor.risk.solve import uniform_liquidation_shock
 from monitor.rules import AccountRules, LevelSpec
-from monitor.store.base import MemoryStore
 from strategies.base import StrategyRegistry
 
 
@@ -93,7 +92,7 @@ def _execute(monitor: Monitor, i: int, lv: LevelSpec, ts_ms: int) -> PlanOutcome
     if plan.is_empty or not plan.expected_health > h:
         return PlanOutcome(lv.name, lv.strategy, (), (), 0.0, h, plan.note or "the plan would not raise health")
     s = monitor.settings.execution
-    executor = PaperExecutor(monitor.quote, s.fee_rate, s.slippage, MemoryStore(), lambda: ts_ms)
+    executor = PaperExecutor(monitor.quote, s.fee_rate, s.slippage, lambda: ts_ms)
     execution = executor.execute_now(plan)
     settled = monitor.settle(plan, list(execution.fills), list(execution.repays))
     orders = tuple({"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price,
