@@ -4,14 +4,19 @@ the plan the daemon would execute, starting prices, named scenarios and bad inpu
 from __future__ import annotations
 
 import gzip
-import math
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from monitor.accounts.static import build_books
-from monitor.analysis.scenarios import SCENARIOS, find_scenario, scenario_shocks, worst_drawdown
+from monitor.analysis.scenarios import (
+    SCENARIOS,
+    find_scenario,
+    scenario_shocks,
+    worst_drawdown,
+)
 from monitor.analysis.shocks import parse_shock, prices_from_feeds, prices_from_files
 from monitor.analysis.stress import run_stress
 from monitor.cli import load_series, parse_time
@@ -121,7 +126,8 @@ def test_scenarios_are_the_worst_drawdowns_of_the_data(shared_data: Path) -> Non
     }
     for s in SCENARIOS:
         window = parse_time(s.start, "start"), parse_time(s.end, "end")
-        measured = {a: worst_drawdown(load_price_file(shared_data / f, a, *window).price) for a, f in files[s.name].items()}
+        measured = {a: worst_drawdown(load_price_file(shared_data / f, a, *window).price)
+                    for a, f in files[s.name].items()}
         if s.name == "2023-03-11 USDC":
             measured["USDC"] = worst_drawdown(implied_usdc(shared_data, *window))
         assert {a: round(v, 4) for a, v in measured.items()} == s.drawdowns, s.name
@@ -174,13 +180,24 @@ def test_start_prices_from_a_snapshot_of_the_feeds() -> None:
     assert prices == {"BTC": 61_000.0, "USDT": 1.0} and ts > 0  # the simulated market's first tick
 
 
-def test_stress_cli_end_to_end(contract_config: Path, crash_prices: list[str]) -> None:
+def test_stress_cli_end_to_end(tmp_path: Path, contract_config: Path, crash_prices: list[str]) -> None:
+    out_json = tmp_path / "stress.json"
     proc = cli("stress", "--config", str(contract_config), "--prices", crash_prices[0], "--prices", crash_prices[1],
-               "--at", "2021-04-17T12:00Z", "--shock", "BTC=-30%", "--shock", "ETH=-40%", "--scenario", "2021-04-18")
+               "--at", "2021-04-17T12:00Z", "--shock", "BTC=-30%", "--scenario", "2021-04-18",
+               "--report", str(out_json))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "scenario 2021-04-18: BTC -30.0%, ETH -40.0%" in out  # the explicit shocks win over the scenario's
+    assert "scenario 2021-04-18: BTC -30.0%, ETH -19.6%" in out  # the explicit shock wins over the scenario's
     assert "across BTC/ETH" in out and "plans the daemon would execute" in out
+    report = json.loads(out_json.read_text())
+    [run] = report["runs"]
+    [main] = run["accounts"]
+    assert run["shocks"] == {"BTC": -0.3, "ETH": -0.1958}
+    prices = report["start_prices"]
+    # the contract account: BTC at 95%, ETH overridden to 82.5%, 50,000 USDT borrowed
+    assert main["health_after"] == pytest.approx(
+        (0.7 * prices["BTC"] * 0.95 + 10 * prices["ETH"] * (1 - 0.1958) * 0.825) / 50000, rel=1e-12)
+    assert f"{main['health_after']:.4f}" in out and main["level"] in out
 
 
 @pytest.mark.parametrize("args, needle", [

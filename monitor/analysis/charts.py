@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monitor.accounts.static import account_scale
 from monitor.analysis.sampling import HealthSampler, bucket_prices
 from monitor.config import Settings
 from monitor.feeds.price_file import PriceSeries
 from monitor.rules import build_account_rules
-from monitor.accounts.static import account_scale
 
 SMALL_MULTIPLES_MAX = 8  # above this many accounts, a summary chart instead of one panel each
 

@@ -87,11 +87,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # -- stress ----------------------------------------------------------------------------------
 def cmd_stress(args: argparse.Namespace) -> int:
     from monitor.analysis.scenarios import find_scenario, scenario_note, scenario_shocks
-    from monitor.analysis.shocks import parse_shock, prices_from_feeds, prices_from_files
+    from monitor.analysis.shocks import (
+        parse_shock,
+        prices_from_feeds,
+        prices_from_files,
+    )
     from monitor.analysis.stress import run_stress
     from monitor.analysis.stress_output import stress_table
-    from monitor.cli import _registry, load_checked, load_series, parse_time
+    from monitor.cli import load_checked, load_series, parse_time
     from monitor.model import iso_ms
+    from strategies import default_registry
 
     settings, _ = load_checked(args.config)
     shocks = dict(parse_shock(s, settings) for s in args.shock)
@@ -112,7 +117,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     print(f"stress from {origin}")
     out = []
     for title, moves, note in runs:
-        results = run_stress(settings, _registry(), prices, moves, ts)
+        results = run_stress(settings, default_registry(), prices, moves, ts)
         print("\n" + stress_table(title, moves, results, note), end="")
         out.append({"title": title, "shocks": moves, "accounts": [dataclasses.asdict(r) for r in results]})
     if args.report:

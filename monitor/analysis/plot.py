@@ -99,7 +99,8 @@ def replay_figure(chart: ReplayChart) -> Figure:
 def health_panel(ax: Axes, acc: AccountChart) -> None:
     base = np.where(np.isfinite(acc.baseline), acc.baseline, np.nan)
     prot = np.where(np.isfinite(acc.health), acc.health, np.nan)
-    ax.plot(to_dt(acc.baseline_times_ms), base, color=BASELINE, lw=1.1, ls="--", label="without actions", gid="baseline")
+    ax.plot(to_dt(acc.baseline_times_ms), base, color=BASELINE, lw=1.1, ls="--", label="without actions",
+            gid="baseline")
     ax.plot(to_dt(acc.times_ms), prot, color=PROTECTED, lw=1.5, label="protected", gid="protected")
     ax.axhline(1.0, color=LIQUIDATION, lw=1.2)
     ax.axhspan(0, 1.0, color=LIQUIDATION, alpha=0.07)

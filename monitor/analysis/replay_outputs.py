@@ -44,14 +44,14 @@ def write_charts(args: argparse.Namespace, settings: Settings, series: Sequence[
     from monitor.analysis.html import replay_html
     from monitor.analysis.plot import replay_figure, save_png, svg_text
 
-    fig = replay_figure(build_chart(settings, series, report, sampler))
+    chart = build_chart(settings, series, report, sampler)
+    fig = replay_figure(chart)
     if args.plot:
         save_png(fig, args.plot)
         print(f"chart written to {args.plot}")
     if args.html:
         try:
-            Path(args.html).write_text(replay_html(build_chart(settings, series, report, sampler), svg_text(fig)),
-                                       encoding="utf-8")
+            Path(args.html).write_text(replay_html(chart, svg_text(fig)), encoding="utf-8")
         except OSError as err:
             raise UserError(f"--html {args.html}: cannot write ({err.strerror or err})") from None
         print(f"HTML report written to {args.html}")

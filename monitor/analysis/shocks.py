@@ -36,7 +36,8 @@ def fixed_prices(settings: Settings) -> dict[str, float]:
     return {n: float(a.price) for n, a in settings.assets.items() if a.symbol is None}
 
 
-def prices_from_files(settings: Settings, series: Sequence[PriceSeries], at_ms: int | None) -> tuple[dict[str, float], int]:
+def prices_from_files(settings: Settings, series: Sequence[PriceSeries],
+                      at_ms: int | None) -> tuple[dict[str, float], int]:
     """Each file's last price at or before `at_ms` (default: its last row), and the latest such time."""
     by_symbol: dict[str, tuple[int, float]] = {}
     for s in series:

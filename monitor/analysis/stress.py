@@ -86,9 +86,11 @@ def run_stress(settings: Settings, registry: StrategyRegistry, prices: dict[str,
 def _execute(monitor: Monitor, i: int, lv: LevelSpec, ts_ms: int) -> PlanOutcome:
     """The plan the level's strategy makes, filled on a paper ledger as the daemon would."""
     acc = monitor.rules.accounts[i]
-    caps = [c for c in (lv.max_notional, acc.max_notional_per_day) if c is not None]
-    plan = monitor.plan_for(i, lv, ts_ms, min(caps) if caps else None)
     h = float(monitor.engine.health[i])
+    if acc.max_actions_per_day == 0:
+        return PlanOutcome(lv.name, lv.strategy, (), (), 0.0, h, "max_actions_per_day is 0: the daemon never acts")
+    caps = [c for c in (lv.max_notional, acc.max_notional_per_day) if c is not None]  # a fresh day's budget
+    plan = monitor.plan_for(i, lv, ts_ms, min(caps) if caps else None)
     if plan.is_empty or not plan.expected_health > h:
         return PlanOutcome(lv.name, lv.strategy, (), (), 0.0, h, plan.note or "the plan would not raise health")
     s = monitor.settings.execution
@@ -98,8 +100,8 @@ def _execute(monitor: Monitor, i: int, lv: LevelSpec, ts_ms: int) -> PlanOutcome
     orders = tuple({"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price,
                     "fee": f.fee} for f in execution.fills)
     cost = sum(f.fee + _slippage(monitor, f) for f in execution.fills)
-    return PlanOutcome(lv.name, lv.strategy, orders, tuple({"asset": r.asset, "amount": r.amount} for r in execution.repays),
-                       cost, settled.health_after, plan.note)
+    repays = tuple({"asset": r.asset, "amount": r.amount} for r in execution.repays)
+    return PlanOutcome(lv.name, lv.strategy, orders, repays, cost, settled.health_after, plan.note)
 
 
 def _slippage(monitor: Monitor, fill: Fill) -> float:

@@ -23,7 +23,7 @@ def uniform_text(a: AccountStress) -> str:
     if a.uniform_shock is None:
         return f"never (all of {across} to zero leaves health above 1)"
     if a.uniform_shock == 0:
-        return f"already (health below 1 at the starting prices)"
+        return "already (health below 1 at the starting prices)"
     return f"{pct(a.uniform_shock)} across {across}"
 
 

@@ -17,6 +17,7 @@ from monitor.config import Settings, parse_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import UserError
 from monitor.feeds.price_file import PriceSeries
+from strategies import default_registry
 
 THRESHOLD_KEYS = ("health", "ltv", "margin_level", "mm_rate")
 TARGET_KEYS = ("target", "target_ltv", "target_margin_level", "target_mm_rate")
@@ -91,7 +92,7 @@ def cell_settings(settings: Settings, axes: Sequence[Axis], values: Sequence[flo
                         lv.pop(other, None)
                     lv[axis.param] = float(value)
     cell = parse_settings(raw, "sweep")
-    check_strategies(Monitor(cell, _registry()))  # level order, targets above levels, strategy fit
+    check_strategies(Monitor(cell, default_registry()))  # level order, targets above levels, strategy fit
     return cell
 
 
@@ -110,17 +111,12 @@ def grid(settings: Settings, axes: Sequence[Axis]) -> list[Cell]:
     return cells
 
 
-def _registry():
-    from strategies import default_registry
-    return default_registry()
-
-
 # -- running ---------------------------------------------------------------------------------
 def run_cell(settings: Settings, series: Sequence[PriceSeries]) -> dict[str, dict]:
     """One replay, reduced to what the sweep table shows per account."""
     from monitor.replay import run_replay
 
-    report = run_replay(settings, series, _registry())
+    report = run_replay(settings, series, default_registry())
     return {name: outcome(a) for name, a in report["accounts"].items()}
 
 

@@ -30,8 +30,9 @@ def account_table(result: SweepResult, account: str, limit: int | None = None) -
     body = []
     for cell, o in rows[:limit]:
         liq = f"at {o['liquidated_at'][:19].replace('T', ' ')}" if o["liquidated"] else "no"
-        body.append([_v(v) for v in cell.values] + [liq, _h(o["min_health"]), str(o["actions"]),
-                                                    f"{o['traded_notional']:,.2f}", f"{o['fees']:,.2f}", str(o["alerts"])])
+        figures = [liq, _h(o["min_health"]), str(o["actions"]), f"{o['traded_notional']:,.2f}", f"{o['fees']:,.2f}",
+                   str(o["alerts"])]
+        body.append([_v(v) for v in cell.values] + figures)
     widths = [max(len(r[j]) for r in [head, *body]) for j in range(len(head))]
     n_axes = len(result.axes)
     for r in [head, *body]:
