@@ -102,7 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start") if args.start else None
     end = parse_time(args.end, "--end") if args.end else None
     series = load_series(settings, args.prices, start, end)
-    charts.check_chart_outputs(args)
+    charts.check_chart_outputs(args, series)
     sampler = charts.chart_sampler(args, settings, series)
     bar = progress_bar("replay", "ticks")
     report = run_replay(settings, series, _registry(), bar.update if bar else None, sampler)

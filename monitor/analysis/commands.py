@@ -69,6 +69,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start") if args.start else None
     end = parse_time(args.end, "--end") if args.end else None
     series = load_series(settings, args.prices, start, end)
+    if args.top is not None and args.top < 1:
+        raise UserError("--top: must be at least 1")
     bar = progress_bar("sweep", "runs")
     result = run_sweep(settings, axes, series, args.jobs, bar.update if bar else None)
     if bar:
