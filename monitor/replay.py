@@ -167,6 +167,8 @@ def run_replay(settings: Settings, series: Sequence[PriceSeries], registry: Stra
         replay.step(tick)
         if progress is not None and n % 5000 == 0:
             progress(n, total)
+    if progress is not None and total:
+        progress(total, total)  # a bar ends full
     start = int(merged.ts_ms[0]) if total else None
     end = int(merged.ts_ms[-1]) if total else None
     return replay.report(total, sum(s.bad_rows for s in series), start, end, time.perf_counter() - t0)
