@@ -64,6 +64,20 @@ def test_uniform_shock_over_two_assets_and_the_edges() -> None:
     assert uniform_liquidation_shock(book_of(settings_for({"BTC": 1.0, "USDT": -60_000})), prices, ["BTC"]) == 0.0
     covered = book_of(settings_for({"BTC": 1.0, "USDC": 20_000, "USDT": -10_000}))
     assert uniform_liquidation_shock(covered, {**prices, "USDC": 1.0}, ["BTC"]) is None
+    no_debt = book_of(settings_for({"BTC": 1.0}))
+    assert uniform_liquidation_shock(no_debt, prices, ["BTC"]) is None  # even at zero, nothing is owed
+
+
+def test_uniform_shock_of_a_unified_account_with_a_perpetual() -> None:
+    # 10,000 USDT and a long 1 BTC perp entered at 60,000 (mm 5%): margin balance 10000 + (p - 60000),
+    # maintenance 0.05 p. Health 1 where 10000 + p - 60000 = 0.05 p: p = 50000 / 0.95.
+    settings = parse_settings({
+        "assets": {"BTC": {"price": "BTC/USDT"}, "USDT": {"price": 1.0}},
+        "accounts": [{"name": "u", "model": "unified", "holdings": {"USDT": 10_000},
+                      "positions": [{"symbol": "BTC/USDT", "size": 1.0, "entry": 60_000, "mmr": 0.05}]}],
+    })
+    shock = uniform_liquidation_shock(book_of(settings), {"BTC": 60_000.0, "USDT": 1.0}, ["BTC"])
+    assert shock == pytest.approx(50_000 / 0.95 / 60_000 - 1, rel=1e-12)
 
 
 def test_shocked_health_and_level_across_a_tier() -> None:

@@ -136,11 +136,15 @@ def uniform_liquidation_shock(book: AccountBook, prices: dict[str, float], asset
             n, d, _ = exposure_terms(book, other, prices[other])
             num, den = num + n, den + d
 
-    def g(m: float) -> float:
+    def terms(m: float) -> tuple[float, float]:
         n, d = num, den
         for a in moving:
             na, da, _ = exposure_terms(book, a, prices[a] * m)
             n, d = n + na, d + da
+        return n, d
+
+    def g(m: float) -> float:
+        n, d = terms(m)
         return book.scale * n - d
 
     if not math.isfinite(g(1.0)):
@@ -151,4 +155,6 @@ def uniform_liquidation_shock(book: AccountBook, prices: dict[str, float], asset
         if value > 0:
             kinks += [1.0 - low / value for low in book.schedule(a).lows[1:]]
     t = solve_piecewise_linear(lambda t: -g(1.0 - t), kinks, 0.0, 1.0)
-    return None if t is None else -t
+    if t is None or not terms(1.0 - t)[1] > 0:
+        return None  # nothing left to cover (no debt, no margin): health is infinite, never 1
+    return -t
