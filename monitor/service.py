@@ -25,7 +25,8 @@ from monitor.core import Monitor
 from monitor.errors import ConfigError
 from monitor.execution.base import Execution, Executor
 from monitor.execution.paper import PaperExecutor
-from monitor.feeds.base import PriceFeed
+from monitor.feeds.base import FeedEvent, PriceFeed
+from monitor.feeds.combine import SourceCombiner, build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
@@ -68,11 +69,15 @@ class Daemon:
     engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
+    combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
 
 def build_feed(fs: FeedSettings, settings: Settings) -> PriceFeed:
+    if fs.driver != "simulated":
+        from monitor.feeds.live import build_live_feed  # ccxt takes a second to import; offline runs skip it
+        return build_live_feed(fs)
     sim = fs.simulated
     missing = [s for s in fs.symbols if s not in sim.start and s not in sim.fixed]
     if missing:
@@ -120,9 +125,13 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
 
     executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
-    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
-                  asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier())
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+               asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
+               notifier=notifier or SystemdNotifier())
+    stale_after = {f.name: f.stale_after_s for f in settings.feeds}
+    d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
+                                settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
+    return d
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -153,6 +162,9 @@ def handle(d: Daemon, message: object) -> None:
             d.all_priced.set()
     elif isinstance(message, Executed):
         settle(d, message)
+    elif isinstance(message, FeedEvent):
+        # prices of a dead connection age into STALE by themselves; this is for the operator
+        log.info("feed event", feed=message.feed, event=message.kind, detail=message.detail[:300])
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())
@@ -247,9 +259,14 @@ async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
 
 
 def feed_component(d: Daemon, feed: PriceFeed) -> Component:
+    put = d.combiner.sink_for(feed.name) if d.combiner is not None else d.inbox.put_tick
+
     def sink(tick: PriceTick) -> None:
         d.feed_seen[feed.name] = time.monotonic()
-        d.inbox.put_tick(tick)
+        put(tick)
+
+    if hasattr(feed, "events"):  # live feeds report connection changes
+        feed.events = d.inbox.put_control
 
     async def start() -> None:
         await feed.run(sink)
