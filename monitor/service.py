@@ -164,7 +164,7 @@ def handle(d: Daemon, message: object) -> None:
         settle(d, message)
     elif isinstance(message, FeedEvent):
         # prices of a dead connection age into STALE by themselves; this is for the operator
-        log.info("feed event", feed=message.feed, event=message.kind, detail=message.detail[:300])
+        log.info("feed event", feed=message.feed, change=message.kind, detail=message.detail[:300])
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())

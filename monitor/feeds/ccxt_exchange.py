@@ -22,8 +22,12 @@ __all__ = ["BaseError", "NetworkError", "make_exchange", "market_type", "rebase_
 
 
 def market_type(symbol: str) -> str:
-    """ccxt's unified notation: BASE/QUOTE is spot, BASE/QUOTE:SETTLE a perpetual."""
-    return "swap" if ":" in symbol else "spot"
+    """ccxt's unified notation: BASE/QUOTE is spot; BASE/QUOTE:SETTLE a perpetual, linear when it
+    settles in the quote (BTC/USDT:USDT), inverse when in the base (BTC/USD:BTC)."""
+    pair, _, settle = symbol.partition(":")
+    if not settle:
+        return "spot"
+    return "linear" if pair.endswith("/" + settle) else "inverse"
 
 
 def rebase(url: str, base: str) -> str:
@@ -61,13 +65,12 @@ def make_exchange(exchange_id: str, *, pro: bool, testnet: bool, ws_url: str | N
             raise ConfigError(f"feeds ({feed}).testnet: {exchange_id} has no sandbox in ccxt") from None
     if ws_url or rest_url:
         exchange.urls["api"] = rebase_urls(exchange.urls["api"], ws_url, rest_url)
-    if types == {"swap"}:
+    if "spot" not in types:
         exchange.options["defaultType"] = "swap"
     fetch = exchange.options.get("fetchMarkets")
     if isinstance(fetch, dict) and isinstance(fetch.get("types"), list):
         # binance-style type lists: spot, linear, inverse, ...
-        wanted = (["spot"] if "spot" in types else []) + (["linear", "inverse"] if "swap" in types else [])
-        fetch["types"] = [t for t in fetch["types"] if t in wanted] or fetch["types"]
+        fetch["types"] = [t for t in fetch["types"] if t in types] or fetch["types"]
     return exchange
 
 

@@ -77,8 +77,9 @@ class CcxtFeed:
             calls = [(getattr(exchange, method), symbols)] if batched else \
                 [(getattr(exchange, method), s) for s in symbols]
             backoff = self._backoff()
+            seen: dict[str, Any] = {}  # symbol -> the last ccxt ticker dict emitted (outlives reconnects)
             while True:
-                reason = await self._watch_until_failure(exchange, calls, group, gate, backoff)
+                reason = await self._watch_until_failure(exchange, calls, group, gate, backoff, seen)
                 self._set_down(group, reason)
                 self.stats.reconnects += 1
                 await asyncio.sleep(backoff.next_delay())
@@ -86,8 +87,9 @@ class CcxtFeed:
             await exchange.close()
 
     async def _watch_until_failure(self, exchange: Any, calls: list, group: tuple[str, str], gate: TickGate,
-                                   backoff: Backoff) -> str:
+                                   backoff: Backoff, seen: dict[str, Any]) -> str:
         mode = group[0]
+        cache_name = "bidsasks" if calls[0][0].__name__ == "watch_bids_asks" else "tickers"
         pending = {asyncio.ensure_future(call(arg)): (call, arg) for call, arg in calls}
         last = time.monotonic()
         try:
@@ -107,7 +109,7 @@ class CcxtFeed:
                     if group in self._down:
                         self._set_up(group)
                         backoff.reset()
-                    self._emit(result, mode, gate)
+                    self._emit(result, mode, gate, getattr(exchange, cache_name, None) or {}, seen)
                     pending[asyncio.ensure_future(call(arg))] = (call, arg)
                 if time.monotonic() - last > self.watchdog_s:
                     self.stats.watchdog_trips += 1
@@ -119,17 +121,22 @@ class CcxtFeed:
             await exchange.close_ws_clients()  # the next watch call dials afresh and subscribes again
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def _emit(self, result: Any, mode: str, gate: TickGate) -> None:
+    def _emit(self, result: Any, mode: str, gate: TickGate, cache: dict, seen: dict) -> None:
         recv = now_ms()
         stats = self.stats
         stats.last_message_ms, stats.last_message_mono = recv, time.monotonic()
-        tickers = result.values() if isinstance(result, dict) and "symbol" not in result else [result]
+        tickers = list(result.values()) if isinstance(result, dict) and "symbol" not in result else [result]
+        # A batch watch returns what resolved its future; updates for other symbols parsed in the
+        # same read only land in ccxt's cache. Take those too (each is a new dict when updated).
+        returned = {id(t) for t in tickers}
+        tickers += [t for s, t in cache.items() if s in self.modes and seen.get(s) is not t and id(t) not in returned]
         for t in tickers:
             stats.messages += 1
             symbol = t.get("symbol") if isinstance(t, dict) else None
             if symbol not in self.modes:
                 gate.bad("update for a symbol not watched", symbol)
                 continue
+            seen[symbol] = t
             priced = ticker_price(t, mode)
             if priced is None:
                 gate.bad(f"ticker without a {mode} price", symbol)

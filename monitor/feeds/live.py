@@ -17,7 +17,7 @@ from monitor.feeds.rest_fallback import RestFallback
 
 def price_modes(fs: FeedSettings) -> dict[str, str]:
     """symbol -> price mode; venues liquidate perpetuals on mark price, so that is their default."""
-    return {s: fs.price or ("mark" if market_type(s) == "swap" else "mid") for s in fs.symbols}
+    return {s: fs.price or ("mid" if market_type(s) == "spot" else "mark") for s in fs.symbols}
 
 
 def build_live_feed(fs: FeedSettings) -> PriceFeed:
