@@ -5,6 +5,7 @@ FeedDisconnected at this boundary."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -15,6 +16,9 @@ from websockets.asyncio.client import connect as ws_connect
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
+# A burst already in the socket buffer is read without ever suspending; after this long,
+# give the engine task a turn so a tick's decision never waits for the whole burst.
+READ_SLICE_S = 0.0002
 
 FrameHandler = Callable[[str | bytes], None]
 
@@ -37,9 +41,13 @@ class _Aiohttp:
 
     async def read(self, on_frame: FrameHandler) -> None:
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        clock, turn = time.perf_counter, time.perf_counter() + READ_SLICE_S
         async for msg in self._ws:
             if msg.type is text or msg.type is binary:
                 on_frame(msg.data)
+                if clock() > turn:
+                    await asyncio.sleep(0)
+                    turn = clock() + READ_SLICE_S
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise FeedDisconnected(f"websocket error: {self._ws.exception()}")
         raise FeedDisconnected(f"closed by the server (code {self._ws.close_code})")
@@ -53,9 +61,13 @@ class _Websockets:
         await self._ws.send(data.decode())
 
     async def read(self, on_frame: FrameHandler) -> None:
+        clock, turn = time.perf_counter, time.perf_counter() + READ_SLICE_S
         try:
             async for raw in self._ws:
                 on_frame(raw)
+                if clock() > turn:
+                    await asyncio.sleep(0)
+                    turn = clock() + READ_SLICE_S
         except websockets.ConnectionClosed as err:
             raise FeedDisconnected(f"closed ({err})") from None
         raise FeedDisconnected(f"closed by the server (code {self._ws.close_code})")
