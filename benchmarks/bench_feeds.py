@@ -124,6 +124,7 @@ class Run:
         self.first_ns = 0
         self.last_ns = 0
         self.latency_ns: list[int] = []
+        self.engine_ns: list[int] = []  # Monitor.on_tick alone
         self.applied = 0
 
     def arrived(self) -> int:
@@ -143,8 +144,9 @@ class Run:
         secs = (self.last_ns - self.first_ns) / 1e9
         lat = sorted(self.latency_ns)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000) if lat else (lambda q: float("nan"))
+        eng = sorted(self.engine_ns)
         return {"name": name, "msgs_s": self.n / secs, "p50_us": pct(0.5), "p99_us": pct(0.99),
-                "applied": self.applied}
+                "applied": self.applied, "engine_p50_us": eng[len(eng) // 2] / 1000 if eng else None}
 
 
 async def bare_floor(url: str, client: str, run: Run) -> None:
@@ -190,8 +192,9 @@ def restore_native() -> None:
     binance_wire.BinanceParser.feed = binance_wire.BinanceParser.feed.original
 
 
-async def through_engine(feed, monitor: Monitor, run: Run, arrival_of) -> None:
-    """The daemon's tick path: feed -> EngineInbox (coalescing) -> engine task -> on_tick."""
+async def through_engine(feed, monitor: Monitor | None, run: Run, arrival_of) -> None:
+    """The daemon's tick path: feed -> EngineInbox (coalescing) -> engine task -> on_tick.
+    Without a monitor: the driver alone, every tick into a sink that only notes it."""
     inbox = EngineInbox()
     born: dict[PriceTick, int] = {}
 
@@ -199,15 +202,26 @@ async def through_engine(feed, monitor: Monitor, run: Run, arrival_of) -> None:
         born[tick] = arrival_of(tick)
         inbox.put_tick(tick)
 
+    def driver_only(tick: PriceTick) -> None:
+        run.latency_ns.append(time.perf_counter_ns() - arrival_of(tick))
+        run.seen(tick.symbol, tick.price)
+
     async def engine() -> None:
         while True:
             tick = await inbox.get()
+            t0 = time.perf_counter_ns()
             monitor.on_tick(tick)
-            run.latency_ns.append(time.perf_counter_ns() - born.pop(tick))
+            done = time.perf_counter_ns()
+            run.engine_ns.append(done - t0)
+            run.latency_ns.append(done - born.pop(tick))
             run.applied += 1
             run.seen(tick.symbol, tick.price)
 
-    tasks = [asyncio.ensure_future(feed.run(sink)), asyncio.ensure_future(engine())]
+    if monitor is None:
+        tasks = [asyncio.ensure_future(feed.run(driver_only))]
+    else:
+        tasks = [asyncio.ensure_future(feed.run(sink)), asyncio.ensure_future(engine())]
+
     try:
         await asyncio.wait_for(run.done.wait(), 600)
     finally:
@@ -230,16 +244,24 @@ async def run_all(url: str, n: int, finals: dict[str, float], monitor_factory) -
         await bare_floor(url, client, run)
         rows.append(run.row(f"bare floor ({client} + orjson, parse only)"))
         print("done:", rows[-1], file=sys.stderr, flush=True)
-    for client in ("aiohttp", "websockets"):
-        arrival = [0]
-        run = Run(n, finals)
-        instrument_native(arrival, run)
-        try:
-            await through_engine(live("native", url, client=client), monitor_factory(), run, lambda t: arrival[0])
-        finally:
-            restore_native()
-        rows.append(run.row(f"native ({client})"))
+    for engine in (False, True):
+        for client in ("aiohttp", "websockets"):
+            arrival = [0]
+            run = Run(n, finals)
+            instrument_native(arrival, run)
+            try:
+                await through_engine(live("native", url, client=client), monitor_factory() if engine else None,
+                                     run, lambda t: arrival[0])
+            finally:
+                restore_native()
+            rows.append(run.row(f"native ({client})" + (" + engine" if engine else "")))
+            print("done:", rows[-1], file=sys.stderr, flush=True)
+        rows.append(await ccxt_run(url, n, finals, monitor_factory() if engine else None))
         print("done:", rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+async def ccxt_run(url: str, n: int, finals: dict[str, float], monitor: Monitor | None) -> dict:
     run = Run(n, finals)
     arrivals: dict[str, int] = {}
     feed = live("ccxt", url)
@@ -256,21 +278,24 @@ async def run_all(url: str, n: int, finals: dict[str, float], monitor_factory) -
         ex.handle_message = handle_message
         return ex
     feed._factory = instrumented
-    await through_engine(feed, monitor_factory(), run, lambda t: arrivals[t.symbol.replace("/", "")])
-    rows.append(run.row("ccxt.pro (watch_bids_asks)"))
-    return rows
+    await through_engine(feed, monitor, run, lambda t: arrivals[t.symbol.replace("/", "")])
+    return run.row("ccxt.pro (watch_bids_asks)" + (" + engine" if monitor else ""))
 
 
 def print_table(rows: list[dict], accounts: int, n: int) -> None:
     floor = next(r for r in rows if r["name"].startswith("bare floor (aiohttp"))
-    ccxt = next(r for r in rows if r["name"].startswith("ccxt"))
     print(f"\n{n:,} bookTicker frames over 5 symbols, {accounts:,} accounts; load average "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| client | msgs/s | vs bare floor (aiohttp) | vs ccxt | ticks applied | tick to decision p50 | p99 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| client | msgs/s | vs bare floor (aiohttp) | vs ccxt | engine decisions | frame to decision p50 | p99 "
+          "| engine + rules p50 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        ccxt = next(c for c in rows if c["name"].startswith("ccxt") and c["name"].endswith("engine")
+                    == r["name"].endswith("engine"))
+        eng = f"{r['engine_p50_us']:,.0f} µs" if r["engine_p50_us"] is not None else "-"
         print(f"| {r['name']} | {r['msgs_s']:,.0f} | {r['msgs_s'] / floor['msgs_s']:.0%} | "
-              f"{r['msgs_s'] / ccxt['msgs_s']:.1f}x | {r['applied']:,} | {r['p50_us']:,.0f} µs | {r['p99_us']:,.0f} µs |")
+              f"{r['msgs_s'] / ccxt['msgs_s']:.1f}x | {r['applied'] or '-'} | {r['p50_us']:,.1f} µs | "
+              f"{r['p99_us']:,.1f} µs | {eng} |")
 
 
 def main(argv: list[str] | None = None) -> None:
