@@ -205,6 +205,7 @@ class ExecutionSettings(Frozen):
     fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
     slippage: float = Field(default=0.0005, ge=0, lt=0.1)
     verify_offset: float = Field(default=0.05, ge=0)  # allowed overshoot of the target health after execution
+    kill_switch: bool = False  # true: no order is placed (monitoring and alerting go on)
 
 
 class SimulatedFeedParams(Frozen):
@@ -278,7 +279,27 @@ class NotifierSettings(Frozen):
 
 
 class StoreSettings(Frozen):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url: str | None = None  # redis: redis://host:port/db (no password here: use url_env for one)
+    url_env: str | None = None  # redis: the environment variable holding the URL (wins over url)
+    prefix: str = Field(default="cm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")  # one per deployment
+    buffer_max: int = Field(default=100_000, gt=0)  # writes held in memory during a Redis outage, then spilled
+    trade_during_outage: bool = False  # redis down: keep trading on local idempotency keys (single instance only)
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> StoreSettings:
+        if self.backend == "redis" and not (self.url or self.url_env):
+            raise ValueError("backend 'redis' needs url or url_env")
+        if self.url and "@" in self.url:
+            raise ValueError("url must not hold credentials: put the whole URL in the environment (url_env)")
+        return self
+
+
+class HASettings(Frozen):
+    """Several instances on one store: a lease decides which one may trade."""
+    enabled: bool = False
+    lease_ttl_s: float = Field(default=10.0, gt=0)  # a dead leader is replaced within this
+    instance_id: str | None = None  # default: host name and process id
 
 
 class DaemonSettings(Frozen):
@@ -289,6 +310,7 @@ class DaemonSettings(Frozen):
     restart_window_s: float = Field(default=60.0, gt=0)
     restart_backoff_s: float = Field(default=0.5, gt=0)  # first restart delay; doubles per crash, at most 30 s
     status_every_s: float = Field(default=10.0, gt=0)  # how often each account's status is logged
+    snapshot_every_s: float = Field(default=30.0, gt=0)  # all accounts' snapshots (a changed book: at once)
 
 
 class Settings(Frozen):
@@ -300,6 +322,7 @@ class Settings(Frozen):
     combine: CombineSettings = Field(default_factory=CombineSettings)
     notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
     store: StoreSettings = Field(default_factory=StoreSettings)
+    ha: HASettings = Field(default_factory=HASettings)
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -318,6 +341,9 @@ class Settings(Frozen):
         dup_feeds = sorted({n for n in feed_names if feed_names.count(n) > 1})
         if dup_feeds:
             raise ValueError(f"duplicate feed name {dup_feeds[0]!r}")
+        if self.ha.enabled and self.store.trade_during_outage:
+            raise ValueError("store.trade_during_outage cannot be combined with ha.enabled: without the store "
+                             "no instance can prove it is the only one trading")
         priced = {a.symbol for a in self.assets.values() if a.symbol}
         for i, f in enumerate(self.feeds):
             unknown = [s for s in f.symbols if s not in priced]

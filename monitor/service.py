@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,9 @@ from monitor.alerts.notifiers import ConsoleNotifier, Notifier
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
-from monitor.execution.base import Execution, Executor
+from monitor.execution.base import Execution
+from monitor.execution.gate import TradingGate
+from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import FeedEvent, PriceFeed
 from monitor.feeds.combine import SourceCombiner, build_combiner
@@ -31,8 +32,10 @@ from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
-from monitor.store.base import StateStore
-from monitor.store.sqlite import SqliteStore
+from monitor.lease import LeaseKeeper, default_instance_id
+from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
+from monitor.store import open_store, state_dir
+from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from strategies.base import StrategyRegistry
 
@@ -57,8 +60,9 @@ class Daemon:
     monitor: Monitor
     inbox: EngineInbox
     alerts: AlertManager
-    executor: Executor
+    executor: JournaledExecutor
     store: StateStore
+    snapshots: SnapshotWriter
     feeds: list[PriceFeed]
     plans: asyncio.Queue[Plan]
     clock_ms: Callable[[], int] = wall_clock_ms
@@ -70,6 +74,8 @@ class Daemon:
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
     combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
+    owns_store: bool = True  # an injected store is closed by whoever made it
+    lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -101,10 +107,6 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
     return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
 
 
-def state_path(settings: Settings) -> Path:
-    return Path(settings.daemon.state_dir) / "state.sqlite"
-
-
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
@@ -117,17 +119,19 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
     if not feeds:
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
-    if store is None:
-        try:
-            store = SqliteStore(state_path(settings))
-        except (OSError, sqlite3.Error) as err:
-            raise ConfigError(f"daemon.state_dir: cannot open {state_path(settings)} ({err})") from None
-
-    executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+    owns_store = store is None
+    store = store if store is not None else open_store(settings)
+    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
+    ha = settings.ha
+    lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
+    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
+                       trade_without_store=settings.store.trade_during_outage)
+    executor = JournaledExecutor(paper, store, clock_ms, gate)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
-    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+    snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier())
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease)
     stale_after = {f.name: f.stale_after_s for f in settings.feeds}
     d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
                                 settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
@@ -192,12 +196,13 @@ def dispatch(d: Daemon, outcomes: list) -> None:
 
 
 def settle(d: Daemon, done: Executed) -> None:
-    if done.execution.duplicate or done.execution.errors:
+    if done.execution.duplicate or done.execution.errors or done.execution.refused:
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
-                    errors=list(done.execution.errors))
+                    refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
@@ -297,14 +302,28 @@ def healthy(d: Daemon, within_s: float) -> bool:
     return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
+async def warm_start(d: Daemon) -> None:
+    """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
+    restored = restore(d.monitor, await d.store.snapshots())
+    reconciled = await reconcile_open_plans(d.store, d.executor)
+    ks = await d.store.kill_switch()
+    log.info("state loaded", store=d.store.name, accounts_restored=restored, plans_reconciled=reconciled,
+             kill_switch=bool(ks and ks.engaged))
+
+
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
+    try:
+        await warm_start(d)
+    except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
+        log.error("state not loaded: starting from the config", error=str(err))
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
-                  Component("systemd", lambda: systemd_loop(d)),
+                  Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
+                  *([Component("lease", d.lease.run)] if d.lease is not None else []),
                   *(feed_component(d, f) for f in d.feeds)]
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -342,7 +361,11 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    d.store.close()
+    await d.snapshots.flush()
+    if d.lease is not None:
+        await d.lease.release()
+    if d.owns_store:
+        await d.store.close()
     d.notifier.close()
     log.info("daemon stopped", ticks=d.ticks_applied, ticks_coalesced=d.inbox.coalesced,
              bad_ticks=d.monitor.bad_ticks, alerts_sent=d.alerts.sent)

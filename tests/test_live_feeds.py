@@ -14,7 +14,7 @@ from monitor.feeds.binance_wire import BinanceParser, endpoints
 from monitor.feeds.stats import FeedStats, TickGate
 from monitor.model import EventKind
 from monitor.service import build_daemon
-from monitor.store.base import MemoryStore
+from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
 from tests.binance_server import BinanceServer, book_ticker, mark_price, ticker_24hr
 from tests.feed_helpers import Collector, cancel, live_feed, settings_with, start_task
