@@ -9,15 +9,17 @@ fast as the socket takes them (the combined-stream envelope for the native
 driver, raw frames for ccxt, as Binance does). Each client is then timed:
 
   bare floor   a websocket client (aiohttp or websockets) + orjson that only parses
-  native       NativeBinanceFeed (aiohttp, websockets) -> the daemon's EngineInbox ->
-               an engine task running Monitor.on_tick (engine + rules) per tick
-  ccxt         CcxtFeed (ccxt.pro watch_bids_asks, unmodified) -> the same inbox and engine
+  native       NativeBinanceFeed (aiohttp, websockets): frames -> ticks
+  ccxt         CcxtFeed (ccxt.pro watch_bids_asks, unmodified): frames -> ticks
+  ... + engine the same driver -> the daemon's EngineInbox -> an engine task running
+               Monitor.on_tick (engine + rules, no strategies) for every tick it takes
 
-msgs/s is frames consumed per second, first frame to last (the engine keeps up
-by coalescing to the newest price per symbol, as the daemon does). Tick to
-decision is from the frame's arrival at our code (ccxt: at its handle_message,
-after its JSON decode) to the end of rule evaluation for the tick it became,
-for every tick the engine applied. The ratios compare drivers of this run.
+msgs/s is frames consumed per second, first frame to last; with the engine, it
+keeps up by coalescing to the newest price per symbol, as the daemon does.
+Frame to decision runs from the frame's arrival at our code (ccxt: at its
+handle_message, after its JSON decode) to the end of rule evaluation for the
+tick it became (driver rows: to the tick leaving the driver), for every tick
+the engine applied. Ratios compare clients of the same run.
 """
 
 from __future__ import annotations
@@ -243,7 +245,7 @@ async def run_all(url: str, n: int, finals: dict[str, float], monitor_factory) -
         run = Run(n, by_id)
         await bare_floor(url, client, run)
         rows.append(run.row(f"bare floor ({client} + orjson, parse only)"))
-        print("done:", rows[-1], file=sys.stderr, flush=True)
+        print("measured:", rows[-1]["name"], file=sys.stderr, flush=True)
     for engine in (False, True):
         for client in ("aiohttp", "websockets"):
             arrival = [0]
@@ -255,9 +257,9 @@ async def run_all(url: str, n: int, finals: dict[str, float], monitor_factory) -
             finally:
                 restore_native()
             rows.append(run.row(f"native ({client})" + (" + engine" if engine else "")))
-            print("done:", rows[-1], file=sys.stderr, flush=True)
+            print("measured:", rows[-1]["name"], file=sys.stderr, flush=True)
         rows.append(await ccxt_run(url, n, finals, monitor_factory() if engine else None))
-        print("done:", rows[-1], file=sys.stderr, flush=True)
+        print("measured:", rows[-1]["name"], file=sys.stderr, flush=True)
     return rows
 
 
