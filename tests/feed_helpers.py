@@ -29,9 +29,9 @@ class Collector:
         await asyncio.wait_for(loop(), timeout)
 
 
-def live_feed(server, driver: str, symbols: list[str], name: str = "binance", **keys):
+def live_feed(server, driver: str, symbols: list[str], name: str = "binance", exchange: str = "binance", **keys):
     keys = {"watchdog_s": 5.0, "backoff_s": 0.05, "backoff_max_s": 0.2, "rest_poll_s": 0, **keys}
-    fs = FeedSettings(name=name, driver=driver, exchange="binance", symbols=symbols, ws_url=server.ws_url,
+    fs = FeedSettings(name=name, driver=driver, exchange=exchange, symbols=symbols, ws_url=server.ws_url,
                       rest_url=server.rest_url, **keys)
     return build_live_feed(fs)
 

@@ -93,6 +93,7 @@ async def test_stream_delivers_ticks_with_both_timestamps(server: BinanceServer,
         await server.publish("btcusdt@bookTicker", book_ticker("BTCUSDT", 60000.0, 60001.0))
         await server.publish("ethusdt@markPrice@1s", mark_price("ETHUSDT", 3000.5, event_ms=1_700_000_000_123))
         await got.wait_for(lambda ts: {t.symbol for t in ts} == {"BTC/USDT", "ETH/USDT:USDT"})
+        combined = {c.combined for c in server.connections}
     finally:
         await cancel(task)
     btc = next(t for t in got.ticks if t.symbol == "BTC/USDT")
@@ -102,7 +103,7 @@ async def test_stream_delivers_ticks_with_both_timestamps(server: BinanceServer,
     assert eth.recv_ms is not None and eth.recv_ms > eth.ts_ms  # ... and ours
     assert feed.stats.ticks == 2 and feed.stats.bad_frames == 0 and feed.stats.last_message_ms is not None
     if variant != "ccxt":
-        assert all(c.combined for c in server.connections) or not server.connections
+        assert combined == {True}  # the combined-stream endpoint (two of them: spot and futures)
     else:  # ccxt loaded its markets from the local REST server, not the internet
         assert server.rest_hits.get("/api/v3/exchangeInfo") and server.rest_hits.get("/fapi/v1/exchangeInfo")
 
@@ -277,3 +278,26 @@ def held_plans(d) -> bool:
 async def wait_until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+# -- Bybit v5 public tickers through ccxt ---------------------------------------------------
+async def test_ccxt_bybit_v5_tickers_give_mark_prices() -> None:
+    from tests.bybit_server import BybitServer, linear_ticker
+
+    server = BybitServer()
+    await server.start()
+    feed = live_feed(server, "ccxt", ["BTC/USDT:USDT"], name="bybit", exchange="bybit")
+    got = Collector()
+    task = await start_task(feed.run(got))
+    try:
+        await server.wait_subscribed("tickers.BTCUSDT")
+        await server.publish("tickers.BTCUSDT", linear_ticker("BTCUSDT", 60000, 60010.5, 59999.5, 60000.5))
+        await got.wait_for(lambda ts: len(ts) >= 1)
+        await server.publish("tickers.BTCUSDT", {"symbol": "BTCUSDT", "markPrice": "59950.25",
+                                                 "indexPrice": "59951.00"}, kind="delta")
+        await got.wait_for(lambda ts: len(ts) >= 2)
+    finally:
+        await cancel(task)
+        await server.stop()
+    assert [t.price for t in got.ticks] == [60010.5, 59950.25]  # mark price, default for a perpetual
+    assert server.rest_hits == {"linear": server.rest_hits["linear"]}  # only linear markets, from loopback
