@@ -9,7 +9,7 @@ fast as the socket takes them (the combined-stream envelope for the native
 driver, raw frames for ccxt, as Binance does). Each client is then timed:
 
   bare floor   a websocket client (aiohttp or websockets) + orjson that only parses
-  native       NativeBinanceFeed (aiohttp, websockets): frames -> ticks
+  native       NativeFeed for Binance (aiohttp, websockets): frames -> ticks
   ccxt         CcxtFeed (ccxt.pro watch_bids_asks, unmodified): frames -> ticks
   ... + engine the same driver -> the daemon's EngineInbox -> an engine task running
                Monitor.on_tick (engine + rules, no strategies) for every tick it takes

@@ -235,7 +235,7 @@ class FeedSettings(Frozen):
     simulated: SimulatedFeedParams = Field(default_factory=SimulatedFeedParams)
     stale_after_s: float = Field(default=30.0, gt=0)
     # live drivers (ccxt, native)
-    exchange: str = "binance"  # a ccxt exchange id; native supports binance
+    exchange: str = "binance"  # a ccxt exchange id; native supports binance and bybit
     price: Literal["mid", "last", "mark"] | None = None  # default: mark for perpetuals (":" in the symbol), else mid
     testnet: bool = False  # the venue's sandbox (ccxt sandbox mode)
     ws_url: str | None = None  # base (scheme://host:port) replacing the venue's; its paths are appended
@@ -258,8 +258,8 @@ class FeedSettings(Frozen):
 
     @model_validator(mode="after")
     def _driver_keys(self) -> FeedSettings:
-        if self.driver == "native" and self.exchange != "binance":
-            raise ValueError(f"the native driver speaks binance only; use driver = \"ccxt\" for {self.exchange!r}")
+        if self.driver == "native" and self.exchange not in ("binance", "bybit"):
+            raise ValueError(f"the native driver speaks binance and bybit; use driver = \"ccxt\" for {self.exchange!r}")
         if self.price == "mark" and any(":" not in s for s in self.symbols):
             raise ValueError("price = \"mark\" needs perpetual symbols (BASE/QUOTE:SETTLE)")
         return self

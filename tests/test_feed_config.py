@@ -14,7 +14,7 @@ from monitor.feeds.ccxt_exchange import make_exchange, rebase_urls
 from monitor.feeds.ccxt_feed import CcxtFeed
 from monitor.feeds.combine import build_combiner
 from monitor.feeds.live import build_live_feed, price_modes
-from monitor.feeds.native import NativeBinanceFeed
+from monitor.feeds.native import NativeFeed
 from monitor.model import PriceTick
 from tests.feed_helpers import Collector
 
@@ -26,7 +26,7 @@ def feed(**keys) -> FeedSettings:
 
 
 @pytest.mark.parametrize("keys, message", [
-    ({"driver": "native", "exchange": "bybit"}, "native driver speaks binance only"),
+    ({"driver": "native", "exchange": "okx"}, "native driver speaks binance and bybit"),
     ({"driver": "ccxt", "price": "mark"}, "needs perpetual symbols"),
     ({"driver": "ccxt", "ws_url": "stream.binance.com"}, "not a base URL"),
     ({"driver": "websocket"}, "Input should be"),
@@ -49,7 +49,7 @@ def test_price_defaults_to_mark_for_perpetuals() -> None:
 def test_drivers_are_built_from_settings() -> None:
     assert isinstance(build_live_feed(feed(driver="ccxt")), CcxtFeed)
     native = build_live_feed(feed(driver="native", client="websockets", testnet=True))
-    assert isinstance(native, NativeBinanceFeed) and native.client == "websockets"
+    assert isinstance(native, NativeFeed) and native.client == "websockets"
     assert native.endpoints[0].url == "wss://stream.testnet.binance.vision/stream"
 
 

@@ -301,3 +301,40 @@ async def test_ccxt_bybit_v5_tickers_give_mark_prices() -> None:
         await server.stop()
     assert [t.price for t in got.ticks] == [60010.5, 59950.25]  # mark price, default for a perpetual
     assert server.rest_hits == {"linear": server.rest_hits["linear"]}  # only linear markets, from loopback
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "websockets"])
+async def test_native_bybit_v5_tickers_snapshot_delta_and_ping(client: str) -> None:
+    from monitor.feeds import bybit_wire
+    from tests.bybit_server import BybitServer, linear_ticker
+
+    server = BybitServer()
+    await server.start()
+    feed = live_feed(server, "native", ["BTC/USDT:USDT", "ETH/USDT:USDT"], name="bybit", exchange="bybit",
+                     client=client)
+    feed.venue = bybit_wire_fast_ping(feed.venue)
+    got = Collector()
+    task = await start_task(feed.run(got))
+    try:
+        await server.wait_subscribed("tickers.ETHUSDT")
+        await server.publish("tickers.BTCUSDT", linear_ticker("BTCUSDT", 60000, 60010.5, 59999.5, 60000.5))
+        await server.publish("tickers.BTCUSDT", {"symbol": "BTCUSDT", "bid1Price": "59990.00"}, kind="delta")
+        await server.publish("tickers.BTCUSDT", {"symbol": "BTCUSDT", "markPrice": "59950.25"}, kind="delta")
+        await server.publish("tickers.ETHUSDT", {"symbol": "ETHUSDT", "markPrice": "abc"}, kind="delta")
+        await got.wait_for(lambda ts: len(ts) >= 3)
+        await asyncio.wait_for(wait_until(lambda: {"op": "ping"} in server.requests), 5)
+    finally:
+        await cancel(task)
+        await server.stop()
+    assert [t.price for t in got.ticks] == [60010.5, 60010.5, 59950.25]  # the mark, merged from deltas
+    assert (got.ticks[1].bid, got.ticks[1].ask) == (59990.0, 60000.5)
+    assert feed.stats.bad_frames == 1  # a delta before any snapshot, and not a number
+    assert server.requests[0] == {"op": "subscribe", "args": ["tickers.BTCUSDT", "tickers.ETHUSDT"], "req_id": "1"}
+    # Bybit takes at most 10 topics a request
+    assert [len(orjson.loads(m)["args"]) for m in bybit_wire.subscribe_messages([f"t{i}" for i in range(25)])] \
+        == [10, 10, 5]
+
+
+def bybit_wire_fast_ping(venue):
+    from dataclasses import replace
+    return replace(venue, ping_every_s=0.05)

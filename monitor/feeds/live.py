@@ -8,10 +8,10 @@ from functools import partial
 from monitor.config import FeedSettings
 from monitor.feeds.backoff import Backoff
 from monitor.feeds.base import PriceFeed
-from monitor.feeds.binance_wire import endpoints
+from monitor.feeds import binance_wire, bybit_wire
 from monitor.feeds.ccxt_exchange import make_exchange, market_type
 from monitor.feeds.ccxt_feed import CcxtFeed
-from monitor.feeds.native import NativeBinanceFeed
+from monitor.feeds.native import NativeFeed
 from monitor.feeds.rest_fallback import RestFallback
 
 
@@ -31,8 +31,9 @@ def build_live_feed(fs: FeedSettings) -> PriceFeed:
         fallback = RestFallback(partial(exchange, pro=False, types=types), modes, fs.rest_poll_s, asyncio.Event())
     backoff = partial(Backoff, fs.backoff_s, fs.backoff_max_s)
     if fs.driver == "native":
-        eps = endpoints(modes, testnet=fs.testnet, ws_url=fs.ws_url, feed=fs.name)
-        return NativeBinanceFeed(fs.name, eps, client=fs.client, watchdog_s=fs.watchdog_s, backoff=backoff,
-                                 fallback=fallback)
+        wire = bybit_wire if fs.exchange == "bybit" else binance_wire
+        eps = wire.endpoints(modes, testnet=fs.testnet, ws_url=fs.ws_url, feed=fs.name)
+        return NativeFeed(fs.name, eps, venue=fs.exchange, client=fs.client, watchdog_s=fs.watchdog_s,
+                          backoff=backoff, fallback=fallback)
     return CcxtFeed(fs.name, modes, lambda t: exchange(pro=True, types=t), watchdog_s=fs.watchdog_s,
                     backoff=backoff, fallback=fallback)

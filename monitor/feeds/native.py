@@ -1,6 +1,8 @@
-"""The native Binance feed: combined streams parsed with orjson straight into ticks.
+"""The native feeds: a venue's public streams parsed with orjson straight into ticks.
 
-One connection per endpoint (spot; USDⓈ-M public and market), each with its own
+Binance (combined streams) and Bybit v5 (public tickers) differ only in their
+`Venue`: how to subscribe, how to parse, and whether the client must ping.
+One connection per endpoint (e.g. spot; USDⓈ-M public and market), each with its own
 watchdog: a connection silent for `watchdog_s` is dropped and dialled again with
 backoff and jitter, and its streams subscribed again. While any is down, the
 REST fallback polls its symbols.
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from monitor.feeds.backoff import Backoff
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
-from monitor.feeds.binance_wire import BinanceParser, Endpoint, subscribe_messages
+from monitor.feeds import binance_wire, bybit_wire
+from monitor.feeds.binance_wire import Endpoint
 from monitor.feeds.rest_fallback import RestFallback
 from monitor.feeds.stats import FeedStats, RateLimitedLog, TickGate, now_ms
 from monitor.feeds.ws_clients import CLIENTS, FeedDisconnected, WsConnection
@@ -24,11 +29,26 @@ from monitor.feeds.ws_clients import CLIENTS, FeedDisconnected, WsConnection
 log = structlog.get_logger("feed")
 
 
-class NativeBinanceFeed:
-    def __init__(self, name: str, endpoints: list[Endpoint], *, client: str = "aiohttp", watchdog_s: float = 15.0,
-                 backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
+@dataclass(frozen=True)
+class Venue:
+    subscribe_messages: Callable[[list[str]], list[bytes]]
+    parser: Callable[[dict, TickGate], Any]  # (routes, gate) -> an object with feed(raw, recv_ms)
+    ping: bytes | None = None  # an application-level ping the venue requires ...
+    ping_every_s: float = 0.0  # ... this often
+
+
+VENUES = {
+    "binance": Venue(binance_wire.subscribe_messages, binance_wire.BinanceParser),
+    "bybit": Venue(bybit_wire.subscribe_messages, bybit_wire.BybitParser, bybit_wire.PING, bybit_wire.PING_EVERY_S),
+}
+
+
+class NativeFeed:
+    def __init__(self, name: str, endpoints: list[Endpoint], *, venue: str = "binance", client: str = "aiohttp",
+                 watchdog_s: float = 15.0, backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
                  fallback: RestFallback | None = None) -> None:
         self.name = name
+        self.venue = VENUES[venue]
         self.endpoints = endpoints
         self.symbols: tuple[str, ...] = tuple(s for e in endpoints for s, _ in e.routes.values())
         self.client = client
@@ -62,7 +82,7 @@ class NativeBinanceFeed:
 
     async def _session(self, endpoint: Endpoint, gate: TickGate, backoff: Backoff) -> str:
         """One connection's life; returns why it ended."""
-        parser = BinanceParser(endpoint.routes, gate)
+        parser = self.venue.parser(endpoint.routes, gate)
         stats = self.stats
         last = [time.monotonic()]  # this connection's last frame (the watchdog's clock)
 
@@ -78,11 +98,23 @@ class NativeBinanceFeed:
 
         try:
             async with self._connect(endpoint.url) as conn:
-                for message in subscribe_messages(endpoint.streams):
+                for message in self.venue.subscribe_messages(endpoint.streams):
                     await conn.send(message)
-                return await self._read_watched(conn, on_frame, last)
+                pinger = asyncio.ensure_future(self._ping(conn))
+                try:
+                    return await self._read_watched(conn, on_frame, last)
+                finally:
+                    pinger.cancel()
+                    await asyncio.gather(pinger, return_exceptions=True)
         except FeedDisconnected as err:
             return str(err)
+
+    async def _ping(self, conn: WsConnection) -> None:
+        if self.venue.ping is None:
+            return
+        while True:
+            await asyncio.sleep(self.venue.ping_every_s)
+            await conn.send(self.venue.ping)
 
     async def _read_watched(self, conn: WsConnection, on_frame: Callable, last: list[float]) -> str:
         reader = asyncio.ensure_future(conn.read(on_frame))
