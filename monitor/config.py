@@ -11,6 +11,7 @@ import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -250,7 +251,6 @@ class FeedSettings(Frozen):
     @classmethod
     def _base_url(cls, v: str | None) -> str | None:
         if v is not None:
-            from urllib.parse import urlsplit
             parts = urlsplit(v)
             if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
                 raise ValueError(f"{v!r} is not a base URL like wss://host:port or https://host")
