@@ -134,3 +134,16 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, not lock-step
     b.reset()
     assert b.next_delay() <= 1.0
+
+
+def test_check_config_builds_live_feeds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "venue.toml"
+    bad.write_text((REPO / "config.example.toml").read_text().replace('exchange = "binance"', 'exchange = "nosuchvenue"'))
+    proc = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "'nosuchvenue' is not a ccxt exchange" in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(REPO / "config.example.toml")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "feed binance: ccxt binance, BTC/USDT, ETH/USDT, SOL/USDT" in ok.stdout
