@@ -154,7 +154,7 @@ async def test_silent_socket_goes_stale_then_fresh(server: BinanceServer, varian
             await server.publish("btcusdt@bookTicker", book_ticker("BTCUSDT", 61000 + n, 61002 + n))
             await server.publish("ethusdt@bookTicker", book_ticker("ETHUSDT", 3100, 3101))
         await notifier.wait_for(lambda e: e.kind is EventKind.STALE)
-        assert feed.stats.watchdog_trips >= 1 and server.connects >= 2
+        await server.wait_until(lambda: feed.stats.watchdog_trips >= 1 and server.connects >= 2)
         await server.wait_subscribed("btcusdt@bookTicker")
         await server.publish("btcusdt@bookTicker", book_ticker("BTCUSDT", 61500, 61502))
         await server.publish("ethusdt@bookTicker", book_ticker("ETHUSDT", 3150, 3151))
