@@ -55,12 +55,18 @@ def load_checked(path: str) -> tuple[Settings, Monitor]:
 # -- check-config ------------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, monitor = load_checked(args.file)
+    from monitor.service import build_feed
+    for f in settings.feeds:  # building a feed does no I/O, but rejects an unknown venue, sandbox or symbol
+        build_feed(f, settings)
     if args.prices:  # value the accounts at each file's last price
         for s in load_series(settings, args.prices, None, None):
             if len(s):
                 monitor.on_tick(PriceTick(s.symbol, float(s.price[-1]), int(s.ts_ms[-1])))
     print(f"{args.file}: OK — {len(settings.accounts)} account(s), {len(settings.assets)} asset(s), "
           f"{len(settings.feeds)} feed(s), mode {settings.execution.mode}")
+    for f in settings.feeds:
+        venue = "" if f.driver == "simulated" else f" {f.exchange}{' testnet' if f.testnet else ''}"
+        print(f"  feed {f.name}: {f.driver}{venue}, {', '.join(f.symbols)}")
     for i, acc in enumerate(settings.accounts):
         st = monitor.status(i)
         health = "needs live prices" if math.isnan(st.health) else f"{st.health:.4f} (native {st.native:.4f})"

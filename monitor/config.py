@@ -11,6 +11,7 @@ import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -230,10 +231,45 @@ class SimulatedFeedParams(Frozen):
 
 class FeedSettings(Frozen):
     name: str = Field(min_length=1)
-    driver: Literal["simulated"] = "simulated"
+    driver: Literal["ccxt", "native", "simulated"] = "simulated"
     symbols: list[str] = Field(min_length=1)
     simulated: SimulatedFeedParams = Field(default_factory=SimulatedFeedParams)
     stale_after_s: float = Field(default=30.0, gt=0)
+    # live drivers (ccxt, native)
+    exchange: str = "binance"  # a ccxt exchange id; native supports binance and bybit
+    price: Literal["mid", "last", "mark"] | None = None  # default: mark for perpetuals (":" in the symbol), else mid
+    testnet: bool = False  # the venue's sandbox (ccxt sandbox mode)
+    ws_url: str | None = None  # base (scheme://host:port) replacing the venue's; its paths are appended
+    rest_url: str | None = None
+    watchdog_s: float = Field(default=15.0, gt=0)  # no message on a connection this long -> reconnect
+    backoff_s: float = Field(default=0.5, gt=0)  # first reconnect delay; doubles (with jitter) per failure
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    rest_poll_s: float = Field(default=2.0, ge=0)  # REST polling while the socket is down (0 = off)
+    client: Literal["aiohttp", "websockets"] = "aiohttp"  # native driver's websocket client
+
+    @field_validator("ws_url", "rest_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
+                raise ValueError(f"{v!r} is not a base URL like wss://host:port or https://host")
+        return v
+
+    @model_validator(mode="after")
+    def _driver_keys(self) -> FeedSettings:
+        if self.driver == "native" and self.exchange not in ("binance", "bybit"):
+            raise ValueError(f"the native driver speaks binance and bybit; use driver = \"ccxt\" for {self.exchange!r}")
+        if self.price == "mark" and any(":" not in s for s in self.symbols):
+            raise ValueError("price = \"mark\" needs perpetual symbols (BASE/QUOTE:SETTLE)")
+        return self
+
+
+class CombineSettings(Frozen):
+    """How one symbol watched by several feeds becomes one price."""
+
+    rule: Literal["primary", "median"] = "primary"  # primary: the first live feed in config order
+    max_deviation: float = Field(default=0.05, gt=0)  # a price this far from the other live feeds is suspect
 
 
 class NotifierSettings(Frozen):
@@ -283,6 +319,7 @@ class Settings(Frozen):
     assets: dict[str, AssetSettings]
     accounts: list[AccountSettings] = Field(min_length=1)
     feeds: list[FeedSettings] = Field(default_factory=list)
+    combine: CombineSettings = Field(default_factory=CombineSettings)
     notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
     store: StoreSettings = Field(default_factory=StoreSettings)
     ha: HASettings = Field(default_factory=HASettings)
@@ -300,6 +337,10 @@ class Settings(Frozen):
             unknown = sorted(set(n.levels or ()) - levels)
             if unknown:
                 raise ValueError(f"notifiers[{i}] ({n.name}).levels: no account has a level named {unknown[0]!r}")
+        feed_names = [f.name for f in self.feeds]
+        dup_feeds = sorted({n for n in feed_names if feed_names.count(n) > 1})
+        if dup_feeds:
+            raise ValueError(f"duplicate feed name {dup_feeds[0]!r}")
         if self.ha.enabled and self.store.trade_during_outage:
             raise ValueError("store.trade_during_outage cannot be combined with ha.enabled: without the store "
                              "no instance can prove it is the only one trading")

@@ -27,7 +27,8 @@ from monitor.execution.base import Execution
 from monitor.execution.gate import TradingGate
 from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.paper import PaperExecutor
-from monitor.feeds.base import PriceFeed
+from monitor.feeds.base import FeedEvent, PriceFeed
+from monitor.feeds.combine import SourceCombiner, build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
@@ -75,6 +76,7 @@ class Daemon:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)  # state read from the store (warm start done)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's outcome is applied
     not_executed: deque[Execution] = field(default_factory=lambda: deque(maxlen=100))  # refused, duplicate, failed
+    combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
     owns_store: bool = True  # an injected store is closed by whoever made it
     lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
     _last_status_ms: int = 0
@@ -82,6 +84,9 @@ class Daemon:
 
 
 def build_feed(fs: FeedSettings, settings: Settings) -> PriceFeed:
+    if fs.driver != "simulated":
+        from monitor.feeds.live import build_live_feed  # ccxt takes a second to import; offline runs skip it
+        return build_live_feed(fs)
     sim = fs.simulated
     missing = [s for s in fs.symbols if s not in sim.start and s not in sim.fixed]
     if missing:
@@ -127,9 +132,13 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     executor = JournaledExecutor(paper, store, clock_ms, gate)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
-    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
-                  asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease)
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
+               asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease)
+    stale_after = {f.name: f.stale_after_s for f in settings.feeds}
+    d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
+                                settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
+    return d
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -160,6 +169,9 @@ def handle(d: Daemon, message: object) -> None:
             d.all_priced.set()
     elif isinstance(message, Executed):
         settle(d, message)
+    elif isinstance(message, FeedEvent):
+        # prices of a dead connection age into STALE by themselves; this is for the operator
+        log.info("feed event", feed=message.feed, change=message.kind, detail=message.detail[:300])
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())
@@ -257,9 +269,14 @@ async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
 
 
 def feed_component(d: Daemon, feed: PriceFeed) -> Component:
+    put = d.combiner.sink_for(feed.name) if d.combiner is not None else d.inbox.put_tick
+
     def sink(tick: PriceTick) -> None:
         d.feed_seen[feed.name] = time.monotonic()
-        d.inbox.put_tick(tick)
+        put(tick)
+
+    if hasattr(feed, "events"):  # live feeds report connection changes
+        feed.events = d.inbox.put_control
 
     async def start() -> None:
         await feed.run(sink)
