@@ -12,9 +12,11 @@ import itertools
 import math
 import sqlite3
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -33,6 +35,7 @@ from monitor.sdnotify import SystemdNotifier
 from monitor.store.base import StateStore
 from monitor.store.sqlite import SqliteStore
 from monitor.supervisor import Component, CrashLoop, Supervisor
+from monitor.telemetry import LatencyHistogram, LoopLagProbe, TickRate
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("daemon")
@@ -68,6 +71,16 @@ class Daemon:
     engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
+    # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
+    tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
+    feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
+    feed_lag_ms: dict[str, int] = field(default_factory=dict)  # feed name -> receipt minus event time, last tick
+    loop_lag: LoopLagProbe = field(default_factory=LoopLagProbe)
+    events: Counter[str] = field(default_factory=Counter)  # level events emitted, by kind
+    actions: Counter[str] = field(default_factory=Counter)  # plans by outcome: executed, failed
+    recent_actions: deque[tuple[Executed, float | None]] = field(default_factory=lambda: deque(maxlen=20))  # health after
+    changes: int = 0  # bumped whenever what the status page shows may have changed
+    http: Any = None  # the HTTP endpoint (monitor.http.server.HttpEndpoint) when [http] is set
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -120,17 +133,25 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
 
     executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
-    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
-                  asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier())
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+               asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
+               notifier=notifier or SystemdNotifier())
+    if settings.http is not None:
+        from monitor.http.server import HttpEndpoint, bearer_token
+
+        d.http = HttpEndpoint(d, settings.http, bearer_token(settings.http))
+    return d
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
 async def engine_loop(d: Daemon) -> None:
     while True:
         message = await d.inbox.get()
+        started = time.perf_counter()
         try:
             handle(d, message)
+            if type(message) is PriceTick:
+                d.tick_latency.observe(time.perf_counter() - started)
         except Exception as err:  # one bad message must not stop monitoring
             log.error("engine message failed", message=type(message).__name__, error=f"{type(err).__name__}: {err}",
                       exc_info=err)
@@ -176,23 +197,33 @@ def dispatch(d: Daemon, outcomes: list) -> None:
             except asyncio.QueueFull:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
+            d.events[item.kind.value] += 1
             d.alerts.submit(item)
 
 
 def settle(d: Daemon, done: Executed) -> None:
+    d.changes += 1
+    if done.plan.account not in d.monitor.engine.account_index:  # removed by a config reload meanwhile
+        log.warning("plan settled for an account no longer configured", account=done.plan.account,
+                    plan_id=done.plan.plan_id)
+        return
     if done.execution.duplicate or done.execution.errors:
+        d.actions["failed"] += 1
+        d.recent_actions.append((done, None))
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
                     errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    d.actions["executed"] += 1
+    d.recent_actions.append((done, result.health_after))
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
              fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
                     for f in done.execution.fills])
     if result.event is not None:
-        d.alerts.submit(result.event)
+        dispatch(d, [result.event])
     d.settled.set()
 
 
@@ -247,8 +278,12 @@ async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
 
 
 def feed_component(d: Daemon, feed: PriceFeed) -> Component:
+    rate = d.feed_rates.setdefault(feed.name, TickRate())
+
     def sink(tick: PriceTick) -> None:
         d.feed_seen[feed.name] = time.monotonic()
+        rate.observe()
+        d.feed_lag_ms[feed.name] = wall_clock_ms() - tick.ts_ms
         d.inbox.put_tick(tick)
 
     async def start() -> None:
@@ -287,8 +322,11 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
-                  Component("systemd", lambda: systemd_loop(d)),
+                  Component("systemd", lambda: systemd_loop(d)), Component("loop-lag", d.loop_lag.run),
                   *(feed_component(d, f) for f in d.feeds)]
+    if d.http is not None:
+        await d.http.start()  # binds now: a port in use is a one-line error before anything runs
+        components.append(Component("http-push", d.http.push_loop))
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info("daemon started", accounts=len(d.monitor.engine.books), feeds=[f.name for f in d.feeds],
@@ -325,6 +363,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if d.http is not None:
+        await d.http.stop()
     d.store.close()
     d.notifier.close()
     log.info("daemon stopped", ticks=d.ticks_applied, ticks_coalesced=d.inbox.coalesced,
