@@ -113,6 +113,10 @@ def state_path(settings: Settings) -> Path:
     return Path(settings.daemon.state_dir) / "state.sqlite"
 
 
+def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int]) -> Executor:
+    return PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+
+
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
@@ -131,7 +135,7 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         except (OSError, sqlite3.Error) as err:
             raise ConfigError(f"daemon.state_dir: cannot open {state_path(settings)} ({err})") from None
 
-    executor = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+    executor = build_executor(settings, monitor, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
@@ -174,6 +178,8 @@ def handle(d: Daemon, message: object) -> None:
             d.all_priced.set()
     elif isinstance(message, Executed):
         settle(d, message)
+    elif hasattr(message, "apply_to"):  # a control message that carries its own change (a config reload)
+        dispatch(d, message.apply_to(d))
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())
