@@ -47,9 +47,12 @@ class TickRate:
         self._slots = [0] * (window_s + 1)
         self._second = [-1] * (window_s + 1)
         self.total = 0
+        self._first: int | None = None  # the first second with an event: a young feed's window is shorter
 
     def observe(self) -> None:
         sec = int(self._clock())
+        if self._first is None:
+            self._first = sec
         pos = sec % len(self._slots)
         if self._second[pos] != sec:
             self._second[pos], self._slots[pos] = sec, 0
@@ -59,8 +62,11 @@ class TickRate:
     def per_second(self) -> float:
         """Over the last complete seconds; the one in progress is left out (it is partial)."""
         now = int(self._clock())
-        recent = sum(n for s, n in zip(self._second, self._slots) if now - self.window_s <= s < now)
-        return recent / self.window_s
+        span = min(self.window_s, now - self._first) if self._first is not None else 0
+        if span <= 0:
+            return 0.0
+        recent = sum(n for s, n in zip(self._second, self._slots) if now - span <= s < now)
+        return recent / span
 
 
 class LoopLagProbe:

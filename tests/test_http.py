@@ -18,6 +18,7 @@ from monitor.errors import ConfigError
 from monitor.model import PriceTick, wall_clock_ms
 from monitor.service import build_daemon, run_daemon
 from monitor.store.base import MemoryStore
+from monitor.telemetry import LatencyHistogram, TickRate
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, until
 
@@ -170,3 +171,23 @@ async def test_websocket_pushes_when_a_price_moves(contract_config: Path) -> Non
             update = orjson.loads((await ws.receive(timeout=5)).data)
             assert update["accounts"][0]["health"] == pytest.approx((47500 + 24750) / 50000)
             assert not math.isclose(update["accounts"][0]["health"], main["health"])
+
+
+def test_tick_rate_and_latency_histogram() -> None:
+    now = [100.2]
+    rate = TickRate(window_s=10, clock=lambda: now[0])
+    for _ in range(30):  # 30 in second 100
+        rate.observe()
+    now[0] = 101.5
+    for _ in range(10):  # 10 in second 101 (in progress: not counted yet)
+        rate.observe()
+    assert rate.per_second() == 30.0  # one whole second seen so far
+    now[0] = 102.0
+    assert rate.per_second() == 20.0  # (30 + 10) / 2
+    now[0] = 115.0
+    assert rate.per_second() == 0.0 and rate.total == 40
+    hist = LatencyHistogram((0.001, 0.01))
+    for x in (0.0005, 0.001, 0.002, 5.0):
+        hist.observe(x)
+    assert hist.cumulative() == [("0.001", 2), ("0.01", 3), ("+Inf", 4)]
+    assert hist.count == 4 and hist.sum == pytest.approx(5.0035)
