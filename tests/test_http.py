@@ -18,6 +18,7 @@ from monitor.errors import ConfigError
 from monitor.model import PriceTick, wall_clock_ms
 from monitor.service import build_daemon, run_daemon
 from monitor.store.base import MemoryStore
+from monitor.http.metrics import outbox_depth
 from monitor.telemetry import LatencyHistogram, TickRate
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, until
@@ -73,6 +74,7 @@ async def test_metrics_scraped_and_parsed(contract_config: Path) -> None:
     ticks = crash_ticks(wall_clock_ms())[:100]  # 50 steps down: health falls through warn (1.3)
     async with running(http_settings(contract_config)) as (d, url, feed):
         await push_each(d, feed, ticks)
+        feed.reconnects = 2  # a counter a live feed keeps as an attribute
         async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain")
@@ -89,6 +91,8 @@ async def test_metrics_scraped_and_parsed(contract_config: Path) -> None:
     assert got[(p + "ticks_applied_total", ())] == len(ticks)
     assert got[(p + "level_events_total", (("kind", "firing"),))] >= 1
     assert got[(p + "outbox_depth", ())] == 0
+    assert got[(p + "feed_reconnects_total", (("feed", "push"),))] == 2
+    assert (p + "feed_bad_messages_total", (("feed", "push"),)) not in got  # a count the feed does not keep
     assert got[(p + "stale_assets", ())] == 0
     assert got[(p + "asset_stale", (("asset", "BTC"),))] == 0
     assert (p + "event_loop_lag_seconds", ()) in got
@@ -191,3 +195,13 @@ def test_tick_rate_and_latency_histogram() -> None:
         hist.observe(x)
     assert hist.cumulative() == [("0.001", 2), ("0.01", 3), ("+Inf", 4)]
     assert hist.count == 4 and hist.sum == pytest.approx(5.0035)
+
+
+def test_outbox_depth_reads_whatever_outbox_the_alert_manager_has() -> None:
+    class Box:
+        def depth(self) -> int:
+            return 7
+
+    assert outbox_depth(object()) == 0
+    assert outbox_depth(type("M", (), {"outbox": [1, 2, 3]})()) == 3
+    assert outbox_depth(type("M", (), {"outbox": Box()})()) == 7
