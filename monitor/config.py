@@ -206,6 +206,7 @@ class ExecutionSettings(Frozen):
     fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
     slippage: float = Field(default=0.0005, ge=0, lt=0.1)
     verify_offset: float = Field(default=0.05, ge=0)  # allowed overshoot of the target health after execution
+    kill_switch: bool = False  # true: no order is placed (monitoring and alerting go on)
 
 
 class SimulatedFeedParams(Frozen):
@@ -243,7 +244,27 @@ class NotifierSettings(Frozen):
 
 
 class StoreSettings(Frozen):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url: str | None = None  # redis: redis://host:port/db (no password here: use url_env for one)
+    url_env: str | None = None  # redis: the environment variable holding the URL (wins over url)
+    prefix: str = Field(default="cm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")  # one per deployment
+    buffer_max: int = Field(default=100_000, gt=0)  # writes held in memory during a Redis outage, then spilled
+    trade_during_outage: bool = False  # redis down: keep trading on local idempotency keys (single instance only)
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> StoreSettings:
+        if self.backend == "redis" and not (self.url or self.url_env):
+            raise ValueError("backend 'redis' needs url or url_env")
+        if self.url and "@" in self.url:
+            raise ValueError("url must not hold credentials: put the whole URL in the environment (url_env)")
+        return self
+
+
+class HASettings(Frozen):
+    """Several instances on one store: a lease decides which one may trade."""
+    enabled: bool = False
+    lease_ttl_s: float = Field(default=10.0, gt=0)  # a dead leader is replaced within this
+    instance_id: str | None = None  # default: host name and process id
 
 
 class HttpSettings(Frozen):
@@ -305,6 +326,7 @@ class Settings(Frozen):
     feeds: list[FeedSettings] = Field(default_factory=list)
     notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
     store: StoreSettings = Field(default_factory=StoreSettings)
+    ha: HASettings = Field(default_factory=HASettings)
     http: HttpSettings | None = None  # off when absent
 
     @model_validator(mode="after")
@@ -320,6 +342,9 @@ class Settings(Frozen):
             unknown = sorted(set(n.levels or ()) - levels)
             if unknown:
                 raise ValueError(f"notifiers[{i}] ({n.name}).levels: no account has a level named {unknown[0]!r}")
+        if self.ha.enabled and self.store.trade_during_outage:
+            raise ValueError("store.trade_during_outage cannot be combined with ha.enabled: without the store "
+                             "no instance can prove it is the only one trading")
         priced = {a.symbol for a in self.assets.values() if a.symbol}
         for i, f in enumerate(self.feeds):
             unknown = [s for s in f.symbols if s not in priced]

@@ -19,7 +19,6 @@ from monitor.execution.paper import PaperExecutor
 from monitor.feeds.price_file import PriceSeries, merge_series
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, iso_ms
 from monitor.risk.engine import RiskEngine
-from monitor.store.base import MemoryStore
 from strategies.base import StrategyRegistry
 
 Progress = Callable[[int, int], None]  # (ticks done, ticks total)
@@ -63,7 +62,7 @@ class Replay:
         m = self.monitor
         self.baseline = RiskEngine(list(m.engine.books), list(m.engine.assets), m.fixed_prices)
         self.executor = PaperExecutor(m.quote, settings.execution.fee_rate, settings.execution.slippage,
-                                      MemoryStore(), lambda: m.now_ms)
+                                      lambda: m.now_ms)
         n = len(m.engine.books)
         self.track, self.base_track = HealthTrack(n), HealthTrack(n)
         self.alerts: list[list[dict]] = [[] for _ in range(n)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,14 +25,15 @@ from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
 from monitor.execution.base import Execution, Executor
+from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import PriceFeed
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
+from monitor.store import open_store
 from monitor.store.base import StateStore
-from monitor.store.sqlite import SqliteStore
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from monitor.telemetry import LatencyHistogram, LoopLagProbe, TickRate
 from strategies.base import StrategyRegistry
@@ -71,6 +71,7 @@ class Daemon:
     engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
+    owns_store: bool = True  # an injected store is closed by whoever made it
     # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
     tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
     feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
@@ -109,12 +110,9 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
     return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
 
 
-def state_path(settings: Settings) -> Path:
-    return Path(settings.daemon.state_dir) / "state.sqlite"
-
-
 def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int]) -> Executor:
-    return PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, store, clock_ms)
+    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
+    return JournaledExecutor(paper, store, clock_ms)
 
 
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
@@ -129,17 +127,13 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
     if not feeds:
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
-    if store is None:
-        try:
-            store = SqliteStore(state_path(settings))
-        except (OSError, sqlite3.Error) as err:
-            raise ConfigError(f"daemon.state_dir: cannot open {state_path(settings)} ({err})") from None
-
+    owns_store = store is None
+    store = store if store is not None else open_store(settings)
     executor = build_executor(settings, monitor, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier())
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store)
     if settings.http is not None:
         from monitor.http.server import HttpEndpoint, bearer_token
 
@@ -213,11 +207,11 @@ def settle(d: Daemon, done: Executed) -> None:
         log.warning("plan settled for an account no longer configured", account=done.plan.account,
                     plan_id=done.plan.plan_id)
         return
-    if done.execution.duplicate or done.execution.errors:
+    if done.execution.duplicate or done.execution.errors or done.execution.refused:
         d.actions["failed"] += 1
         d.recent_actions.append((done, None))
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
-                    errors=list(done.execution.errors))
+                    refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
@@ -371,7 +365,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     await asyncio.gather(*tasks, return_exceptions=True)
     if d.http is not None:
         await d.http.stop()
-    d.store.close()
+    if d.owns_store:
+        await d.store.close()
     d.notifier.close()
     log.info("daemon stopped", ticks=d.ticks_applied, ticks_coalesced=d.inbox.coalesced,
              bad_ticks=d.monitor.bad_ticks, alerts_sent=d.alerts.sent)

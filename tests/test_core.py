@@ -58,13 +58,11 @@ def test_plan_settles_and_verifies() -> None:
     plan = next(o for o in out if isinstance(o, Plan))
     assert plan.expected_health > plan.health_before
     from monitor.execution.paper import PaperExecutor
-    from monitor.store.base import MemoryStore
-    ex = PaperExecutor({"BTC": (50000.0, 50000.0), "USDT": (1.0, 1.0)}.get, 0.001, 0.0005, MemoryStore(), lambda: 0)
+    ex = PaperExecutor({"BTC": (50000.0, 50000.0), "USDT": (1.0, 1.0)}.get, 0.001, 0.0005, lambda: 0)
     done = ex.execute_now(plan)
     settled = m.settle(plan, list(done.fills), list(done.repays))
     assert settled.event is None
     assert math.isclose(settled.health_after, 1.5, rel_tol=1e-6)
-    assert ex.execute_now(plan).duplicate  # the same plan id never executes twice
 
 
 def test_ineffective_strategy_is_an_alert_not_an_action() -> None:
@@ -122,9 +120,8 @@ def test_malformed_and_out_of_order_ticks_are_counted_and_skipped() -> None:
 def test_paper_fill_in_quote_units_when_the_quote_depegs() -> None:
     from monitor.execution.paper import PaperExecutor
     from monitor.model import Order
-    from monitor.store.base import MemoryStore
     quotes = {"BTC": (47_999.0, 48_001.0), "USDC": (0.8, 0.8)}
-    ex = PaperExecutor(quotes.get, 0.001, 0.0005, MemoryStore(), lambda: 0)
+    ex = PaperExecutor(quotes.get, 0.001, 0.0005, lambda: 0)
     order = Order("BTC/USDC", "sell", 1.0, 59_000.0, "BTC", "USDC")
     # BTC at 48k dollars with USDC at 0.80 dollars: a sale fetches 60k USDC (less slippage)
     assert math.isclose(ex.fill_price(order), 47_999.0 * (1 - 0.0005) / 0.8)

@@ -14,7 +14,7 @@ from monitor.config import load_settings, parse_settings
 from monitor.inbox import EngineInbox
 from monitor.model import EventKind, LevelEvent, PriceTick
 from monitor.service import build_daemon, run_daemon
-from monitor.store.base import MemoryStore
+from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
 
 
@@ -145,7 +145,7 @@ async def test_crash_alerts_and_rebalances(contract_config: Path) -> None:
         await asyncio.wait_for(d.settled.wait(), 10)
 
     assert await run_until(d, condition) == 0
-    record = store.read_journal("main")[0]
+    record = (await store.read_journal("main"))[0]
     assert record["kind"] == "execution" and record["fills"]
     assert record["expected_health"] > record["health_before"]
     warn = next(e for e in notifier.events if e.level == "warn")

@@ -41,3 +41,18 @@ def test_unit_has_what_the_readme_promises() -> None:
     for k in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "RestrictAddressFamilies",
               "SystemCallFilter", "StateDirectory", "ConfigurationDirectory", "EnvironmentFile", "User"):
         assert k in keys, k
+
+
+def test_compose_config_from_the_readme_is_valid(monkeypatch) -> None:
+    """The [store] and [http] the README tells a compose user to set, on the example config."""
+    import tomllib
+
+    from monitor.config import parse_settings
+
+    compose = (REPO / "deploy" / "compose.yaml").read_text()
+    assert "REDIS_URL: redis://redis:6379/0" in compose and "CM_HTTP_TOKEN" in compose
+    data = tomllib.loads((REPO / "config.example.toml").read_text())
+    data["store"] = {"backend": "redis", "url_env": "REDIS_URL"}
+    data["http"] = {"listen": "0.0.0.0:9108", "token_env": "CM_HTTP_TOKEN"}
+    settings = parse_settings(data)
+    assert settings.store.url_env == "REDIS_URL" and settings.http.token_env == "CM_HTTP_TOKEN"

@@ -11,14 +11,15 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import load_settings, parse_settings
 from monitor.errors import ConfigError
 from monitor.model import PriceTick, wall_clock_ms
 from monitor.service import build_daemon, run_daemon
-from monitor.store.base import MemoryStore
-from monitor.http.metrics import outbox_depth
+from monitor.store.sqlite import MemoryStore
+from monitor.http.metrics import daemon_registry, outbox_depth
 from monitor.telemetry import LatencyHistogram, TickRate
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, until
@@ -205,3 +206,16 @@ def test_outbox_depth_reads_whatever_outbox_the_alert_manager_has() -> None:
     assert outbox_depth(object()) == 0
     assert outbox_depth(type("M", (), {"outbox": [1, 2, 3]})()) == 3
     assert outbox_depth(type("M", (), {"outbox": Box()})()) == 7
+
+
+async def test_store_metrics_of_a_redis_store(contract_config: Path, redis_server) -> None:
+    from monitor.store.redis import RedisStore
+
+    store = RedisStore(redis_server.url, "metrics")
+    d = build_daemon(http_settings(contract_config), default_registry(), store=store, feeds=[PushFeed()])
+    try:
+        got = samples(generate_latest(daemon_registry(d)).decode())
+    finally:
+        await store.close()
+    assert got[("collateral_monitor_store_buffered_writes", (("backend", "redis"),))] == 0
+    assert got[("collateral_monitor_store_outage", (("backend", "redis"),))] == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from monitor.model import PriceTick
 from monitor.sdnotify import SystemdNotifier
 from monitor.service import build_daemon, healthy, run_daemon
-from monitor.store.base import MemoryStore
+from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, ScriptedFeed, fast_settings
 

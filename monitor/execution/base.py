@@ -15,6 +15,7 @@ class Execution:
     repays: tuple[Repay, ...] = ()
     duplicate: bool = False  # the plan id was executed before: nothing was done this time
     errors: tuple[str, ...] = field(default=())
+    refused: str | None = None  # the trading gate said no (kill switch, not the leader): nothing was claimed
 
 
 class Executor(Protocol):

@@ -2,7 +2,8 @@
 
 A sale fills at bid*(1 - slippage), a buy at ask*(1 + slippage) (price -/+
 slippage when the feed gives no bid/ask), the fee is fee_rate of the notional.
-Plan ids are remembered, so a retried plan never executes twice.
+Idempotency and the journal are not the executor's job: monitor/execution/journaled.py
+wraps every executor with them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Callable
 
 from monitor.execution.base import Execution
 from monitor.model import Fill, Order, Plan
-from monitor.store.base import StateStore
 
 QuoteSource = Callable[[str], tuple[float, float] | None]  # base asset -> (bid, ask)
 
@@ -19,12 +19,10 @@ QuoteSource = Callable[[str], tuple[float, float] | None]  # base asset -> (bid,
 class PaperExecutor:
     name = "paper"
 
-    def __init__(self, quotes: QuoteSource, fee_rate: float, slippage: float, store: StateStore,
-                 clock_ms: Callable[[], int]):
+    def __init__(self, quotes: QuoteSource, fee_rate: float, slippage: float, clock_ms: Callable[[], int]):
         self._quotes = quotes
         self.fee_rate = fee_rate
         self.slippage = slippage
-        self._store = store
         self._clock_ms = clock_ms
 
     def fill_price(self, order: Order) -> float:
@@ -39,27 +37,13 @@ class PaperExecutor:
 
     def execute_now(self, plan: Plan) -> Execution:
         """Synchronous core (replay calls it directly; the daemon through `execute`)."""
-        pid = plan.plan_id
-        if not self._store.claim_plan(pid, plan.account, plan.ts_ms):
-            return Execution(pid, duplicate=True)
         ts = self._clock_ms()
         fills = []
         for order in plan.orders:
             price = self.fill_price(order)
             fills.append(Fill(order, order.amount, price, order.amount * price * self.fee_rate, ts))
-        execution = Execution(pid, tuple(fills), plan.repays)
-        self._store.journal("execution", plan.account, execution_record(plan, execution, ts))
-        return execution
+        return Execution(plan.plan_id, tuple(fills), plan.repays)
 
     async def execute(self, plan: Plan) -> Execution:
         return self.execute_now(plan)
 
-
-def execution_record(plan: Plan, execution: Execution, ts_ms: int) -> dict:
-    return {
-        "plan_id": plan.plan_id, "ts_ms": ts_ms, "level": plan.level, "strategy": plan.strategy,
-        "health_before": plan.health_before, "expected_health": plan.expected_health,
-        "fills": [{"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price, "fee": f.fee}
-                  for f in execution.fills],
-        "repays": [{"asset": r.asset, "amount": r.amount} for r in execution.repays],
-    }

@@ -155,6 +155,18 @@ def outbox_depth(alerts: object) -> int:
     return len(box) if hasattr(box, "__len__") else 0
 
 
+def store_metrics(d: Daemon) -> Iterator[Metric]:
+    """What a store that buffers writes through an outage (Redis) reports; others report nothing."""
+    store = d.store
+    if hasattr(store, "buffered_writes"):
+        buffered = gauge("store_buffered_writes", "Writes waiting for the store (an outage is being ridden out)",
+                         ("backend",))
+        buffered.add_metric([store.name], store.buffered_writes)
+        outage = gauge("store_outage", "1 while the store is unreachable", ("backend",))
+        outage.add_metric([store.name], float(getattr(store, "in_outage", False)))
+        yield from (buffered, outage)
+
+
 def daemon_metrics(d: Daemon) -> Iterator[Metric]:
     ready = gauge("ready", "1 once fresh prices valued every account (READY=1 was sent)")
     ready.add_metric([], float(d.all_priced.is_set()))
@@ -167,7 +179,7 @@ def daemon_metrics(d: Daemon) -> Iterator[Metric]:
 
 LIVE_WITHIN_S = 5.0  # the engine loop hears the clock every second: 5 s of silence is a stall
 SECTIONS: tuple[Callable[[Daemon], Iterable[Metric]], ...] = (
-    daemon_metrics, account_metrics, feed_metrics, asset_metrics, engine_metrics, alert_metrics,
+    daemon_metrics, account_metrics, feed_metrics, asset_metrics, engine_metrics, alert_metrics, store_metrics,
 )
 
 

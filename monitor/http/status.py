@@ -85,7 +85,8 @@ def action_row(done: Executed, health_after: float | None) -> dict:
         "expected_health": _num(p.expected_health),
         "health_after": None if health_after is None else _num(health_after),
         "ok": health_after is not None,
-        "errors": list(ex.errors) + (["already executed"] if ex.duplicate else []),
+        "errors": list(ex.errors) + (["already executed"] if ex.duplicate else [])
+        + ([f"refused: {ex.refused}"] if ex.refused else []),
         "legs": [f"{f.order.side} {f.amount:.6g} {f.order.symbol} @ {f.price:.6g}" for f in ex.fills]
         + [f"repay {r.amount:.6g} {r.asset}" for r in ex.repays],
     }

@@ -1,0 +1,53 @@
+"""The path every plan takes to an executor, whichever it is (paper, testnet, live).
+
+1. The trading gate (kill switch, leadership) may refuse: nothing is claimed, so the
+   instance that may trade can still execute the same plan id.
+2. The plan id is claimed in the store: a plan retried, or planned again after a
+   restart, is never executed twice.
+3. The outcome is journaled and the claim closed (done / failed). A claim left open
+   means a crash mid-plan: the daemon reconciles it at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from monitor.execution.base import Execution, Executor
+from monitor.model import Plan
+from monitor.store.base import StateStore
+
+Gate = Callable[[Plan], Awaitable[str | None]]  # the reason trading is refused, or None
+
+
+class JournaledExecutor:
+    def __init__(self, inner: Executor, store: StateStore, clock_ms: Callable[[], int], gate: Gate | None = None):
+        self.inner = inner
+        self.name = inner.name
+        self._store = store
+        self._clock_ms = clock_ms
+        self._gate = gate
+
+    async def execute(self, plan: Plan) -> Execution:
+        if self._gate is not None and (reason := await self._gate(plan)) is not None:
+            return Execution(plan.plan_id, refused=reason)
+        if not await self._store.claim_plan(plan.plan_id, plan.account, plan.ts_ms):
+            return Execution(plan.plan_id, duplicate=True)
+        try:
+            execution = await self.inner.execute(plan)
+        except BaseException as err:
+            await self._store.finish_plan(plan.plan_id, "failed", {"error": type(err).__name__})
+            raise
+        await self._store.journal("execution", plan.account, self._clock_ms(), execution_record(plan, execution))
+        await self._store.finish_plan(plan.plan_id, "failed" if execution.errors else "done")
+        return execution
+
+
+def execution_record(plan: Plan, execution: Execution) -> dict:
+    return {
+        "plan_id": plan.plan_id, "level": plan.level, "strategy": plan.strategy,
+        "health_before": plan.health_before, "expected_health": plan.expected_health,
+        "fills": [{"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price, "fee": f.fee}
+                  for f in execution.fills],
+        "repays": [{"asset": r.asset, "amount": r.amount} for r in execution.repays],
+        "errors": list(execution.errors),
+    }

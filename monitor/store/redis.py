@@ -1,0 +1,306 @@
+"""The production store: Redis, shared by every instance of one deployment.
+
+Keys live under a per-deployment prefix, so several deployments share one Redis.
+The journal is a Redis Stream; the lease is a hash with a PX expiry beside a
+counter that never expires, so fencing tokens rise across tenures.
+
+Redis outages: writes never fail. Each write is an operation (plain data) sent at
+once when Redis answers, otherwise queued in order (monitor/store/writebuffer.py)
+and flushed when it returns; reads raise StoreUnavailable meanwhile (the daemon
+reads the store only at start and keeps its working state in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from monitor.store.base import (AccountSnapshot, AlertRecord, KillSwitch, Lease, OutboxItem, PlanRecord, Silence,
+                                StoreUnavailable, dump, load)
+from monitor.store.writebuffer import Op, WriteBuffer
+
+OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# Adds an outbox item unless the channel holds or has delivered the key: exactly once.
+_OUTBOX_ADD = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[3])
+return 1
+"""
+# Marks delivered, keeping the newest ARGV[2] delivered keys to refuse late duplicates.
+_OUTBOX_DONE = """
+local seq = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not seq then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[2]) - 1)
+return 1
+"""
+_OUTBOX_RETRY = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local item = cjson.decode(raw)
+item['attempts'] = item['attempts'] + 1
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(item))
+return 1
+"""
+# Takes or renews the lease. A new tenure (free, expired, or another holder's expired) gets a new token.
+_LEASE_ACQUIRE = """
+local holder = redis.call('HGET', KEYS[1], 'holder')
+if holder and holder ~= ARGV[1] then return nil end
+local token
+if holder then token = tonumber(redis.call('HGET', KEYS[1], 'token'))
+else token = redis.call('INCR', KEYS[2]); redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', token) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {token, redis.call('PTTL', KEYS[1])}
+"""
+_LEASE_RELEASE = """
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_DELIVERED_KEEP = 10_000
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "cm", *, buffer_max: int = 100_000, spill_path: Path | None = None,
+                 allow_trading_in_outage: bool = False, on_outage: Callable[[bool, str], None] | None = None,
+                 timeout_s: float = 2.0):
+        self._r = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                    retry_on_timeout=False)
+        self.prefix = prefix
+        self.allow_trading_in_outage = allow_trading_in_outage
+        self._claimed_in_outage: set[str] = set()
+        self._writes = WriteBuffer(self._apply, OUTAGE_ERRORS, buffer_max, spill_path, on_outage)
+        self._scripts = {name: self._r.register_script(src) for name, src in (
+            ("outbox_add", _OUTBOX_ADD), ("outbox_done", _OUTBOX_DONE), ("outbox_retry", _OUTBOX_RETRY),
+            ("lease_acquire", _LEASE_ACQUIRE), ("lease_release", _LEASE_RELEASE))}
+
+    def k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def buffered(self) -> int:
+        """Writes waiting for Redis (0 when it is up)."""
+        return len(self._writes)
+
+    async def ping(self) -> None:
+        await self._read(self._r.ping())
+
+    async def _read(self, aw: Any) -> Any:
+        try:
+            return await aw
+        except OUTAGE_ERRORS as err:
+            if hasattr(aw, "close"):
+                aw.close()
+            self._writes.note_outage(err)
+            raise StoreUnavailable(f"redis unavailable ({type(err).__name__})") from None
+
+    @property
+    def buffered_writes(self) -> int:
+        """Writes waiting for Redis, in memory or spilled (read by the metrics endpoint)."""
+        return len(self._writes)
+
+    @property
+    def in_outage(self) -> bool:
+        return self._writes.outage
+
+    # -- writes: each an Op applied now or after the outage, in order -----------------------
+    async def _apply(self, op: Op) -> None:
+        name, args = op.name, op.args
+        r = self._r
+        if name == "journal":
+            kind, account, ts_ms, record = args
+            await r.xadd(self.k("journal"), {"kind": kind, "account": account, "ts_ms": ts_ms,
+                                             "record": orjson.dumps(record)})
+        elif name == "hset":
+            await r.hset(self.k(args[0]), args[1], args[2])
+        elif name == "hdel":
+            await r.hdel(self.k(args[0]), args[1])
+        elif name == "claim":
+            await r.hsetnx(self.k("plans"), args[0], args[1])
+        elif name == "set":
+            await r.set(self.k(args[0]), args[1])
+        elif name in ("outbox_add", "outbox_done", "outbox_retry"):
+            await self._outbox_script(name, *args)
+        else:
+            raise ValueError(f"unknown store operation {name!r}")
+
+    async def _outbox_script(self, name: str, channel: str, key: str, raw: bytes | None = None) -> int:
+        keys = [self.k("outbox", channel, "items"), self.k("outbox", channel, "queue"),
+                self.k("outbox", channel, "done")]
+        if name == "outbox_add":
+            return await self._scripts[name](keys=[*keys, self.k("outbox", "seq"), self.k("outbox", "channels")],
+                                             args=[key, raw, channel])
+        if name == "outbox_done":
+            return await self._scripts[name](keys=[keys[0], keys[1], keys[2]], args=[key, _DELIVERED_KEEP])
+        return await self._scripts[name](keys=[keys[0]], args=[key])
+
+    async def _write(self, name: str, *args: Any, coalesce: str | None = None) -> None:
+        await self._writes.submit(Op(name, args, coalesce))
+
+    # -- order idempotency -----------------------------------------------------------------
+    async def claim_plan(self, plan_id: str, account: str, ts_ms: int) -> bool:
+        raw = dump(PlanRecord(plan_id, account, ts_ms))
+        if not self._writes.outage:
+            try:
+                return bool(await self._r.hsetnx(self.k("plans"), plan_id, raw))
+            except OUTAGE_ERRORS as err:
+                self._writes.note_outage(err)
+        if not self.allow_trading_in_outage:
+            raise StoreUnavailable("redis unavailable: no order without its idempotency key")
+        if plan_id in self._claimed_in_outage:
+            return False
+        self._claimed_in_outage.add(plan_id)
+        await self._write("claim", plan_id, raw)
+        return True
+
+    async def finish_plan(self, plan_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
+        raw = await self._read(self._r.hget(self.k("plans"), plan_id)) if not self._writes.outage else None
+        base = load(PlanRecord, raw) if raw else PlanRecord(plan_id, "", 0)
+        done = PlanRecord(plan_id, base.account, base.ts_ms, state, detail or {})
+        await self._write("hset", "plans", plan_id, dump(done), coalesce=f"plan:{plan_id}")
+
+    async def open_plans(self) -> list[PlanRecord]:
+        plans = [load(PlanRecord, v) for v in (await self._read(self._r.hgetall(self.k("plans")))).values()]
+        return sorted((p for p in plans if p.state == "claimed"), key=lambda p: p.ts_ms)
+
+    # -- journal ---------------------------------------------------------------------------
+    async def journal(self, kind: str, account: str, ts_ms: int, record: dict[str, Any]) -> None:
+        await self._write("journal", kind, account, ts_ms, record)
+
+    async def read_journal(self, account: str | None = None, since_ms: int | None = None,
+                           limit: int | None = None) -> list[dict[str, Any]]:
+        # Stream ids are insert times, never before the event's time: `since` on ids misses nothing.
+        entries = await self._read(self._r.xrange(self.k("journal"), min=f"{since_ms}-0" if since_ms else "-"))
+        out = []
+        for _id, f in entries:
+            entry = {"kind": f[b"kind"].decode(), "account": f[b"account"].decode(), "ts_ms": int(f[b"ts_ms"]),
+                     **orjson.loads(f[b"record"])}
+            if (account is None or entry["account"] == account) and (since_ms is None or entry["ts_ms"] >= since_ms):
+                out.append(entry)
+        return out[-limit:] if limit is not None else out
+
+    # -- snapshots, alerts, silences, kill switch (last write wins: coalesced in an outage) ---
+    async def put_snapshot(self, snap: AccountSnapshot) -> None:
+        await self._write("hset", "snapshots", snap.account, dump(snap), coalesce=f"snap:{snap.account}")
+
+    async def delete_snapshot(self, account: str) -> None:
+        await self._write("hdel", "snapshots", account, coalesce=f"snap:{account}")
+
+    async def snapshots(self) -> dict[str, AccountSnapshot]:
+        raw = await self._read(self._r.hgetall(self.k("snapshots")))
+        return {k.decode(): load(AccountSnapshot, v) for k, v in raw.items()}
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        key = f"{alert.account}\x1f{alert.level}"
+        await self._write("hset", "alerts", key, dump(alert), coalesce=f"alert:{key}")
+
+    async def delete_alert(self, account: str, level: str) -> None:
+        key = f"{account}\x1f{level}"
+        await self._write("hdel", "alerts", key, coalesce=f"alert:{key}")
+
+    async def alerts(self) -> list[AlertRecord]:
+        raw = await self._read(self._r.hgetall(self.k("alerts")))
+        return [load(AlertRecord, raw[k]) for k in sorted(raw)]
+
+    async def put_silence(self, silence: Silence) -> None:
+        await self._write("hset", "silences", silence.id, dump(silence), coalesce=f"silence:{silence.id}")
+
+    async def delete_silence(self, silence_id: str) -> bool:
+        existed = await self._read(self._r.hexists(self.k("silences"), silence_id))
+        await self._write("hdel", "silences", silence_id, coalesce=f"silence:{silence_id}")
+        return bool(existed)
+
+    async def silences(self, now_ms: int | None = None) -> list[Silence]:
+        raw = await self._read(self._r.hgetall(self.k("silences")))
+        found = [load(Silence, raw[k]) for k in sorted(raw)]
+        return [s for s in found if now_ms is None or s.until_ms > now_ms]
+
+    async def set_kill_switch(self, ks: KillSwitch) -> None:
+        await self._write("set", "kill_switch", dump(ks), coalesce="kill_switch")
+
+    async def kill_switch(self) -> KillSwitch | None:
+        raw = await self._read(self._r.get(self.k("kill_switch")))
+        return load(KillSwitch, raw) if raw else None
+
+    # -- outbox ----------------------------------------------------------------------------
+    async def outbox_add(self, item: OutboxItem) -> bool:
+        if not self._writes.outage and not len(self._writes):
+            try:
+                return bool(await self._outbox_script("outbox_add", item.channel, item.key, dump(item)))
+            except OUTAGE_ERRORS as err:
+                self._writes.note_outage(err)
+        await self._write("outbox_add", item.channel, item.key, dump(item))  # deduplicated on flush
+        return True
+
+    async def outbox_pending(self, channel: str, limit: int = 100) -> list[OutboxItem]:
+        keys = await self._read(self._r.zrange(self.k("outbox", channel, "queue"), 0, limit - 1))
+        if not keys:
+            return []
+        raws = await self._read(self._r.hmget(self.k("outbox", channel, "items"), keys))
+        return [load(OutboxItem, raw) for raw in raws if raw]
+
+    async def outbox_done(self, channel: str, key: str) -> None:
+        await self._write("outbox_done", channel, key)
+
+    async def outbox_retry(self, channel: str, key: str) -> None:
+        await self._write("outbox_retry", channel, key)
+
+    async def outbox_depth(self) -> dict[str, int]:
+        channels = sorted(c.decode() for c in await self._read(self._r.smembers(self.k("outbox", "channels"))))
+        depths = {c: await self._read(self._r.zcard(self.k("outbox", c, "queue"))) for c in channels}
+        return {c: n for c, n in depths.items() if n}
+
+    # -- lease -----------------------------------------------------------------------------
+    async def acquire_lease(self, name: str, holder: str, ttl_ms: int) -> Lease | None:
+        got = await self._read(self._scripts["lease_acquire"](keys=[self.k("lease", name), self.k("lease", name, "token")],
+                                                              args=[holder, ttl_ms]))
+        if got is None:
+            return None
+        token, pttl = int(got[0]), int(got[1])
+        return Lease(name, holder, token, await self._server_ms() + pttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._read(self._scripts["lease_release"](keys=[self.k("lease", name)], args=[holder]))
+
+    async def check_fence(self, name: str, token: int) -> bool:
+        current = await self._read(self._r.hget(self.k("lease", name), "token"))
+        return current is not None and int(current) == token
+
+    async def lease(self, name: str) -> Lease | None:
+        key = self.k("lease", name)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(key)
+            pipe.pttl(key)
+            fields, pttl = await self._read(pipe.execute())
+        if not fields or pttl < 0:
+            return None
+        return Lease(name, fields[b"holder"].decode(), int(fields[b"token"]), await self._server_ms() + pttl)
+
+    async def _server_ms(self) -> int:
+        sec, usec = await self._read(self._r.time())
+        return sec * 1000 + usec // 1000
+
+    async def close(self) -> None:
+        await self._writes.close()
+        await self._r.aclose()
+
+
+async def wait_for_redis(store: RedisStore, timeout_s: float) -> None:
+    """At start: a Redis that is down is an outage to ride out, not a reason to refuse to start."""
+    try:
+        await asyncio.wait_for(store.ping(), timeout_s)
+    except (StoreUnavailable, TimeoutError):
+        pass
