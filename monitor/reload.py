@@ -1,6 +1,6 @@
 """SIGHUP: re-read the config and apply it without losing risk or alert state.
 
-The new file passes every check `check-config` runs before anything changes; a
+The new file must pass every check `check-config` runs before anything changes; a
 bad one is rejected with one log line and the running config stays. A good one
 reaches the engine task as a control message (one task owns the risk state):
 a Monitor is built from the new config and takes over the live state of the old
@@ -20,9 +20,8 @@ import structlog
 
 from monitor.accounts.static import build_book
 from monitor.alerts.notifiers import Notifier
-from monitor.cli import load_checked
-from monitor.config import AccountSettings, Settings
-from monitor.core import Monitor
+from monitor.config import AccountSettings, Settings, load_settings
+from monitor.core import Monitor, check_strategies
 from monitor.errors import ConfigError, UserError
 from monitor.model import LevelEvent, Plan
 from monitor.risk.portfolio import AccountBook
@@ -76,6 +75,7 @@ class Reconfigure:
     def apply_to(self, d: Daemon) -> list[LevelEvent | Plan]:
         try:
             new = Monitor(self.settings, self.registry, books=carried_books(d, self.settings))
+            check_strategies(new)  # with the checks above, all that check-config runs
             outcomes = new.carry_over(d.monitor)
         except Exception as err:  # the running config stays whatever went wrong
             self.done.set_result(err)
@@ -113,11 +113,13 @@ class Reloader:
 
     async def _apply(self, d: Daemon) -> bool:
         try:
-            settings, _ = load_checked(self.path)
+            settings = load_settings(self.path)
             pending = check_reloadable(d.settings, settings)
             message = Reconfigure(settings, self.registry, self.notifiers)
             d.inbox.put_control(message)
             error = await message.done
+            if isinstance(error, UserError):
+                raise error
             if error is not None:
                 raise ConfigError(f"{self.path}: {type(error).__name__}: {error}") from None
         except UserError as err:

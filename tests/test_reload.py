@@ -113,6 +113,13 @@ async def test_reload_keeps_state_applies_changes_and_rejects_a_bad_file(tmp_pat
         rejected = [e for e in logs if e["event"] == "config reload rejected, the running config stays"]
         assert len(rejected) == 1 and "accounts.0.levels.1.confirm_sec: unknown key" in rejected[0]["error"]
         assert d.monitor is running and reloader.rejected == 1
+        cfg.write_text(text.replace("target = 1.4", "target = 1.1"))  # below its level: caught building the rules
+        with structlog.testing.capture_logs() as logs:
+            assert not await reloader.reload(d)
+        assert [e["error"] for e in logs if e["event"].startswith("config reload rejected")] == [
+            "accounts (main).levels (act): the target (health 1.1) must be above the level (health 1.15), "
+            "or an action could never clear it"]
+        assert d.monitor is running
         cfg.write_text(text.replace('mode = "dry_run"', 'mode = "live"'))
         assert not await reloader.reload(d)
         assert d.settings.execution.mode == "dry_run"
