@@ -30,7 +30,7 @@ async def push_each(d, feed: PushFeed, ticks: list[PriceTick]) -> None:
     for t in ticks:
         done = d.ticks_applied + 1
         feed.push(t)
-        await until(lambda: d.ticks_applied >= done, what=f"tick {t} applied")
+        await until(lambda done=done: d.ticks_applied >= done, what=f"tick {t} applied")
 
 
 def http_settings(config: Path, http: dict | None = None, **daemon):

@@ -22,7 +22,7 @@ from monitor.risk.portfolio import evaluate
 from monitor.service import build_daemon, run_daemon
 from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
-from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, fast_settings, until
+from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, fast_settings
 from tests.test_http import push_each
 from tests.test_sdnotify import FakeSystemd
 
