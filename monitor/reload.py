@@ -30,7 +30,7 @@ from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("reload")
 NotifierFactory = Callable[[Settings], list[tuple[Notifier, frozenset[str] | None]]]
-RESTART_ONLY = ("daemon", "feeds", "store", "http")  # sections bound to running resources
+RESTART_ONLY = ("daemon", "feeds", "store", "ha", "http")  # sections bound to running resources
 HOLDINGS_KEYS = ("holdings", "borrowed", "positions", "borrow_mmr", "source")
 
 
