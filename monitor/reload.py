@@ -20,10 +20,11 @@ import structlog
 
 from monitor.accounts.static import build_book
 from monitor.alerts.notifiers import Notifier
-from monitor.config import AccountSettings, Settings, load_settings
+from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import ConfigError, UserError
 from monitor.model import LevelEvent, Plan
+from monitor.persistence import config_digest
 from monitor.risk.portfolio import AccountBook
 from monitor.service import Daemon, build_executor, build_notifiers, status_line
 from strategies.base import StrategyRegistry
@@ -31,28 +32,24 @@ from strategies.base import StrategyRegistry
 log = structlog.get_logger("reload")
 NotifierFactory = Callable[[Settings], list[tuple[Notifier, frozenset[str] | None]]]
 RESTART_ONLY = ("daemon", "feeds", "store", "ha", "http")  # sections bound to running resources
-HOLDINGS_KEYS = ("holdings", "borrowed", "positions", "borrow_mmr", "source")
 
 
 def carried_books(d: Daemon, settings: Settings) -> list[AccountBook]:
     """Each account's book under the new config. An account whose holdings the config did not
-    change keeps the holdings its fills moved to; an edited one takes the config's."""
+    change keeps the holdings its fills moved to; an edited one takes the config's (the rule a
+    warm start from snapshots follows too)."""
     old_cfg = {a.name: a for a in d.settings.accounts}
     engine = d.monitor.engine
     out = []
     for acc in settings.accounts:
         book = build_book(settings, acc)
         before = old_cfg.get(acc.name)
-        if before is not None and same_holdings(before, acc):
+        if before is not None and config_digest(before) == config_digest(acc):
             live = engine.books[engine.account_index[acc.name]]
             if set(live.exposures) <= set(settings.assets):
                 book = replace(book, exposures=live.exposures)
         out.append(book)
     return out
-
-
-def same_holdings(a: AccountSettings, b: AccountSettings) -> bool:
-    return all(getattr(a, k) == getattr(b, k) for k in HOLDINGS_KEYS)
 
 
 def check_reloadable(running: Settings, new: Settings) -> list[str]:
@@ -81,7 +78,8 @@ class Reconfigure:
             self.done.set_result(err)
             return []
         d.monitor, d.settings = new, self.settings
-        d.executor = build_executor(self.settings, new, d.store, d.clock_ms)
+        d.executor = build_executor(self.settings, new, d.store, d.clock_ms, d.lease)  # also the kill switch
+        d.snapshots.follow(new)
         d.alerts.set_notifiers(self.notifiers(self.settings))
         d.changes += 1
         self.done.set_result(None)

@@ -23,7 +23,8 @@ from monitor.alerts.notifiers import ConsoleNotifier, Notifier
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
-from monitor.execution.base import Execution, Executor
+from monitor.execution.base import Execution
+from monitor.execution.gate import TradingGate
 from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import PriceFeed
@@ -31,8 +32,10 @@ from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
-from monitor.store import open_store
-from monitor.store.base import StateStore
+from monitor.lease import LeaseKeeper, default_instance_id
+from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
+from monitor.store import open_store, state_dir
+from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from monitor.telemetry import LatencyHistogram, LoopLagProbe, TickRate
 from strategies.base import StrategyRegistry
@@ -58,8 +61,9 @@ class Daemon:
     monitor: Monitor
     inbox: EngineInbox
     alerts: AlertManager
-    executor: Executor
+    executor: JournaledExecutor
     store: StateStore
+    snapshots: SnapshotWriter
     feeds: list[PriceFeed]
     plans: asyncio.Queue[Plan]
     clock_ms: Callable[[], int] = wall_clock_ms
@@ -71,6 +75,7 @@ class Daemon:
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
     owns_store: bool = True  # an injected store is closed by whoever made it
+    lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
     # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
     tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
     feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
@@ -109,9 +114,13 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
     return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
 
 
-def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int]) -> Executor:
+def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int],
+                   lease: LeaseKeeper | None) -> JournaledExecutor:
+    """Every plan's path: the trading gate, the journal, the paper ledger (priced by `monitor`)."""
     paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
-    return JournaledExecutor(paper, store, clock_ms)
+    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
+                       trade_without_store=settings.store.trade_during_outage)
+    return JournaledExecutor(paper, store, clock_ms, gate)
 
 
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
@@ -128,11 +137,14 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
     owns_store = store is None
     store = store if store is not None else open_store(settings)
-    executor = build_executor(settings, monitor, store, clock_ms)
+    ha = settings.ha
+    lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
+    executor = build_executor(settings, monitor, store, clock_ms, lease)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
-    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+    snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier(), owns_store=owns_store)
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease)
     if settings.http is not None:
         from monitor.http.server import HttpEndpoint, bearer_token
 
@@ -216,6 +228,7 @@ def settle(d: Daemon, done: Executed) -> None:
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
     d.actions["executed"] += 1
     d.recent_actions.append((done, result.health_after))
+    d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
@@ -314,14 +327,29 @@ def healthy(d: Daemon, within_s: float) -> bool:
     return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
+async def warm_start(d: Daemon) -> None:
+    """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
+    restored = restore(d.monitor, await d.store.snapshots())
+    reconciled = await reconcile_open_plans(d.store, d.executor)
+    ks = await d.store.kill_switch()
+    log.info("state loaded", store=d.store.name, accounts_restored=restored, plans_reconciled=reconciled,
+             kill_switch=bool(ks and ks.engaged))
+
+
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
+    try:
+        await warm_start(d)
+    except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
+        log.error("state not loaded: starting from the config", error=str(err))
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
-                  Component("systemd", lambda: systemd_loop(d)), Component("loop-lag", d.loop_lag.run),
+                  Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
+                  *([Component("lease", d.lease.run)] if d.lease is not None else []),
+                  Component("loop-lag", d.loop_lag.run),
                   *(feed_component(d, f) for f in d.feeds)]
     if d.http is not None:
         await d.http.start()  # binds now: a port in use is a one-line error before anything runs
@@ -364,6 +392,9 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     await asyncio.gather(*tasks, return_exceptions=True)
     if d.http is not None:
         await d.http.stop()
+    await d.snapshots.flush()
+    if d.lease is not None:
+        await d.lease.release()
     if d.owns_store:
         await d.store.close()
     d.notifier.close()

@@ -73,6 +73,7 @@ async def test_reload_keeps_state_applies_changes_and_rejects_a_bad_file(tmp_pat
         assert await reloader.reload(d)
         m = d.monitor
         assert m is not old and m.engine.price_map() == prices
+        assert d.snapshots.monitor is m  # snapshots are written from the new books
         main, second = m.engine.account_index["main"], m.engine.account_index["second"]
         book = m.engine.books[main]
         assert book.weights["ETH"] != old.engine.books[0].weights["ETH"]
