@@ -43,6 +43,16 @@ def authorized(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+class Collected:
+    """Metric families already read, for generate_latest to write out anywhere."""
+
+    def __init__(self, families: list):
+        self._families = families
+
+    def collect(self):
+        return iter(self._families)
+
+
 class HttpEndpoint:
     def __init__(self, daemon: Daemon, settings: HttpSettings, token: str | None):
         self.daemon = daemon
@@ -90,7 +100,11 @@ class HttpEndpoint:
         return web.json_response({"live": live, "status": status_line(self.daemon)}, status=200 if live else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Read on the loop, between two ticks (a consistent view, a fifth of the cost); the text
+        # is written in a thread, so a large scrape does not hold the tick path for its whole length.
+        families = Collected(list(self._registry.collect()))
+        body = await asyncio.to_thread(generate_latest, families)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(body=self._page, content_type="text/html", charset="utf-8",
