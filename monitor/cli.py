@@ -143,6 +143,7 @@ def print_summary(report: dict) -> None:
 
 # -- run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.reload import Reloader
     from monitor.service import build_daemon, run_daemon
 
     settings, _ = load_checked(args.config)
@@ -160,6 +161,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        reloader = Reloader(args.config, _registry())
+        reloads: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
+
+        def on_hangup() -> None:
+            task = asyncio.create_task(reloader.reload(daemon))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
         return await run_daemon(daemon, stop)
 
     try:

@@ -7,6 +7,7 @@ turns any validation problem into a one-line ConfigError naming the key path.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import tomllib
 from pathlib import Path
@@ -302,6 +303,47 @@ class HASettings(Frozen):
     instance_id: str | None = None  # default: host name and process id
 
 
+class HttpSettings(Frozen):
+    """The HTTP endpoint: /healthz, /metrics and the live status page."""
+
+    listen: str = "127.0.0.1:9108"  # host:port ([v6]:port); port 0 picks a free one
+    token_env: str | None = None  # env variable holding the bearer token; required off loopback
+    push_every_s: float = Field(default=1.0, gt=0)  # the status page is pushed at most this often
+    page_accounts: int = Field(default=200, gt=0)  # the status page lists this many accounts, least healthy first
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        listen_address(v)
+        return v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpSettings:
+        host, _ = listen_address(self.listen)
+        if self.token_env is None and not is_loopback(host):
+            raise ValueError(f"listen {self.listen!r} is not a loopback address: set token_env "
+                             "(the environment variable holding the bearer token)")
+        return self
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9108' or '[::1]:9108' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
 class DaemonSettings(Frozen):
     state_dir: str = "state"
     queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
@@ -323,6 +365,7 @@ class Settings(Frozen):
     notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
     store: StoreSettings = Field(default_factory=StoreSettings)
     ha: HASettings = Field(default_factory=HASettings)
+    http: HttpSettings | None = None  # off when absent
 
     @model_validator(mode="after")
     def _references(self) -> Settings:

@@ -11,10 +11,10 @@ import asyncio
 import itertools
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -38,6 +38,7 @@ from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
 from monitor.store import open_store, state_dir
 from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
+from monitor.telemetry import LatencyHistogram, LoopLagProbe, TickRate
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("daemon")
@@ -79,6 +80,16 @@ class Daemon:
     combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
     owns_store: bool = True  # an injected store is closed by whoever made it
     lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
+    # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
+    tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
+    feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
+    feed_lag_ms: dict[str, int] = field(default_factory=dict)  # feed name -> receipt minus event time, last tick
+    loop_lag: LoopLagProbe = field(default_factory=LoopLagProbe)
+    events: Counter[str] = field(default_factory=Counter)  # level events emitted, by kind
+    actions: Counter[str] = field(default_factory=Counter)  # plans by outcome: executed, failed
+    recent_actions: deque[tuple[Executed, float | None]] = field(default_factory=lambda: deque(maxlen=20))  # health after
+    changes: int = 0  # bumped whenever what the status page shows may have changed
+    http: Any = None  # the HTTP endpoint (monitor.http.server.HttpEndpoint) when [http] is set
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -110,6 +121,15 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
     return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
 
 
+def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int],
+                   lease: LeaseKeeper | None) -> JournaledExecutor:
+    """Every plan's path: the trading gate, the journal, the paper ledger (priced by `monitor`)."""
+    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
+    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
+                       trade_without_store=settings.store.trade_during_outage)
+    return JournaledExecutor(paper, store, clock_ms, gate)
+
+
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
@@ -124,12 +144,9 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
     owns_store = store is None
     store = store if store is not None else open_store(settings)
-    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
     ha = settings.ha
     lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
-    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
-                       trade_without_store=settings.store.trade_during_outage)
-    executor = JournaledExecutor(paper, store, clock_ms, gate)
+    executor = build_executor(settings, monitor, store, clock_ms, lease)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
     d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
@@ -138,6 +155,10 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     stale_after = {f.name: f.stale_after_s for f in settings.feeds}
     d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
                                 settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
+    if settings.http is not None:
+        from monitor.http.server import HttpEndpoint, bearer_token
+
+        d.http = HttpEndpoint(d, settings.http, bearer_token(settings.http))
     return d
 
 
@@ -145,8 +166,11 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
 async def engine_loop(d: Daemon) -> None:
     while True:
         message = await d.inbox.get()
+        started = time.perf_counter()
         try:
             handle(d, message)
+            if type(message) is PriceTick:
+                d.tick_latency.observe(time.perf_counter() - started)
         except Exception as err:  # one bad message must not stop monitoring
             log.error("engine message failed", message=type(message).__name__, error=f"{type(err).__name__}: {err}",
                       exc_info=err)
@@ -172,6 +196,8 @@ def handle(d: Daemon, message: object) -> None:
     elif isinstance(message, FeedEvent):
         # prices of a dead connection age into STALE by themselves; this is for the operator
         log.info("feed event", feed=message.feed, change=message.kind, detail=message.detail[:300])
+    elif hasattr(message, "apply_to"):  # a control message that carries its own change (a config reload)
+        dispatch(d, message.apply_to(d))
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())
@@ -195,11 +221,19 @@ def dispatch(d: Daemon, outcomes: list) -> None:
             except asyncio.QueueFull:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
+            d.events[item.kind.value] += 1
             d.alerts.submit(item)
 
 
 def settle(d: Daemon, done: Executed) -> None:
+    d.changes += 1
+    if done.plan.account not in d.monitor.engine.account_index:  # removed by a config reload meanwhile
+        log.warning("plan settled for an account no longer configured", account=done.plan.account,
+                    plan_id=done.plan.plan_id)
+        return
     if done.execution.duplicate or done.execution.errors or done.execution.refused:
+        d.actions["failed"] += 1
+        d.recent_actions.append((done, None))
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
                     refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
@@ -207,6 +241,8 @@ def settle(d: Daemon, done: Executed) -> None:
         d.settled.set()
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    d.actions["executed"] += 1
+    d.recent_actions.append((done, result.health_after))
     d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
@@ -214,7 +250,7 @@ def settle(d: Daemon, done: Executed) -> None:
              fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
                     for f in done.execution.fills])
     if result.event is not None:
-        d.alerts.submit(result.event)
+        dispatch(d, [result.event])
     d.settled.set()
 
 
@@ -270,9 +306,12 @@ async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
 
 def feed_component(d: Daemon, feed: PriceFeed) -> Component:
     put = d.combiner.sink_for(feed.name) if d.combiner is not None else d.inbox.put_tick
+    rate = d.feed_rates.setdefault(feed.name, TickRate())
 
     def sink(tick: PriceTick) -> None:
         d.feed_seen[feed.name] = time.monotonic()
+        rate.observe()
+        d.feed_lag_ms[feed.name] = (tick.recv_ms or wall_clock_ms()) - tick.ts_ms
         put(tick)
 
     if hasattr(feed, "events"):  # live feeds report connection changes
@@ -332,7 +371,11 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
                   Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
                   *([Component("lease", d.lease.run)] if d.lease is not None else []),
+                  Component("loop-lag", d.loop_lag.run),
                   *(feed_component(d, f) for f in d.feeds)]
+    if d.http is not None:
+        await d.http.start()  # binds now: a port in use is a one-line error before anything runs
+        components.append(Component("http-push", d.http.push_loop))
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info("daemon started", accounts=len(d.monitor.engine.books), feeds=[f.name for f in d.feeds],
@@ -369,6 +412,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if d.http is not None:
+        await d.http.stop()
     await d.snapshots.flush()
     if d.lease is not None:
         await d.lease.release()
