@@ -11,14 +11,16 @@ import asyncio
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
+from monitor.alerts.build import Routed, build_alert_manager
+from monitor.alerts.content import describe, refreshed
 from monitor.alerts.manager import AlertManager
-from monitor.alerts.notifiers import ConsoleNotifier, Notifier
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
@@ -69,6 +71,9 @@ class Daemon:
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
     owns_store: bool = True  # an injected store is closed by whoever made it
+    price_sources: dict[str, str] = field(default_factory=dict)  # symbol -> the feed that prices it
+    tick_times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when recent ticks were applied
+    extra: list[Component] = field(default_factory=list)  # optional components (heartbeat, telegram control)
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -93,13 +98,14 @@ def market_clock(start_ms: int, step_ms: int) -> Callable[[], int]:
     return lambda: start_ms + next(steps) * step_ms
 
 
-def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] | None]]:
-    return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
+def level_order(monitor: Monitor) -> dict[str, list[str]]:
+    """Per account, its level names mildest first (the rules keep them by threshold, highest first)."""
+    return {acc.name: [lv.name for lv in acc.levels] for acc in monitor.rules.accounts}
 
 
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
-                 notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
+                 notifiers: list[Routed] | None = None,
                  clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None) -> Daemon:
     """Dependencies may be injected (tests); by default they come from settings."""
     if settings.execution.mode != "dry_run":
@@ -110,13 +116,29 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     if not feeds:
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
     owns_store = store is None
-    store = store if store is not None else open_store(settings)
+    relay: list[AlertManager] = []  # the store may report an outage once alerting exists
+    store = store if store is not None else open_store(
+        settings, on_outage=lambda down, detail: relay[0].store_outage(down, detail) if relay else None)
     paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
     executor = JournaledExecutor(paper, store, clock_ms)
-    alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
-    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
-                  asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier(), owns_store=owns_store)
+    sources = {sym: f.name for f in settings.feeds for sym in f.symbols} | {
+        sym: f.name for f in feeds for sym in getattr(f, "symbols", ())}
+    alerts = build_alert_manager(settings, store, level_order(monitor), notifiers, clock_ms=clock_ms,
+                                 refresh=lambda a: refreshed(monitor, a, sources))
+    relay.append(alerts)
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+               asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, price_sources=sources)
+    d.extra = optional_components(d, notifiers is None)
+    return d
+
+
+def optional_components(d: Daemon, configured: bool) -> list[Component]:
+    """The heartbeat and Telegram control, when configured (not with injected notifiers: tests)."""
+    from monitor.alerts.extras import control_components, heartbeat_component
+    if not configured:
+        return []
+    return [*heartbeat_component(d), *control_components(d)]
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -142,6 +164,7 @@ def handle(d: Daemon, message: object) -> None:
                             ask=message.ask, ts_ms=message.ts_ms, bad_ticks=m.bad_ticks)
             return
         d.ticks_applied += 1
+        d.tick_times.append(d.engine_seen)
         d.first_tick.set()
         if not d.all_priced.is_set() and not m.engine.missing.any():
             d.all_priced.set()
@@ -170,7 +193,7 @@ def dispatch(d: Daemon, outcomes: list) -> None:
             except asyncio.QueueFull:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
-            d.alerts.submit(item)
+            d.alerts.submit(item, describe(d.monitor, item, d.price_sources))
 
 
 def settle(d: Daemon, done: Executed) -> None:
@@ -186,7 +209,7 @@ def settle(d: Daemon, done: Executed) -> None:
              fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
                     for f in done.execution.fills])
     if result.event is not None:
-        d.alerts.submit(result.event)
+        d.alerts.submit(result.event, describe(d.monitor, result.event, d.price_sources))
     d.settled.set()
 
 
@@ -281,7 +304,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
-                  Component("systemd", lambda: systemd_loop(d)),
+                  Component("systemd", lambda: systemd_loop(d)), *d.extra,
                   *(feed_component(d, f) for f in d.feeds)]
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -315,10 +338,11 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     try:  # let the engine apply what is queued and the alert worker deliver it
         await asyncio.wait_for(_drain(d), DRAIN_TIMEOUT_S)
     except TimeoutError:
-        log.warning("shutdown: undelivered alerts left", queued=d.alerts.queue.qsize())
+        log.warning("shutdown: undelivered alerts kept in the outbox for the next start", queued=d.alerts.pending())
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await d.alerts.close()
     if d.owns_store:
         await d.store.close()
     d.notifier.close()
@@ -329,4 +353,4 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
 async def _drain(d: Daemon) -> None:
     while len(d.inbox):
         await asyncio.sleep(0)
-    await d.alerts.queue.join()
+    await d.alerts.drain()
