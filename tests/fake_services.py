@@ -47,6 +47,10 @@ class FakeServer:
 
     def __post_init__(self) -> None:
         self._changed = asyncio.Event()
+        self.closing = False
+
+    def wake(self) -> None:
+        """Lets long-held requests see that the server is closing."""
 
     @property
     def url(self) -> str:
@@ -66,6 +70,8 @@ class FakeServer:
         return self
 
     async def stop(self) -> None:
+        self.closing = True
+        self.wake()
         for ev in self.hung:
             ev.set()
         if self._runner is not None:
@@ -278,6 +284,9 @@ class FakeTelegram(FakeServer):
         q.append(now)
         return 0
 
+    def wake(self) -> None:
+        self._update_added.set()
+
     def add_update(self, chat_id: int, text: str) -> None:
         uid = len(self.updates) + 1000
         self.updates.append({"update_id": uid, "message": {"message_id": uid, "date": int(time.time()),
@@ -293,7 +302,7 @@ class FakeTelegram(FakeServer):
         deadline = time.monotonic() + timeout
         while True:
             fresh = [u for u in self.updates if u["update_id"] >= offset]
-            if fresh or time.monotonic() >= deadline:
+            if fresh or time.monotonic() >= deadline or self.closing:
                 return web.json_response({"ok": True, "result": fresh})
             self._update_added.clear()
             try:

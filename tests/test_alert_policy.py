@@ -28,8 +28,8 @@ def sent(changes) -> list[tuple[str, str, str, int]]:
 
 def test_one_notification_per_firing_then_repeats_at_the_level_interval() -> None:
     p = policy()
-    assert sent(p.on_alert(ev(EventKind.FIRING, "critical", T0), T0)) == [("a", "critical", "firing", 0)]
-    assert sent(p.on_alert(ev(EventKind.FIRING, "critical", T0 + 1000), T0 + 1000)) == []  # dedup
+    assert sent(p.step([ev(EventKind.FIRING, "critical", T0)], T0)) == [("a", "critical", "firing", 0)]
+    assert sent(p.step([ev(EventKind.FIRING, "critical", T0 + 1000)], T0 + 1000)) == []  # dedup
     assert sent(p.due(T0 + 10 * MIN - 1)) == []
     assert sent(p.due(T0 + 10 * MIN)) == [("a", "critical", "firing", 1)]
     assert sent(p.due(T0 + 15 * MIN)) == []
@@ -38,31 +38,31 @@ def test_one_notification_per_firing_then_repeats_at_the_level_interval() -> Non
 
 def test_resolved_notice_says_how_low_and_how_long_and_only_if_notified() -> None:
     p = policy()
-    p.on_alert(ev(EventKind.FIRING, "warn", T0), T0)
-    out = p.on_alert(ev(EventKind.RESOLVED, "warn", T0 + 5 * MIN, min_health=1.02, since_ms=T0), T0 + 5 * MIN)
+    p.step([ev(EventKind.FIRING, "warn", T0)], T0)
+    out = p.step([ev(EventKind.RESOLVED, "warn", T0 + 5 * MIN, min_health=1.02, since_ms=T0)], T0 + 5 * MIN)
     (r,) = out.notify
     assert (r.state, r.min_health, r.ts_ms - r.since_ms) == ("resolved", 1.02, 5 * MIN)
     assert out.delete == (("a", "warn"),)
-    assert sent(p.on_alert(ev(EventKind.RESOLVED, "warn", T0 + 6 * MIN), T0 + 6 * MIN)) == []  # nothing firing
+    assert sent(p.step([ev(EventKind.RESOLVED, "warn", T0 + 6 * MIN)], T0 + 6 * MIN)) == []  # nothing firing
 
 
 def test_deeper_level_inhibits_milder_until_it_resolves() -> None:
     p = policy()
-    p.on_alert(ev(EventKind.FIRING, "critical", T0), T0)
-    assert sent(p.on_alert(ev(EventKind.FIRING, "warn", T0), T0)) == []  # held back by critical
+    p.step([ev(EventKind.FIRING, "critical", T0)], T0)
+    assert sent(p.step([ev(EventKind.FIRING, "warn", T0)], T0)) == []  # held back by critical
     assert sent(p.due(T0 + 500 * MIN)) == [("a", "critical", "firing", 1)]  # critical repeats, warn does not
-    out = p.on_alert(ev(EventKind.RESOLVED, "critical", T0 + 501 * MIN), T0 + 501 * MIN)
+    out = p.step([ev(EventKind.RESOLVED, "critical", T0 + 501 * MIN)], T0 + 501 * MIN)
     assert sent(out) == [("a", "critical", "resolved", 0), ("a", "warn", "firing", 0)]
     # Another account is not inhibited by a's critical.
-    p.on_alert(ev(EventKind.FIRING, "critical", T0), T0)
-    assert sent(p.on_alert(ev(EventKind.FIRING, "warn", T0, account="b"), T0)) == [("b", "warn", "firing", 0)]
+    p.step([ev(EventKind.FIRING, "critical", T0)], T0)
+    assert sent(p.step([ev(EventKind.FIRING, "warn", T0, account="b")], T0)) == [("b", "warn", "firing", 0)]
 
 
 def test_stale_blind_alert_inhibits_ratio_alerts_of_that_account() -> None:
     p = policy()
-    assert sent(p.on_alert(ev(EventKind.STALE, "stale", T0), T0)) == [("a", "stale", "stale", 0)]
-    assert sent(p.on_alert(ev(EventKind.FIRING, "critical", T0 + 1), T0 + 1)) == []
-    out = p.on_alert(ev(EventKind.FRESH, "stale", T0 + 3 * MIN), T0 + 3 * MIN)
+    assert sent(p.step([ev(EventKind.STALE, "stale", T0)], T0)) == [("a", "stale", "stale", 0)]
+    assert sent(p.step([ev(EventKind.FIRING, "critical", T0 + 1)], T0 + 1)) == []
+    out = p.step([ev(EventKind.FRESH, "stale", T0 + 3 * MIN)], T0 + 3 * MIN)
     fresh, critical = out.notify
     assert (fresh.state, fresh.ts_ms - fresh.since_ms) == ("fresh", 3 * MIN)
     assert (critical.level, critical.state) == ("critical", "firing")
@@ -71,18 +71,25 @@ def test_stale_blind_alert_inhibits_ratio_alerts_of_that_account() -> None:
 def test_silence_mutes_and_an_alert_still_firing_goes_out_when_it_expires() -> None:
     p = policy()
     p.silences = [Silence("s1", "a", "warn", T0 + 60 * MIN, T0)]
-    assert sent(p.on_alert(ev(EventKind.FIRING, "warn", T0), T0)) == []
-    assert sent(p.on_alert(ev(EventKind.FIRING, "critical", T0), T0)) == [("a", "critical", "firing", 0)]
-    assert sent(p.on_alert(ev(EventKind.INEFFECTIVE, "warn", T0), T0)) == []  # one-off notices too
-    p.on_alert(ev(EventKind.RESOLVED, "critical", T0 + MIN), T0 + MIN)
+    assert sent(p.step([ev(EventKind.FIRING, "warn", T0)], T0)) == []
+    assert sent(p.step([ev(EventKind.FIRING, "critical", T0)], T0)) == [("a", "critical", "firing", 0)]
+    assert sent(p.step([ev(EventKind.INEFFECTIVE, "warn", T0)], T0)) == []  # one-off notices too
+    p.step([ev(EventKind.RESOLVED, "critical", T0 + MIN)], T0 + MIN)
     assert sent(p.due(T0 + 59 * MIN)) == []
     assert sent(p.due(T0 + 60 * MIN)) == [("a", "warn", "firing", 0)]
 
 
 def test_active_alerts_survive_a_restart_through_their_records() -> None:
     p = policy()
-    changes = p.on_alert(ev(EventKind.FIRING, "critical", T0), T0)
+    changes = p.step([ev(EventKind.FIRING, "critical", T0)], T0)
     restarted = policy()
     restarted.load(list(changes.put))
-    assert sent(restarted.on_alert(ev(EventKind.FIRING, "critical", T0 + 5000), T0 + 5000)) == []  # still deduped
+    assert sent(restarted.step([ev(EventKind.FIRING, "critical", T0 + 5000)], T0 + 5000)) == []  # still deduped
     assert sent(restarted.due(T0 + 10 * MIN)) == [("a", "critical", "firing", 1)]
+
+
+def test_levels_firing_in_the_same_tick_notify_only_the_deepest() -> None:
+    p = policy()
+    out = p.step([ev(EventKind.FIRING, "warn", T0), ev(EventKind.FIRING, "critical", T0)], T0)
+    assert sent(out) == [("a", "critical", "firing", 0)]
+    assert {(r.account, r.level) for r in out.put} == {("a", "warn"), ("a", "critical")}  # both are active

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from itertools import groupby
 from collections.abc import Callable
 
 from monitor.alerts.build import build_alert_manager, build_notifiers
@@ -90,10 +91,10 @@ async def notify_replay(settings: Settings, alerts: list[Alert], out: Callable[[
     clock = [0]
     manager = build_alert_manager(settings, store, levels_of(settings), clock_ms=lambda: clock[0])
     await manager.start()
-    for alert in alerts:
-        clock[0] = alert.ts_ms
-        await manager.apply(manager.policy.due(alert.ts_ms))
-        await manager.handle(alert)
+    for ts_ms, same_time in groupby(alerts, key=lambda a: a.ts_ms):
+        clock[0] = ts_ms
+        await manager.apply(manager.policy.due(ts_ms))  # reminders due before this moment
+        await manager.handle(list(same_time))
     workers = [asyncio.create_task(w.run()) for w in manager.workers.values()]
     try:
         await asyncio.wait_for(asyncio.gather(*(w.idle() for w in manager.workers.values())), timeout_s)

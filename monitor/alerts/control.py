@@ -85,10 +85,18 @@ class TelegramControl:
         except UserError as err:
             answer = str(err)
         self.handled += 1
-        try:
-            await self._notifier.send_text(answer, chat_id=chat)
-        except DeliveryError as err:
-            log.warning("telegram control: reply failed", reason=err.reason)
+        await self.reply(answer, chat)
+
+    async def reply(self, text: str, chat: str, attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                await self._notifier.send_text(text, chat_id=chat)
+                return
+            except DeliveryError as err:
+                if err.retry_after_s is None or attempt == attempts - 1:  # only a 429 is worth waiting for
+                    log.warning("telegram control: reply failed", reason=err.reason)
+                    return
+                await asyncio.sleep(err.retry_after_s)
 
     async def command(self, text: str, chat: str) -> str:
         words = text.split()

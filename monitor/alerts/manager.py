@@ -133,24 +133,29 @@ class AlertManager:
             tg.create_task(self._repeat_loop(), name="alerts:repeat")
             tg.create_task(self._silence_loop(), name="alerts:silences")
             while True:
-                item = await self.queue.get()
+                batch = [await self.queue.get()]
+                while not self.queue.empty():  # what one tick produced is decided together
+                    batch.append(self.queue.get_nowait())
                 try:
-                    await self.handle(item)
+                    await self.handle(batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:  # one bad alert must not stop alerting
                     log.error("alert handling failed", error=f"{type(err).__name__}: {err}", exc_info=err)
                 finally:
-                    self.queue.task_done()
+                    for _ in batch:
+                        self.queue.task_done()
 
-    async def handle(self, item: Alert | _NoticeRequest) -> None:
-        if isinstance(item, _NoticeRequest):
-            for name in self.workers:
-                if name != item.exclude:
-                    await self._enqueue(name, item.notice.key, item.notice.ts_ms, item_payload(item.notice))
-            return
-        self._latest_ms = max(self._latest_ms, item.ts_ms)
-        await self.apply(self.policy.on_alert(item, self.now_ms()))
+    async def handle(self, batch: list[Alert | _NoticeRequest]) -> None:
+        alerts = [x for x in batch if isinstance(x, Alert)]
+        for item in batch:
+            if isinstance(item, _NoticeRequest):
+                for name in self.workers:
+                    if name != item.exclude:
+                        await self._enqueue(name, item.notice.key, item.notice.ts_ms, item_payload(item.notice))
+        if alerts:
+            self._latest_ms = max(self._latest_ms, *(a.ts_ms for a in alerts))
+            await self.apply(self.policy.step(alerts, self.now_ms()))
 
     async def apply(self, changes: Changes) -> None:
         for record in changes.put:

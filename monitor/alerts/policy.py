@@ -66,7 +66,16 @@ class AlertPolicy:
         return [a for levels in self.active.values() for a in levels.values()]
 
     # -- decisions --------------------------------------------------------------------------
+    def step(self, alerts: list[Alert], now_ms: int) -> Changes:
+        """Alerts that arrived together (one tick's): all are registered before any is notified,
+        so a warn and a critical firing at once notify only the critical."""
+        out = Changes()
+        for alert in alerts:
+            out = self._merge(out, self.on_alert(alert, now_ms))
+        return self._merge(out, self.due(now_ms, only={a.account for a in alerts}))
+
     def on_alert(self, alert: Alert, now_ms: int) -> Changes:
+        """Registers one alert; firing ones are notified by the `due()` that follows (see `step`)."""
         key = (alert.account, alert.level)
         if alert.kind in FIRES:
             levels = self.active.setdefault(alert.account, {})
@@ -75,7 +84,7 @@ class AlertPolicy:
                 a.worst_health = _lower(a.worst_health, alert.health)
                 return Changes(put=(a.record(),))
             a = levels[alert.level] = Active(alert, worst_health=_lower(None, alert.health))
-            return self._merge(Changes(put=(a.record(),)), self.due(now_ms, only=alert.account))
+            return Changes(put=(a.record(),))
         if alert.kind in CLEARS:
             levels = self.active.get(alert.account, {})
             a = levels.pop(alert.level, None)
@@ -86,14 +95,13 @@ class AlertPolicy:
             if alert.since_ms is None:  # FRESH carries no history: the record has it
                 alert = replace(alert, since_ms=a.alert.ts_ms, min_health=a.worst_health)
             notify = () if a.last_sent_ms is None or self.silenced(alert, now_ms) else (alert,)
-            # Milder alerts held back by this one may go out now.
-            return self._merge(Changes(notify, delete=(key,)), self.due(now_ms, only=alert.account))
+            return Changes(notify, delete=(key,))  # milder alerts held back by it: the next due()
         return Changes(() if self.silenced(alert, now_ms) else (alert,))  # one-off notices
 
-    def due(self, now_ms: int, only: str | None = None) -> Changes:
+    def due(self, now_ms: int, only: set[str] | None = None) -> Changes:
         """Firing alerts to notify now: never notified and no longer held back, or a repeat due."""
         notify, put = [], []
-        accounts = self.active.items() if only is None else [(only, self.active.get(only, {}))]
+        accounts = self.active.items() if only is None else [(acc, self.active.get(acc, {})) for acc in only]
         for account, level, a in ((acc, lv, a) for acc, levels in accounts for lv, a in levels.items()):
             if a.last_sent_ms is not None and now_ms - a.last_sent_ms < self._repeat_ms(level):
                 continue
