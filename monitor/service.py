@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from monitor.alerts.build import Routed, build_alert_manager
-from monitor.alerts.content import describe, refreshed
+from monitor.alerts.content import Alert, describe, refreshed
 from monitor.alerts.manager import AlertManager
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
@@ -30,7 +30,8 @@ from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import PriceFeed
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
-from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
+from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
+from monitor.risk.portfolio import to_native
 from monitor.sdnotify import SystemdNotifier
 from monitor.store import open_store
 from monitor.store.base import StateStore
@@ -168,6 +169,7 @@ def handle(d: Daemon, message: object) -> None:
         d.first_tick.set()
         if not d.all_priced.is_set() and not m.engine.missing.any():
             d.all_priced.set()
+            d.alerts.reconcile(breached_now(d))
     elif isinstance(message, Executed):
         settle(d, message)
     elif isinstance(message, ClockTick):
@@ -194,6 +196,22 @@ def dispatch(d: Daemon, outcomes: list) -> None:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
             d.alerts.submit(item, describe(d.monitor, item, d.price_sources))
+
+
+def breached_now(d: Daemon) -> Callable[[str], tuple[frozenset[str], Alert] | None]:
+    """For an account: the levels breached now, and a resolved notice for alerts restored from the
+    store that no longer are (they cleared while the daemon was stopped)."""
+    m = d.monitor
+
+    def lookup(account: str) -> tuple[frozenset[str], Alert] | None:
+        i = m.engine.account_index.get(account)
+        if i is None:
+            return None
+        acc, h = m.rules.accounts[i], float(m.engine.health[i])
+        native = to_native(acc.model, acc.param, h) if not math.isnan(h) else math.nan
+        ev = LevelEvent(account, "", EventKind.RESOLVED, h, native, m.now_ms, m.rules.dry_run)
+        return frozenset(lv.name for lv in acc.levels[:int(m.rules.depth[i])]), Alert.from_event(ev)
+    return lookup
 
 
 def settle(d: Daemon, done: Executed) -> None:

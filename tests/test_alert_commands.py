@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from monitor.alerts.ratelimit import RateLimiter, windows_for
 from monitor.cli import main
@@ -82,6 +83,7 @@ async def servers(tmp_path: Path, monkeypatch):
     yield config, slack, telegram, hook
     for s in (slack, telegram, hook):
         await s.stop()
+    structlog.reset_defaults()  # main() bound logging to this test's captured stderr
 
 
 async def test_test_alert_reports_each_channel(servers, capsys) -> None:

@@ -253,3 +253,28 @@ async def test_heartbeat_pings_while_healthy(fakes, monkeypatch) -> None:
     feed.push(60000)
     await hook.wait_for(lambda h: sum(r.path == "/ping/abc123" for r in h.received) >= 3)
     assert await run.close() == 0
+
+
+async def test_alert_that_cleared_while_stopped_is_resolved_after_restart(fakes, tmp_path: Path) -> None:
+    _, _, hook = fakes
+    settings = settings_for(2, [HOOK], {"group_wait_s": 0.05}, tmp_path)
+    feed = QueueFeed()
+    store = SqliteStore(tmp_path / "state.sqlite")
+    run = Running(build_daemon(settings, default_registry(), store=store, feeds=[feed]))
+    feed.push(60000, 40000)
+    await hook.wait_for(lambda h: len(hook_alerts(h)) >= 2)
+    assert await run.close() == 0
+    await store.close()
+
+    store = SqliteStore(tmp_path / "state.sqlite")
+    feed2 = QueueFeed(feed.base_ms)
+    run = Running(build_daemon(settings, default_registry(), store=store, feeds=[feed2]))
+    feed2.push(61000, at_s=120)  # recovered while the daemon was down: the rules never see it fire
+    await hook.wait_for(lambda h: len(hook_alerts(h)) >= 4)
+    assert await run.close() == 0
+    assert await store.alerts() == []
+    await store.close()
+    resolved = [a for a in hook_alerts(hook) if a["state"] == "resolved"]
+    assert sorted((a["account"], a["level"], a["since"], a["min_health"]) for a in resolved) == [
+        (f"acct-000{i}", "critical", iso_ms(feed.base_ms + 1000), pytest.approx(32000 / 30000)) for i in range(2)]
+    assert resolved[0]["health"] == pytest.approx(61000 * 0.8 / 30000)

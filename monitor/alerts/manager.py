@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from monitor.alerts.content import Alert, AlertContext
 from monitor.alerts.delivery import ChannelWorker
 from monitor.alerts.message import Notice, item_payload
-from monitor.alerts.policy import AlertPolicy, Changes
+from monitor.alerts.policy import STALE, AlertPolicy, Changes
 from monitor.alerts.routing import Route, channels_for
 from monitor.model import LevelEvent, wall_clock_ms
 from monitor.store.base import OutboxItem, Silence, StateStore
@@ -32,6 +32,13 @@ class _NoticeRequest:
     exclude: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Reconcile:
+    """Once every account is priced after a start: alerts restored from the store whose level is no
+    longer breached resolved while the daemon was away; `now` holds their resolved notices."""
+    now: Callable[[str], tuple[frozenset[str], Alert] | None]  # account -> (levels breached, a RESOLVED template)
+
+
 class AlertManager:
     def __init__(self, workers: list[ChannelWorker], routes: list[Route], policy: AlertPolicy, store: StateStore,
                  *, queue_size: int = 10_000, clock_ms: Callable[[], int] = wall_clock_ms,
@@ -41,7 +48,7 @@ class AlertManager:
         self.routes = routes
         self.policy = policy
         self.store = store
-        self.queue: asyncio.Queue[Alert | _NoticeRequest] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[Alert | _NoticeRequest | _Reconcile] = asyncio.Queue(queue_size)
         self._clock_ms = clock_ms
         self._refresh = refresh
         self._silence_poll_s = silence_poll_s
@@ -59,7 +66,10 @@ class AlertManager:
         now = self.now_ms()
         self._put(_NoticeRequest(Notice(f"notice\x1f{key}\x1f{now}", text, now), exclude))
 
-    def _put(self, item: Alert | _NoticeRequest) -> None:
+    def reconcile(self, now: Callable[[str], tuple[frozenset[str], Alert] | None]) -> None:
+        self._put(_Reconcile(now))
+
+    def _put(self, item: Alert | _NoticeRequest | _Reconcile) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -146,8 +156,10 @@ class AlertManager:
                     for _ in batch:
                         self.queue.task_done()
 
-    async def handle(self, batch: list[Alert | _NoticeRequest]) -> None:
+    async def handle(self, batch: list[Alert | _NoticeRequest | _Reconcile]) -> None:
         alerts = [x for x in batch if isinstance(x, Alert)]
+        for r in (x for x in batch if isinstance(x, _Reconcile)):
+            alerts += self._gone(r)
         for item in batch:
             if isinstance(item, _NoticeRequest):
                 for name in self.workers:
@@ -156,6 +168,17 @@ class AlertManager:
         if alerts:
             self._latest_ms = max(self._latest_ms, *(a.ts_ms for a in alerts))
             await self.apply(self.policy.step(alerts, self.now_ms()))
+
+    def _gone(self, r: _Reconcile) -> list[Alert]:
+        out = []
+        for a in self.policy.firing():
+            acc, level = a.alert.account, a.alert.level
+            state = r.now(acc) if level != STALE else None
+            if state is None or level in state[0]:
+                continue
+            template = state[1]
+            out.append(replace(template, level=level, since_ms=a.alert.ts_ms, min_health=a.worst_health))
+        return out
 
     async def apply(self, changes: Changes) -> None:
         for record in changes.put:
