@@ -1,4 +1,4 @@
-"""Command line: run, check-config, replay.
+"""Command line: run, check-config, replay (and the store commands of monitor/cli_state.py).
 
 User errors (bad config, bad price file, unknown asset) end with one line on
 stderr naming the culprit and exit status 2, never a traceback.
@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     tst = sub.add_parser("test-alert", help="send one tagged test message to every configured channel")
     tst.add_argument("--config", required=True)
     tst.set_defaults(func=cmd_test_alert)
+
+    from monitor import cli_state
+    cli_state.register(sub)
     return p
 
 

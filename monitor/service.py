@@ -24,7 +24,8 @@ from monitor.alerts.manager import AlertManager
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
-from monitor.execution.base import Execution, Executor
+from monitor.execution.base import Execution
+from monitor.execution.gate import TradingGate
 from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.paper import PaperExecutor
 from monitor.feeds.base import PriceFeed
@@ -33,8 +34,10 @@ from monitor.inbox import EngineInbox
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.risk.portfolio import to_native
 from monitor.sdnotify import SystemdNotifier
-from monitor.store import open_store
-from monitor.store.base import StateStore
+from monitor.lease import LeaseKeeper, default_instance_id
+from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
+from monitor.store import open_store, state_dir
+from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from strategies.base import StrategyRegistry
 
@@ -59,8 +62,9 @@ class Daemon:
     monitor: Monitor
     inbox: EngineInbox
     alerts: AlertManager
-    executor: Executor
+    executor: JournaledExecutor
     store: StateStore
+    snapshots: SnapshotWriter
     feeds: list[PriceFeed]
     plans: asyncio.Queue[Plan]
     clock_ms: Callable[[], int] = wall_clock_ms
@@ -75,6 +79,7 @@ class Daemon:
     price_sources: dict[str, str] = field(default_factory=dict)  # symbol -> the feed that prices it
     tick_times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when recent ticks were applied
     extra: list[Component] = field(default_factory=list)  # optional components (heartbeat, telegram control)
+    lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -121,15 +126,20 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     store = store if store is not None else open_store(
         settings, on_outage=lambda down, detail: relay[0].store_outage(down, detail) if relay else None)
     paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
-    executor = JournaledExecutor(paper, store, clock_ms)
+    ha = settings.ha
+    lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
+    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
+                       trade_without_store=settings.store.trade_during_outage)
+    executor = JournaledExecutor(paper, store, clock_ms, gate)
     sources = {sym: f.name for f in settings.feeds for sym in f.symbols} | {
         sym: f.name for f in feeds for sym in getattr(f, "symbols", ())}
     alerts = build_alert_manager(settings, store, level_order(monitor), notifiers, clock_ms=clock_ms,
                                  refresh=lambda a: refreshed(monitor, a, sources))
     relay.append(alerts)
-    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+    snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier(), owns_store=owns_store, price_sources=sources)
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, price_sources=sources)
     d.extra = optional_components(d, notifiers is None)
     return d
 
@@ -221,6 +231,7 @@ def settle(d: Daemon, done: Executed) -> None:
         d.monitor.abandon(done.plan)
         return
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
@@ -315,14 +326,28 @@ def healthy(d: Daemon, within_s: float) -> bool:
     return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
+async def warm_start(d: Daemon) -> None:
+    """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
+    restored = restore(d.monitor, await d.store.snapshots())
+    reconciled = await reconcile_open_plans(d.store, d.executor)
+    ks = await d.store.kill_switch()
+    log.info("state loaded", store=d.store.name, accounts_restored=restored, plans_reconciled=reconciled,
+             kill_switch=bool(ks and ks.engaged))
+
+
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
+    try:
+        await warm_start(d)
+    except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
+        log.error("state not loaded: starting from the config", error=str(err))
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
-                  Component("systemd", lambda: systemd_loop(d)), *d.extra,
+                  Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
+                  *([Component("lease", d.lease.run)] if d.lease is not None else []), *d.extra,
                   *(feed_component(d, f) for f in d.feeds)]
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -360,6 +385,9 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await d.snapshots.flush()
+    if d.lease is not None:
+        await d.lease.release()
     await d.alerts.close()
     if d.owns_store:
         await d.store.close()
