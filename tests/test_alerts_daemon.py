@@ -278,3 +278,28 @@ async def test_alert_that_cleared_while_stopped_is_resolved_after_restart(fakes,
     assert sorted((a["account"], a["level"], a["since"], a["min_health"]) for a in resolved) == [
         (f"acct-000{i}", "critical", iso_ms(feed.base_ms + 1000), pytest.approx(32000 / 30000)) for i in range(2)]
     assert resolved[0]["health"] == pytest.approx(61000 * 0.8 / 30000)
+
+
+async def test_alerting_goes_on_from_memory_through_a_redis_outage(fakes, redis_server, tmp_path: Path) -> None:
+    _, _, hook = fakes
+    raw = settings_for(1, [HOOK], {"group_wait_s": 0.05}, tmp_path).model_dump(exclude_none=True)
+    raw["store"] = {"backend": "redis", "url": redis_server.url, "prefix": "alerts-test"}
+    settings = parse_settings(raw)
+    feed = QueueFeed()
+    run = Running(build_daemon(settings, default_registry(), feeds=[feed]))
+    await run.d.alerts.ready.wait()
+    feed.push(60000)
+    await eventually(lambda: run.d.all_priced.is_set())
+    redis_server.stop()
+    feed.push(40000, at_s=1)  # fires while the store is down: delivered from memory
+
+    def notices(h):
+        return [n["text"] for r in h.received for n in r.json["notices"]]
+    await hook.wait_for(lambda h: any(a["state"] == "firing" for a in hook_alerts(h))
+                        and any(t.startswith("State store unavailable") for t in notices(h)), 20)
+    redis_server.start()
+    await hook.wait_for(lambda h: any(t.startswith("State store back") for t in notices(h)), 20)
+    await eventually(lambda: run.d.store.buffered == 0, 20)
+    assert sorted((r.account, r.level) for r in await run.d.store.alerts()) == [("acct-0000", "critical"), ("acct-0000", "warn")]
+    assert await run.d.store.outbox_depth() == {}  # the buffered add and done landed in order
+    assert await run.close() == 0
