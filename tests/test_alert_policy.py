@@ -83,7 +83,7 @@ def test_active_alerts_survive_a_restart_through_their_records() -> None:
     p = policy()
     changes = p.step([ev(EventKind.FIRING, "critical", T0)], T0)
     restarted = policy()
-    restarted.load(list(changes.put))
+    restarted.load([a.record() for a in changes.put])
     assert sent(restarted.step([ev(EventKind.FIRING, "critical", T0 + 5000)], T0 + 5000)) == []  # still deduped
     assert sent(restarted.due(T0 + 10 * MIN)) == [("a", "critical", "firing", 1)]
 
@@ -92,4 +92,4 @@ def test_levels_firing_in_the_same_tick_notify_only_the_deepest() -> None:
     p = policy()
     out = p.step([ev(EventKind.FIRING, "warn", T0), ev(EventKind.FIRING, "critical", T0)], T0)
     assert sent(out) == [("a", "critical", "firing", 0)]
-    assert {(r.account, r.level) for r in out.put} == {("a", "warn"), ("a", "critical")}  # both are active
+    assert {(a.alert.account, a.alert.level) for a in out.put} == {("a", "warn"), ("a", "critical")}  # both are active

@@ -137,8 +137,10 @@ class ChannelWorker:
 
     async def _mark_done(self, batch: list[OutboxItem]) -> None:
         try:  # the channel has it: it must never be sent again, even after a restart
-            for item in batch:
+            for n, item in enumerate(batch):
                 await asyncio.shield(self._store.outbox_done(self.name, item.key))
+                if n % 64 == 63:
+                    await asyncio.sleep(0)  # inline SQLite writes: leave the engine its turns
         except asyncio.CancelledError:
             raise
         except Exception as err:

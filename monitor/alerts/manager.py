@@ -24,6 +24,7 @@ from monitor.store.base import OutboxItem, Silence, StateStore
 
 log = structlog.get_logger("alerts")
 PENDING_LOAD_MAX = 1_000_000  # outbox items read back per channel at start
+BATCH_MAX = 1000  # alerts decided in one step (about 10 ms of work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,9 @@ class AlertManager:
             tg.create_task(self._silence_loop(), name="alerts:silences")
             while True:
                 batch = [await self.queue.get()]
-                while not self.queue.empty():  # what one tick produced is decided together
+                # What one tick produced is decided together (a warn and a critical at once page
+                # only the critical), in slices that leave the engine its turns.
+                while not self.queue.empty() and len(batch) < BATCH_MAX:
                     batch.append(self.queue.get_nowait())
                 try:
                     await self.handle(batch)
@@ -181,8 +184,10 @@ class AlertManager:
         return out
 
     async def apply(self, changes: Changes) -> None:
-        for record in changes.put:
-            await self._store_write(self.store.put_alert(record))
+        for n, active in enumerate(changes.put):
+            await self._store_write(self.store.put_alert(active.record()))
+            if n % 64 == 63:
+                await asyncio.sleep(0)
         for account, level in changes.delete:
             await self._store_write(self.store.delete_alert(account, level))
         for alert in changes.notify:
@@ -190,6 +195,8 @@ class AlertManager:
                 alert = self._refresh(alert)
             for name in channels_for(self.routes, alert):
                 await self._enqueue(name, alert.key, alert.ts_ms, item_payload(alert))
+            # The SQLite store writes inline: a burst of thousands must leave the engine its turns.
+            await asyncio.sleep(0)
 
     async def _enqueue(self, channel: str, key: str, ts_ms: int, payload: dict) -> None:
         item = OutboxItem(channel, key, ts_ms, payload)

@@ -32,10 +32,13 @@ class Active:
     last_sent_ms: int | None = None  # None: not notified yet (inhibited or silenced so far)
     repeats: int = 0
     worst_health: float | None = None
+    _alert_dict: dict | None = None  # the alert as saved: it never changes, so it is serialised once
 
     def record(self) -> AlertRecord:
+        if self._alert_dict is None:
+            self._alert_dict = self.alert.to_dict()
         return AlertRecord(self.alert.account, self.alert.level, self.alert.ts_ms, self.last_sent_ms,
-                           self.worst_health, {"alert": self.alert.to_dict(), "repeats": self.repeats})
+                           self.worst_health, {"alert": self._alert_dict, "repeats": self.repeats})
 
     @classmethod
     def from_record(cls, r: AlertRecord) -> Active:
@@ -44,9 +47,10 @@ class Active:
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """What one step decided: alerts to notify, records to write and to delete."""
+    """What one step decided: alerts to notify, active alerts to save (their `record()`, made by the
+    writer: serialising is the costly part of a burst) and records to delete."""
     notify: tuple[Alert, ...] = ()
-    put: tuple[AlertRecord, ...] = ()
+    put: tuple[Active, ...] = ()
     delete: tuple[tuple[str, str], ...] = ()
 
 
@@ -69,10 +73,14 @@ class AlertPolicy:
     def step(self, alerts: list[Alert], now_ms: int) -> Changes:
         """Alerts that arrived together (one tick's): all are registered before any is notified,
         so a warn and a critical firing at once notify only the critical."""
-        out = Changes()
-        for alert in alerts:
-            out = self._merge(out, self.on_alert(alert, now_ms))
-        return self._merge(out, self.due(now_ms, only={a.account for a in alerts}))
+        notify: list[Alert] = []
+        put: list[Active] = []
+        delete: list[tuple[str, str]] = []
+        for c in [*(self.on_alert(a, now_ms) for a in alerts), self.due(now_ms, only={a.account for a in alerts})]:
+            notify += c.notify
+            put += c.put
+            delete += c.delete
+        return Changes(tuple(notify), tuple(put), tuple(delete))
 
     def on_alert(self, alert: Alert, now_ms: int) -> Changes:
         """Registers one alert; firing ones are notified by the `due()` that follows (see `step`)."""
@@ -82,9 +90,9 @@ class AlertPolicy:
             a = levels.get(alert.level)
             if a is not None:  # dedup: already firing (also across a restart)
                 a.worst_health = _lower(a.worst_health, alert.health)
-                return Changes(put=(a.record(),))
+                return Changes(put=(a,))
             a = levels[alert.level] = Active(alert, worst_health=_lower(None, alert.health))
-            return Changes(put=(a.record(),))
+            return Changes(put=(a,))
         if alert.kind in CLEARS:
             levels = self.active.get(alert.account, {})
             a = levels.pop(alert.level, None)
@@ -113,7 +121,7 @@ class AlertPolicy:
                 a.repeats += 1
                 notify.append(a.alert.again(now_ms, a.repeats))
             a.last_sent_ms = now_ms
-            put.append(a.record())
+            put.append(a)
         return Changes(tuple(notify), tuple(put))
 
     def inhibited(self, account: str, level: str) -> bool:
@@ -127,10 +135,6 @@ class AlertPolicy:
 
     def silenced(self, alert: Alert, now_ms: int) -> bool:
         return any(s.matches(alert.account, alert.level, now_ms) for s in self.silences)
-
-    @staticmethod
-    def _merge(a: Changes, b: Changes) -> Changes:
-        return Changes(a.notify + b.notify, a.put + b.put, a.delete + b.delete)
 
 
 def _lower(worst: float | None, h: float) -> float | None:
