@@ -68,6 +68,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             what = lv.action if lv.action == "alert" else f"rebalance with {lv.strategy} to health {lv.target:.4g}"
             print(f"    {lv.name}: below health {lv.threshold:.4g} (native {native:.4g}), "
                   f"confirm {lv.confirm_ms / 1000:g}s -> {what}")
+    from monitor.alerts.build import channel_lines
+    for line in channel_lines(settings):
+        print(line)
     return 0
 
 

@@ -42,6 +42,13 @@ class Secrets:
         self._environ = os.environ if environ is None else environ
         self._from_file: dict[str, str] | None = None
 
+    def has(self, name: str) -> bool:
+        try:
+            self.get(name, "")
+        except ConfigError:
+            return False
+        return True
+
     def get(self, name: str, where: str) -> str:
         """The value of `name`; `where` (a config key path) goes into the error when it is missing."""
         value = self._environ.get(name)

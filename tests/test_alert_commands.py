@@ -181,3 +181,15 @@ def test_rate_limit_windows_match_the_services() -> None:
     assert windows_for("telegram", "42", None, None) == [(1, 1.0)]  # a private chat: 1/s only
     assert windows_for("slack", None, None, None) == [(1, 1.0)]
     assert windows_for("slack", None, 0.5, 30) == [(1, 0.5), (30, 60.0)]
+
+
+async def test_check_config_shows_channels_and_whether_secrets_are_found(servers, capsys) -> None:
+    config, *_ = servers
+    assert await asyncio.to_thread(main, ["check-config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:] == [
+        "  notifier ops-telegram: telegram, critical; TELEGRAM_BOT_TOKEN set",
+        "  notifier desk-slack: slack, all levels; SLACK_WEBHOOK_URL set",
+        "  notifier hook: webhook, all levels; HOOK_URL set, HOOK_SECRET set",
+    ]
+    assert not any("SECRET-token" in line or "/services/" in line for line in out)

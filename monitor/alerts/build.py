@@ -77,3 +77,15 @@ def build_alert_manager(settings: Settings, store: StateStore, level_order: dict
     manager = AlertManager(workers, routes, policy, store, queue_size=settings.daemon.queue_size, clock_ms=clock_ms,
                            refresh=refresh, silence_poll_s=a.silence_poll_s)
     return manager
+
+
+def channel_lines(settings: Settings, secrets: Secrets | None = None) -> list[str]:
+    """check-config's view of the channels: routing, and whether each secret is found (never its value)."""
+    secrets = secrets or Secrets(settings.alerts.secrets_file)
+    out = []
+    for n in settings.notifiers:
+        names = [getattr(n, k) for k in ("token_env", "webhook_url_env", "url_env", "secret_env") if getattr(n, k)]
+        found = [f"{name} {'set' if secrets.has(name) else 'NOT SET'}" for name in names]
+        levels = ", ".join(n.levels) if n.levels is not None else "all levels"
+        out.append(f"  notifier {n.name}: {n.kind}, {levels}" + (f"; {', '.join(found)}" if found else ""))
+    return out
