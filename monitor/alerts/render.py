@@ -92,7 +92,8 @@ class Markup:
 
 
 PLAIN = Markup(lambda s: s, lambda s: s, 1_000_000)
-TELEGRAM_HTML = Markup(lambda s: html.escape(s, quote=False), lambda s: f"<b>{s}</b>", 4096)
+# 4,096 is Telegram's limit in UTF-16 units after parsing; an emoji counts twice there, once here.
+TELEGRAM_HTML = Markup(lambda s: html.escape(s, quote=False), lambda s: f"<b>{s}</b>", 4000)
 # Slack mrkdwn: only &, < and > need escaping (https://api.slack.com/reference/surfaces/formatting).
 SLACK = Markup(lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
                lambda s: f"*{s}*", 3000)
