@@ -39,7 +39,7 @@ def with_store(config: str, use: Callable[[StateStore], Awaitable[T]]) -> T:
     settings = load_settings(config)
 
     async def go() -> T:
-        store = open_store(settings)
+        store = open_store(settings, daemon=False)
         try:
             return await use(store)
         except StoreUnavailable as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -30,7 +31,7 @@ class LeaseKeeper:
         self.instance_id = instance_id
         self.ttl_ms = int(ttl_s * 1000)
         self.lease: Lease | None = None
-        self.changed = asyncio.Event()  # set whenever leadership is won or lost
+        self.on_lead: Callable[[], Awaitable[None]] | None = None  # runs each time leadership is won
 
     @property
     def leading(self) -> bool:
@@ -41,13 +42,14 @@ class LeaseKeeper:
             lease = await self.store.acquire_lease(LEASE_NAME, self.instance_id, self.ttl_ms)
         except StoreUnavailable:
             lease = None  # cannot prove leadership: stop trading until the store answers
-        if (lease is None) != (self.lease is None) or (lease and self.lease and lease.token != self.lease.token):
-            if lease is not None:
-                log.warning("leading: this instance may trade", instance=self.instance_id, token=lease.token)
-            else:
-                log.warning("not leading: monitoring and alerting only", instance=self.instance_id)
-            self.changed.set()
+        won = lease is not None and (self.lease is None or lease.token != self.lease.token)
+        if won:
+            log.warning("leading: this instance may trade", instance=self.instance_id, token=lease.token)
+        elif lease is None and self.lease is not None:
+            log.warning("not leading: monitoring and alerting only", instance=self.instance_id)
         self.lease = lease
+        if won and self.on_lead is not None:
+            await self.on_lead()
 
     async def run(self) -> None:
         while True:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import orjson
 import structlog
@@ -21,7 +22,7 @@ from monitor.config import AccountSettings
 from monitor.core import Monitor
 from monitor.execution.journaled import JournaledExecutor
 from monitor.risk.portfolio import Exposure
-from monitor.store.base import AccountSnapshot, StateStore
+from monitor.store.base import AccountSnapshot, StateStore, StoreUnavailable
 
 log = structlog.get_logger("persistence")
 RULES_FIELDS = ("last_action_ms", "day", "actions_today", "notional_today")
@@ -57,7 +58,9 @@ def restore(m: Monitor, snaps: dict[str, AccountSnapshot]) -> int:
             log.warning("holdings in the config changed since the last run: the config wins", account=name)
             continue
         book = m.engine.books[i]
-        m.engine.set_book(replace(book, exposures={a: Exposure(**e) for a, e in snap.book.items()}))
+        exposures = {a: Exposure(**e) for a, e in snap.book.items()}
+        if exposures != {a: e for a, e in book.exposures.items() if not e.is_empty}:
+            m.engine.set_book(replace(book, exposures=exposures))
         st = m.rules.state[i]
         for f in RULES_FIELDS:
             if f in snap.rules:
@@ -77,17 +80,38 @@ async def reconcile_open_plans(store: StateStore, executor: JournaledExecutor) -
     return len(open_plans)
 
 
+@dataclass(frozen=True, slots=True)
+class AdoptSnapshots:
+    """A control message for the engine task (the one owner of risk state): take these books."""
+    snaps: dict[str, AccountSnapshot]
+
+    def apply_to(self, d) -> list:
+        restore(d.monitor, self.snaps)
+        return []
+
+
 class SnapshotWriter:
     """Writes snapshots off the tick path: at once for accounts whose book changed, and all
-    accounts every `every_s` (health and level for `collateral-monitor status`)."""
+    accounts every `every_s` (health and level for `collateral-monitor status`).
 
-    def __init__(self, monitor: Monitor, store: StateStore, clock_ms, every_s: float):
+    With several instances only the leader writes (`writing()`); the others adopt the
+    leader's snapshots every `every_s` through `adopt`, so their books follow the leader's
+    fills and a new leader starts from them."""
+
+    def __init__(self, monitor: Monitor, store: StateStore, clock_ms, every_s: float,
+                 writing: Callable[[], bool] = lambda: True, adopt: Callable[[AdoptSnapshots], None] | None = None):
         self.monitor = monitor
         self.store = store
         self.clock_ms = clock_ms
         self.every_s = every_s
+        self.writing = writing
+        self.adopt = adopt
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
+
+    async def follow_leader(self) -> None:
+        if self.adopt is not None:
+            self.adopt(AdoptSnapshots(await self.store.snapshots()))
 
     def follow(self, monitor: Monitor) -> None:
         """A config reload replaced the monitor (account indices may have moved): write every account anew."""
@@ -108,7 +132,13 @@ class SnapshotWriter:
                 due = set(range(len(self.monitor.engine.books)))
             self._wake.clear()
             self._dirty = set()
-            await self.write(due)
+            if self.writing():
+                await self.write(due)
+            else:
+                try:
+                    await self.follow_leader()
+                except StoreUnavailable:
+                    pass  # the next pass tries again
 
     async def write(self, indices) -> None:
         """In chunks, each read and written without a pause, with the engine's turn between them
@@ -122,4 +152,5 @@ class SnapshotWriter:
             await asyncio.sleep(0)
 
     async def flush(self) -> None:
-        await self.write(range(len(self.monitor.engine.books)))
+        if self.writing():
+            await self.write(range(len(self.monitor.engine.books)))

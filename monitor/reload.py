@@ -78,19 +78,19 @@ class Reconfigure:
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def apply_to(self, d: Daemon) -> list[LevelEvent | Plan]:
-        try:
+        try:  # everything that can fail happens before anything running is touched
             new = Monitor(self.settings, self.registry, books=carried_books(d, self.settings))
             check_strategies(new)  # with the checks above, all that check-config runs
+            channels = build_alert_manager(self.settings, d.store, level_order(new), self.notifiers(self.settings),
+                                           clock_ms=d.clock_ms)
+            executor = build_executor(self.settings, new, d.store, d.clock_ms, d.lease)  # also the kill switch
             outcomes = new.carry_over(d.monitor)
         except Exception as err:  # the running config stays whatever went wrong
             self.done.set_result(err)
             return []
         old_settings = d.settings
-        d.monitor, d.settings = new, self.settings
-        d.executor = build_executor(self.settings, new, d.store, d.clock_ms, d.lease)  # also the kill switch
+        d.monitor, d.settings, d.executor = new, self.settings, executor
         d.snapshots.follow(new)
-        channels = build_alert_manager(self.settings, d.store, level_order(new), self.notifiers(self.settings),
-                                       clock_ms=d.clock_ms)
         d.alerts.reconfigure(channels, unchanged_channels(old_settings, self.settings))
         d.changes += 1
         self.done.set_result(None)

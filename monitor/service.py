@@ -85,6 +85,7 @@ class Daemon:
     tick_times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when recent ticks were applied
     extra: list[Component] = field(default_factory=list)  # optional components (heartbeat, telegram control)
     lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
+    executing: tuple[Plan, asyncio.Future] | None = None  # the plan at the executor now
     # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
     tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
     feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
@@ -161,8 +162,10 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     alerts = build_alert_manager(settings, store, level_order(monitor), notifiers, clock_ms=clock_ms,
                                  refresh=lambda a: refreshed(running[0].monitor if running else monitor, a, sources))
     relay.append(alerts)
-    snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
-    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
+    inbox = EngineInbox()
+    snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s,
+                               writing=lambda: lease is None or lease.leading, adopt=inbox.put_control)
+    d = Daemon(settings, monitor, inbox, alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
                notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, price_sources=sources)
     running.append(d)
@@ -262,7 +265,8 @@ def breached_now(d: Daemon) -> Callable[[str], tuple[frozenset[str], Alert] | No
         acc, h = m.rules.accounts[i], float(m.engine.health[i])
         native = to_native(acc.model, acc.param, h) if not math.isnan(h) else math.nan
         ev = LevelEvent(account, "", EventKind.RESOLVED, h, native, m.now_ms, m.rules.dry_run)
-        return frozenset(lv.name for lv in acc.levels[:int(m.rules.depth[i])]), Alert.from_event(ev)
+        breached = {lv.name for lv in acc.levels[:int(m.rules.depth[i])]} | ({"stale"} if m.rules.stale[i] else set())
+        return frozenset(breached), Alert.from_event(ev)
     return lookup
 
 
@@ -328,15 +332,22 @@ def log_status(d: Daemon) -> None:
 async def execution_worker(d: Daemon) -> None:
     while True:
         plan = await d.plans.get()
-        try:
-            # The bookkeeping of an order placed must survive a shutdown that lands mid-call.
-            execution = await asyncio.shield(d.executor.execute(plan))
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # the account must not stay "in flight" forever
-            log.error("execution failed", plan_id=plan.plan_id, error=f"{type(err).__name__}: {err}")
-            execution = Execution(plan.plan_id, errors=(f"{type(err).__name__}: {err}",))
+        # An order placed must be settled even if a shutdown lands mid-call: the call runs
+        # on as its own task, and shutdown (_drain) settles it if this worker is cancelled.
+        d.executing = (plan, asyncio.ensure_future(d.executor.execute(plan)))
+        execution = await outcome_of(plan, asyncio.shield(d.executing[1]))
+        d.executing = None
         d.inbox.put_control(Executed(plan, execution))
+
+
+async def outcome_of(plan: Plan, call) -> Execution:
+    try:
+        return await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # the account must not stay "in flight" forever
+        log.error("execution failed", plan_id=plan.plan_id, error=f"{type(err).__name__}: {err}")
+        return Execution(plan.plan_id, errors=(f"{type(err).__name__}: {err}",))
 
 
 async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
@@ -393,10 +404,19 @@ async def warm_start(d: Daemon) -> None:
     if d.lease is not None:  # who trades is known before the first tick
         await d.lease.renew()
     restored = restore(d.monitor, await d.store.snapshots())
-    reconciled = await reconcile_open_plans(d.store, d.executor)
+    # Open plans are the leader's to reconcile: a standby must not close the leader's plan in flight.
+    reconciled = await reconcile_open_plans(d.store, d.executor) if d.lease is None or d.lease.leading else 0
+    if d.lease is not None:
+        d.lease.on_lead = lambda: take_over(d)
     ks = await d.store.kill_switch()
     log.info("state loaded", store=d.store.name, accounts_restored=restored, plans_reconciled=reconciled,
              kill_switch=bool(ks and ks.engaged))
+
+
+async def take_over(d: Daemon) -> None:
+    """Won leadership: start from the last leader's books, and close the plans it left open."""
+    await d.snapshots.follow_leader()
+    await reconcile_open_plans(d.store, d.executor)
 
 
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
@@ -468,6 +488,10 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
 
 
 async def _drain(d: Daemon) -> None:
+    if d.executing is not None:  # an execution the cancelled worker left running: settle it
+        plan, call = d.executing
+        d.executing = None
+        d.inbox.put_control(Executed(plan, await outcome_of(plan, call)))
     while len(d.inbox):
         await asyncio.sleep(0)
     await d.alerts.drain()

@@ -34,7 +34,9 @@ class GatedFeed(ScriptedFeed):
 def ha_settings(contract_config: Path, tmp_path: Path, instance: str, ttl_s: float):
     raw = fast_settings(contract_config).model_dump(exclude_none=True)
     raw["daemon"]["state_dir"] = str(tmp_path / instance)
+    raw["daemon"]["snapshot_every_s"] = 0.2
     raw["ha"] = {"enabled": True, "lease_ttl_s": ttl_s, "instance_id": instance}
+    raw["alerts"] = {"group_wait_s": 0}
     return parse_settings(raw)
 
 
@@ -71,16 +73,22 @@ async def test_one_leader_trades_and_the_other_takes_over(redis_session, contrac
         plan_ids = [e["plan_id"] for e in journal]
         assert plan_ids and len(plan_ids) == len(set(plan_ids))  # each plan executed once, by A
         token_a = a.lease.lease.token
+        main = a.monitor.engine.account_index["main"]
+        def held(d):
+            return {k: e for k, e in d.monitor.engine.books[main].exposures.items() if not e.is_empty}
+        await wait_until(lambda: held(b) == held(a))  # B's paper ledger follows A's fills
         await a.alerts.drain()
         await b.alerts.drain()
-        sent = [(e.account, e.level, e.kind) for c in channels for e in c.events]
-        assert ("main", "warn", EventKind.FIRING) in sent
+        sent = [(e.account, e.level, e.kind, e.ts_ms, e.repeat) for c in channels for e in c.events]
+        assert ("main", "warn", EventKind.FIRING) in {s[:3] for s in sent}
         assert len(sent) == len(set(sent))  # deduplicated across the instances through the shared outbox
 
         stops[0].set()  # A goes away: B takes over within the lease TTL
         assert await asyncio.wait_for(task_a, 10) == 0
+        await stores[1].claim_plan("left-open-by-A", "main", 1)  # as if A had died mid-plan
         await wait_until(lambda: b.lease.leading, timeout=3 * 0.6 + 2)
         assert b.lease.lease.token > token_a
+        assert await stores[1].open_plans() == []  # the new leader closed it before trading
     finally:
         for s in stops:
             s.set()
@@ -97,7 +105,7 @@ async def test_a_paused_leader_is_fenced_off(redis_session, tmp_path: Path) -> N
         await a.renew()
         assert a.leading and await a.may_trade()
         # A pauses (no renewal) while B keeps trying, as its keeper loop does.
-        b = LeaseKeeper(store_b, "B", ttl_s=10)
+        b = LeaseKeeper(store_b, "B", ttl_s=0.9)  # tries every 0.3 s
         b_loop = asyncio.create_task(b.run())
         await wait_until(lambda: b.leading, timeout=5)
         b_loop.cancel()

@@ -19,6 +19,7 @@ from monitor.errors import ConfigError
 from monitor.model import PriceTick, wall_clock_ms
 from monitor.service import build_daemon, run_daemon
 from monitor.store.sqlite import MemoryStore
+from monitor.feeds.stats import FeedStats
 from monitor.http.metrics import daemon_registry, outbox_depth
 from monitor.telemetry import LatencyHistogram, TickRate
 from strategies import default_registry
@@ -75,7 +76,11 @@ async def test_metrics_scraped_and_parsed(contract_config: Path) -> None:
     ticks = crash_ticks(wall_clock_ms())[:100]  # 50 steps down: health falls through warn (1.3)
     async with running(http_settings(contract_config)) as (d, url, feed):
         await push_each(d, feed, ticks)
-        feed.reconnects = 2  # a counter a live feed keeps as an attribute
+        feed.stats = FeedStats(reconnects=2, bad_frames=1)  # the counters a live feed keeps
+        async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+            held = samples(await resp.text())[("collateral_monitor_outbox_depth", ())]
+        assert held >= 1  # the warn alert, waiting out group_wait_s in its channel
+        await d.alerts.drain()
         async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain")
@@ -93,7 +98,7 @@ async def test_metrics_scraped_and_parsed(contract_config: Path) -> None:
     assert got[(p + "level_events_total", (("kind", "firing"),))] >= 1
     assert got[(p + "outbox_depth", ())] == 0
     assert got[(p + "feed_reconnects_total", (("feed", "push"),))] == 2
-    assert (p + "feed_bad_messages_total", (("feed", "push"),)) not in got  # a count the feed does not keep
+    assert got[(p + "feed_bad_frames_total", (("feed", "push"),))] == 1
     assert got[(p + "stale_assets", ())] == 0
     assert got[(p + "asset_stale", (("asset", "BTC"),))] == 0
     assert (p + "event_loop_lag_seconds", ()) in got
@@ -198,14 +203,10 @@ def test_tick_rate_and_latency_histogram() -> None:
     assert hist.count == 4 and hist.sum == pytest.approx(5.0035)
 
 
-def test_outbox_depth_reads_whatever_outbox_the_alert_manager_has() -> None:
-    class Box:
-        def depth(self) -> int:
-            return 7
-
+def test_outbox_depth_counts_what_the_channels_still_hold() -> None:
+    manager = type("M", (), {"workers": {"slack": [1, 2, 3], "telegram": [4]}})()
+    assert outbox_depth(manager) == 4
     assert outbox_depth(object()) == 0
-    assert outbox_depth(type("M", (), {"outbox": [1, 2, 3]})()) == 3
-    assert outbox_depth(type("M", (), {"outbox": Box()})()) == 7
 
 
 async def test_store_metrics_of_a_redis_store(contract_config: Path, redis_server) -> None:

@@ -264,3 +264,24 @@ async def test_secrets_never_reach_the_logs(telegram: FakeTelegram, slack: FakeS
     logs = out.getvalue()
     assert "alert delivery failed" in logs
     assert TELEGRAM_TOKEN not in logs and "SECRET" not in logs and SLACK_PATH not in logs
+
+
+async def test_a_refused_digest_is_sent_one_alert_at_a_time(slack: FakeSlack) -> None:
+    """A digest the channel refuses (too big, or one bad part) must not take its good alerts with it."""
+    store, reports = MemoryStore(), []
+
+    class RefusesDigestsAndOneBadAlert:
+        name = "x"
+        sent: list = []
+
+        async def send(self, message):
+            if len(message.alerts) > 1 or message.alerts[0].account == "bad":
+                raise DeliveryError("slack: HTTP 400 invalid_blocks", rejected=True)
+            self.sent.append(message.alerts[0].account)
+
+    items = [OutboxItem("x", f"k{n}", T0, item_payload(alert(account=name)))
+             for n, name in enumerate(["a", "bad", "c"])]
+    await run_until_idle(worker_for(RefusesDigestsAndOneBadAlert(), store, reports), items, store)
+    assert RefusesDigestsAndOneBadAlert.sent == ["a", "c"]
+    assert reports == [("x", None, "slack: HTTP 400 invalid_blocks")]  # only the bad one is lost, and reported
+    assert await store.outbox_pending("x") == []

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from monitor.config import parse_settings
 from monitor.model import EventKind
-from monitor.service import build_daemon, warm_start
+from monitor.sdnotify import SystemdNotifier
+from monitor.service import build_daemon, run_daemon, warm_start
 from monitor.store.sqlite import SqliteStore
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, ScriptedFeed, crash_ticks, fast_settings, run_until
@@ -20,6 +21,7 @@ def settings_in(tmp_path: Path, contract_config: Path, **execution):
     raw = s.model_dump(exclude_none=True)
     raw["daemon"]["state_dir"] = str(tmp_path / "state")
     raw["execution"] = {**raw["execution"], **execution}
+    raw["alerts"] = {"group_wait_s": 0}  # nothing here is about grouping: deliver at once
     return parse_settings(raw)
 
 
@@ -120,3 +122,78 @@ def test_snapshot_books_are_plain_data(tmp_path: Path, contract_config: Path) ->
     assert snap.book == {a: {f: getattr(e, f) for f in e.__slots__} for a, e in book.exposures.items()
                          if not e.is_empty}
     assert replace(snap, ts_ms=6).config_digest == snap.config_digest
+
+
+class StopWatch(SystemdNotifier):
+    """Knows when shutdown began (it says STOPPING=1 right before cancelling the workers)."""
+
+    def __init__(self) -> None:
+        super().__init__(environ={})
+        self.stopping_now = asyncio.Event()
+
+    def stopping(self) -> None:
+        super().stopping()
+        self.stopping_now.set()
+
+
+class HeldExecutor:
+    """The paper executor, held at the venue until released: an order in flight at shutdown."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name = inner, inner.name
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def execute(self, plan):
+        self.entered.set()
+        await self.release.wait()
+        return await self.inner.execute(plan)
+
+
+async def test_an_execution_in_flight_at_shutdown_is_settled_not_dropped(tmp_path: Path,
+                                                                          contract_config: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite")
+    watch = StopWatch()
+    d = build_daemon(settings_in(tmp_path, contract_config), default_registry(), store=store,
+                     feeds=[ScriptedFeed(crash_ticks())], notifiers=[(ListNotifier(), None)], notifier=watch)
+    held = HeldExecutor(d.executor.inner)
+    d.executor.inner = held
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_daemon(d, stop))
+    await asyncio.wait_for(held.entered.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(watch.stopping_now.wait(), 10)  # the execution worker is cancelled by now
+    held.release.set()
+    assert await asyncio.wait_for(task, 15) == 0
+    i = d.monitor.engine.account_index["main"]
+    journal = await store.read_journal()
+    assert len(journal) == 1 and d.monitor.rules.state[i].actions_today == 1  # the fills were applied
+    snap = (await store.snapshots())["main"]
+    assert snap.book["USDT"]["debt"] < 50_000 and snap.rules["actions_today"] == 1  # and persisted
+    await store.close()
+
+
+async def test_alerts_restored_from_the_store_clear_if_they_no_longer_hold(tmp_path: Path,
+                                                                          contract_config: Path) -> None:
+    """A "blind" alert and an alert of an account since removed, both left firing by the last
+    run: fresh prices clear the first (which would otherwise mute the account's ratio alerts)
+    and the second resolves as removed."""
+    from monitor.alerts.content import Alert
+    from monitor.alerts.policy import Active
+    from monitor.model import LevelEvent, wall_clock_ms
+    from monitor.store.base import AlertRecord
+    store = SqliteStore(tmp_path / "state.sqlite")
+    for account, level, kind in (("main", "stale", EventKind.STALE), ("gone", "warn", EventKind.FIRING)):
+        alert = Alert.from_event(LevelEvent(account, level, kind, 1.2, 1.2, 1_000))
+        await store.put_alert(Active(alert, last_sent_ms=1_000).record())
+    await store.put_alert(AlertRecord("main", "act", 1_000, 1_000, data={"from": "another version"}))
+    notifier = ListNotifier()
+    d = build_daemon(settings_in(tmp_path, contract_config), default_registry(), store=store,
+                     feeds=[ScriptedFeed(crash_ticks(wall_clock_ms()))], notifiers=[(notifier, None)])
+
+    async def condition():
+        await notifier.wait_for(lambda e: (e.account, e.level, e.kind) == ("main", "stale", EventKind.FRESH))
+        await notifier.wait_for(lambda e: (e.account, e.kind) == ("gone", EventKind.RESOLVED))
+        await notifier.wait_for(lambda e: (e.account, e.level, e.kind) == ("main", "warn", EventKind.FIRING))
+    assert await run_until(d, condition) == 0
+    assert {(a.account, a.level) for a in await store.alerts()} <= {("main", "warn"), ("main", "act")}
+    await store.close()

@@ -95,3 +95,25 @@ async def test_an_outage_seen_only_by_reads_is_reported_once(redis_server, tmp_p
         assert await store.snapshots() == {}
     finally:
         await store.close()
+
+
+async def test_a_write_refused_for_good_is_set_aside_and_the_rest_flows(redis_server, tmp_path: Path) -> None:
+    from monitor.store.writebuffer import Op
+    spill = tmp_path / "spill.jsonl"
+    store = RedisStore(redis_server.url, "cm", spill_path=spill, timeout_s=0.5, buffer_max=1)
+    try:
+        redis_server.stop()
+        await store.journal("execution", "main", 1, {"n": 1})
+        await store._writes.submit(Op("no-such-operation", ("x",)))  # refused by the store whatever happens
+        await store.journal("execution", "main", 2, {"n": 2})
+        with spill.open("ab") as f:
+            f.write(b'["journal", ["execution", "main", 3')  # a line cut short by a crash
+        store._writes._spilled += 1
+        redis_server.start()
+        await until(lambda: store.buffered_writes == 0)
+        assert [e["n"] for e in await store.read_journal()] == [1, 2]
+        assert store._writes.set_aside == 2
+        dead = spill.with_suffix(".dead.jsonl").read_bytes().splitlines()
+        assert len(dead) == 2 and b"no-such-operation" in dead[0]
+    finally:
+        await store.close()

@@ -30,7 +30,7 @@ def levels_of(settings: Settings) -> dict[str, list[str]]:
 # -- silence --------------------------------------------------------------------------------
 async def silence(settings: Settings, account: str | None, level: str | None, duration: str | None,
                   comment: str, list_them: bool, expire: str | None, out: Callable[[str], None] = print) -> int:
-    store = open_store(settings)
+    store = open_store(settings, daemon=False)
     try:
         now = wall_clock_ms()
         if list_them:

@@ -64,6 +64,10 @@ class ChannelWorker:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def report_to(self, report: Report) -> None:
+        """Where channel-health reports go (a reload hands a new worker to the running manager)."""
+        self._report = report
+
     def held(self) -> list[OutboxItem]:
         """What waits here for delivery (a reload hands it to the channel's new worker)."""
         return [item for _, item in self._pending]
@@ -97,7 +101,16 @@ class ChannelWorker:
             await self._mark_done(batch)
 
     async def _deliver(self, batch: list[OutboxItem]) -> None:
-        message = message_of([from_payload(i.payload) for i in batch])
+        parts = []
+        for item in batch:
+            try:
+                parts.append(from_payload(item.payload))
+            except (KeyError, TypeError, ValueError) as err:  # written by another version: skip, never crash-loop
+                log.error("outbox item unreadable, skipped", channel=self.name, key=item.key,
+                          error=f"{type(err).__name__}: {err}")
+        if not parts:
+            return
+        message = message_of(parts)
         attempt = 0
         while True:
             await self._limiter.acquire()
@@ -108,6 +121,12 @@ class ChannelWorker:
             except asyncio.CancelledError:
                 raise
             except DeliveryError as err:
+                if err.rejected and len(batch) > 1:  # a digest too big or with one bad part: one by one
+                    log.warning("digest refused by channel, sending its alerts one by one", channel=self.name,
+                                reason=err.reason, items=len(batch))
+                    for item in batch:
+                        await self._deliver([item])
+                    return
                 if err.rejected:  # retrying the same message cannot help: report it, do not block the channel
                     log.error("alert refused by channel", channel=self.name, reason=err.reason, items=len(batch))
                     self._report(self.name, None, err.reason)

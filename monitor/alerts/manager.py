@@ -19,7 +19,7 @@ from monitor.alerts.delivery import ChannelWorker
 from monitor.alerts.message import Notice, item_payload
 from monitor.alerts.policy import STALE, AlertPolicy, Changes
 from monitor.alerts.routing import Route, channels_for
-from monitor.model import LevelEvent, wall_clock_ms
+from monitor.model import EventKind, LevelEvent, wall_clock_ms
 from monitor.store.base import OutboxItem, Silence, StateStore
 
 log = structlog.get_logger("alerts")
@@ -59,6 +59,8 @@ class AlertManager:
         self.dropped = 0
         self._group: asyncio.TaskGroup | None = None  # while running: where channel workers live
         self._worker_tasks: dict[str, asyncio.Task] = {}
+        self._closing: set[asyncio.Task] = set()  # notifiers of channels a reload replaced, being closed
+        self._apply_lock = asyncio.Lock()  # the repeat loop and the queue both apply changes
 
     # -- called from anywhere, never blocks ---------------------------------------------
     def submit(self, event: LevelEvent, context: AlertContext | None = None) -> None:
@@ -176,17 +178,28 @@ class AlertManager:
             await self.apply(self.policy.step(alerts, self.now_ms()))
 
     def _gone(self, r: _Reconcile) -> list[Alert]:
+        """Alerts restored from the store that no longer hold: they cleared while the daemon was
+        stopped, or their account left the config. Each gets its resolved (or fresh) notice."""
         out = []
         for a in self.policy.firing():
             acc, level = a.alert.account, a.alert.level
-            state = r.now(acc) if level != STALE else None
-            if state is None or level in state[0]:
+            state = r.now(acc)
+            if state is not None and level in state[0]:
                 continue
-            template = state[1]
-            out.append(replace(template, level=level, since_ms=a.alert.ts_ms, min_health=a.worst_health))
+            if state is None:
+                template = replace(a.alert, kind=EventKind.RESOLVED, ts_ms=self.now_ms(), repeat=0,
+                                   detail="account removed from the config")
+            else:
+                template = state[1]
+            kind = EventKind.FRESH if level == STALE else EventKind.RESOLVED
+            out.append(replace(template, level=level, kind=kind, since_ms=a.alert.ts_ms, min_health=a.worst_health))
         return out
 
     async def apply(self, changes: Changes) -> None:
+        async with self._apply_lock:  # a put waiting on the store must not land after a later delete
+            await self._apply(changes)
+
+    async def _apply(self, changes: Changes) -> None:
         for n, active in enumerate(changes.put):
             await self._store_write(self.store.put_alert(active.record()))
             if n % 64 == 63:
@@ -256,13 +269,22 @@ class AlertManager:
             if task is not None:
                 task.cancel()
             del self.workers[name]
+            self._close_later(old)
             if replacement is not None:
                 for item in old.held():
                     replacement.put(item)
         for name, w in new.workers.items():
             if name not in self.workers:
+                w.report_to(self.channel_report)
                 self.workers[name] = w
                 self._start_worker(w)
+
+    def _close_later(self, worker: ChannelWorker) -> None:
+        close = getattr(worker.notifier, "close", None)
+        if close is not None:
+            task = asyncio.get_running_loop().create_task(close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # -- shutdown ---------------------------------------------------------------------------
     async def drain(self) -> None:

@@ -17,9 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import structlog
+
 from monitor.alerts.content import Alert
 from monitor.model import EventKind
 from monitor.store.base import AlertRecord, Silence
+
+log = structlog.get_logger("alerts")
+
 
 STALE = "stale"
 FIRES = (EventKind.FIRING, EventKind.STALE)
@@ -68,7 +73,13 @@ class AlertPolicy:
 
     def load(self, records: list[AlertRecord]) -> None:
         for r in records:
-            self.active.setdefault(r.account, {})[r.level] = Active.from_record(r)
+            try:
+                active = Active.from_record(r)
+            except (KeyError, TypeError, ValueError) as err:  # written by another version: never a crash loop
+                log.error("active alert unreadable, skipped", account=r.account, alert_level=r.level,
+                          error=f"{type(err).__name__}: {err}")
+                continue
+            self.active.setdefault(r.account, {})[r.level] = active
 
     def firing(self) -> list[Active]:
         return [a for levels in self.active.values() for a in levels.values()]

@@ -21,12 +21,15 @@ from monitor.service import Daemon, feed_live, healthy
 
 PREFIX = "collateral_monitor_"
 
-# Counters a feed may keep as plain attributes; those a feed lacks are not exported for it.
+# Counters a live feed keeps on `feed.stats` (monitor/feeds/stats.py FeedStats); a feed
+# without one (simulated, replayed) exports none of them.
 FEED_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("messages", "Frames or updates the feed received, good or bad"),
+    ("bad_frames", "Malformed frames and non-finite, zero, negative or crossed prices skipped"),
+    ("out_of_order", "Ticks older than the newest one already sent for their symbol, skipped"),
     ("reconnects", "Connections the feed re-established"),
-    ("bad_messages", "Malformed messages the feed skipped"),
-    ("messages", "Messages the feed received"),
-    ("errors", "Errors the feed recovered from"),
+    ("watchdog_trips", "Connections dropped because they went silent"),
+    ("rest_polls", "REST fallback requests made while the socket was down"),
 )
 
 
@@ -77,8 +80,9 @@ def feed_metrics(d: Daemon) -> Iterator[Metric]:
         if feed.name in d.feed_seen:
             age.add_metric([feed.name], now - d.feed_seen[feed.name])
         live.add_metric([feed.name], float(feed_live(d, feed.name)))
+        stats = getattr(feed, "stats", None)
         for attr, family in extra.items():
-            value = getattr(feed, attr, None)
+            value = getattr(stats, attr, None)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 family.add_metric([feed.name], value)
     yield from (ticks, rate, lag, age, live)
@@ -145,14 +149,9 @@ def alert_metrics(d: Daemon) -> Iterator[Metric]:
 
 
 def outbox_depth(alerts: object) -> int:
-    """The alert manager's durable outbox, when it has one: its length or its depth()."""
-    box = getattr(alerts, "outbox", None)
-    if box is None:
-        return 0
-    depth = getattr(box, "depth", None)
-    if callable(depth):
-        return int(depth())
-    return len(box) if hasattr(box, "__len__") else 0
+    """Notifications no channel has accepted yet: what the channel workers hold (the store's
+    outbox mirrors them, and is read only at start)."""
+    return sum(len(w) for w in getattr(alerts, "workers", {}).values())
 
 
 def store_metrics(d: Daemon) -> Iterator[Metric]:

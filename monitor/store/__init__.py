@@ -17,8 +17,11 @@ def state_dir(settings: Settings) -> Path:
     return Path(settings.daemon.state_dir)
 
 
-def open_store(settings: Settings, on_outage: Callable[[bool, str], None] | None = None) -> StateStore:
-    """The configured backend. Problems a user can fix end in a ConfigError naming the key."""
+def open_store(settings: Settings, on_outage: Callable[[bool, str], None] | None = None, *,
+               daemon: bool = True) -> StateStore:
+    """The configured backend. Problems a user can fix end in a ConfigError naming the key.
+    Only the daemon buffers Redis writes through an outage (and owns the spill file); a
+    command's write fails at once, so the user knows it did not happen."""
     st = settings.store
     if st.backend == "sqlite":
         path = state_dir(settings) / "state.sqlite"
@@ -33,6 +36,8 @@ def open_store(settings: Settings, on_outage: Callable[[bool, str], None] | None
         raise ConfigError(f"store.url_env: the environment variable {st.url_env} is not set")
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("store.url: a Redis URL starts with redis://, rediss:// or unix://")
+    if not daemon:
+        return RedisStore(url, st.prefix, buffer_writes=False)
     try:
         state_dir(settings).mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -68,6 +68,17 @@ if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then return redis.call('DEL'
 return 0
 """
 _DELIVERED_KEEP = 10_000
+JOURNAL_PAGE = 500
+
+
+def _journal_entry(raw: tuple[bytes, dict[bytes, bytes]]) -> dict[str, Any]:
+    f = raw[1]
+    return {"kind": f[b"kind"].decode(), "account": f[b"account"].decode(), "ts_ms": int(f[b"ts_ms"]),
+            **orjson.loads(f[b"record"])}
+
+
+def _journal_match(entry: dict[str, Any], account: str | None, since_ms: int | None) -> bool:
+    return (account is None or entry["account"] == account) and (since_ms is None or entry["ts_ms"] >= since_ms)
 
 
 class RedisStore:
@@ -75,16 +86,26 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str = "cm", *, buffer_max: int = 100_000, spill_path: Path | None = None,
                  allow_trading_in_outage: bool = False, on_outage: Callable[[bool, str], None] | None = None,
-                 timeout_s: float = 2.0):
+                 timeout_s: float = 2.0, buffer_writes: bool = True):
+        """`buffer_writes=False` (the commands): a write during an outage raises StoreUnavailable."""
         self._r = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                     retry_on_timeout=False)
         self.prefix = prefix
         self.allow_trading_in_outage = allow_trading_in_outage
         self._claimed_in_outage: set[str] = set()
-        self._writes = WriteBuffer(self._apply, OUTAGE_ERRORS, buffer_max, spill_path, on_outage, self._r.ping)
+        self.buffer_writes = buffer_writes
+        self._writes = WriteBuffer(self._apply, OUTAGE_ERRORS, buffer_max, spill_path, self._outage_changed,
+                                   self._r.ping)
+        self._on_outage = on_outage
         self._scripts = {name: self._r.register_script(src) for name, src in (
             ("outbox_add", _OUTBOX_ADD), ("outbox_done", _OUTBOX_DONE), ("outbox_retry", _OUTBOX_RETRY),
             ("lease_acquire", _LEASE_ACQUIRE), ("lease_release", _LEASE_RELEASE))}
+
+    def _outage_changed(self, down: bool, detail: str) -> None:
+        if not down:
+            self._claimed_in_outage.clear()  # those keys reached Redis with the flush
+        if self._on_outage is not None:
+            self._on_outage(down, detail)
 
     def k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -141,6 +162,9 @@ class RedisStore:
         return await self._scripts[name](keys=[keys[0]], args=[key])
 
     async def _write(self, name: str, *args: Any, coalesce: str | None = None) -> None:
+        if not self.buffer_writes:
+            await self._read(self._apply(Op(name, args)))
+            return
         await self._writes.submit(Op(name, args, coalesce))
 
     # -- order idempotency -----------------------------------------------------------------
@@ -160,14 +184,15 @@ class RedisStore:
         return True
 
     async def finish_plan(self, plan_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
-        raw = await self._read(self._r.hget(self.k("plans"), plan_id)) if not self._writes.outage else None
-        base = load(PlanRecord, raw) if raw else PlanRecord(plan_id, "", 0)
-        done = PlanRecord(plan_id, base.account, base.ts_ms, state, detail or {})
-        await self._write("hset", "plans", plan_id, dump(done), coalesce=f"plan:{plan_id}")
+        # A write only (no read first): it follows an order, and must not fail if Redis just went away.
+        outcome = orjson.dumps({"state": state, "detail": detail or {}})
+        await self._write("hset", "plans:outcome", plan_id, outcome, coalesce=f"plan:{plan_id}")
 
     async def open_plans(self) -> list[PlanRecord]:
-        plans = [load(PlanRecord, v) for v in (await self._read(self._r.hgetall(self.k("plans")))).values()]
-        return sorted((p for p in plans if p.state == "claimed"), key=lambda p: p.ts_ms)
+        claims = await self._read(self._r.hgetall(self.k("plans")))
+        closed = await self._read(self._r.hkeys(self.k("plans:outcome")))
+        open_ = [load(PlanRecord, v) for k, v in claims.items() if k not in set(closed)]
+        return sorted(open_, key=lambda p: p.ts_ms)
 
     # -- journal ---------------------------------------------------------------------------
     async def journal(self, kind: str, account: str, ts_ms: int, record: dict[str, Any]) -> None:
@@ -176,14 +201,21 @@ class RedisStore:
     async def read_journal(self, account: str | None = None, since_ms: int | None = None,
                            limit: int | None = None) -> list[dict[str, Any]]:
         # Stream ids are insert times, never before the event's time: `since` on ids misses nothing.
-        entries = await self._read(self._r.xrange(self.k("journal"), min=f"{since_ms}-0" if since_ms else "-"))
-        out = []
-        for _id, f in entries:
-            entry = {"kind": f[b"kind"].decode(), "account": f[b"account"].decode(), "ts_ms": int(f[b"ts_ms"]),
-                     **orjson.loads(f[b"record"])}
-            if (account is None or entry["account"] == account) and (since_ms is None or entry["ts_ms"] >= since_ms):
-                out.append(entry)
-        return out[-limit:] if limit is not None else out
+        key, low = self.k("journal"), f"{since_ms}-0" if since_ms else "-"
+        if limit is None:
+            entries = await self._read(self._r.xrange(key, min=low))
+            return [e for e in map(_journal_entry, entries) if _journal_match(e, account, since_ms)]
+        out: list[dict[str, Any]] = []  # the newest `limit`: read backwards, a page at a time
+        high = "+"
+        while len(out) < limit:
+            page = await self._read(self._r.xrevrange(key, max=high, min=low, count=JOURNAL_PAGE))
+            out += [e for e in map(_journal_entry, page) if _journal_match(e, account, since_ms)]
+            if len(page) < JOURNAL_PAGE:
+                break
+            high = "(" + page[-1][0].decode()
+        out = out[:limit]
+        out.reverse()
+        return out
 
     # -- snapshots, alerts, silences, kill switch (last write wins: coalesced in an outage) ---
     async def put_snapshot(self, snap: AccountSnapshot) -> None:

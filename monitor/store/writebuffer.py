@@ -11,11 +11,15 @@ Policy (documented in the README):
   bounded. Without a spill file, the oldest queued write is dropped and counted.
 - A flusher retries with backoff; the outage and the recovery are each reported
   once through `on_outage(down, detail)`.
+- A write the server refuses for another reason (out of memory, a read-only replica), or
+  a spill line that cannot be read back, never stops the flush: it goes to a dead-letter
+  file beside the spill file (`*.dead.jsonl`), and is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +59,8 @@ class WriteBuffer:
         self.dropped = 0
         self.outage = False
         self._flusher: asyncio.Task | None = None
+        self.set_aside = 0  # writes refused for good (not an outage), kept in the dead-letter file
+        self._dead_path = spill_path.with_suffix(".dead.jsonl") if spill_path is not None else None
         if spill_path is not None and spill_path.exists():  # left by a run that ended in an outage
             self._spilled = sum(1 for _ in spill_path.open("rb"))
             if self._spilled:
@@ -66,7 +72,7 @@ class WriteBuffer:
     async def submit(self, op: Op) -> None:
         if not self.outage and not len(self):
             try:
-                await self._apply(op)
+                await self._apply_or_set_aside(op)
                 return
             except self._errors as err:
                 self.note_outage(err)
@@ -140,24 +146,55 @@ class WriteBuffer:
         while self._queue:
             op = self._queue[0]
             self._forget(op)  # a newer write to its key must queue anew, not change it mid-apply
-            await self._apply(op)  # raises on outage: the op stays at the head
+            await self._apply_or_set_aside(op)  # raises on outage: the op stays at the head
             self._queue.popleft()
 
     async def _flush_spill(self) -> None:
+        """Streams the spill file (memory stays bounded), then drops what was applied."""
         if not self._spilled or self._spill_path is None:
             return
-        lines = self._spill_path.read_bytes().splitlines()
-        applied = 0
+        applied = 0  # bytes
         try:
-            for line in lines:
-                await self._apply(_decode(line))
-                applied += 1
-        finally:  # writes spilled meanwhile were appended: drop only what was applied
-            rest = self._spill_path.read_bytes().splitlines()[applied:]
-            self._spill_path.write_bytes(b"".join(line + b"\n" for line in rest))
-            self._spilled = len(rest)
-            if not rest:
-                self._spill_path.unlink(missing_ok=True)
+            with self._spill_path.open("rb") as f:
+                for line in f:
+                    try:
+                        op = _decode(line)
+                    except ValueError:  # a line cut short by a crash mid-write
+                        self._set_aside_raw(line, "unreadable spill line")
+                    else:
+                        await self._apply_or_set_aside(op)
+                    applied += len(line)
+        finally:
+            self._drop_spilled(applied)
+
+    def _drop_spilled(self, nbytes: int) -> None:
+        """Removes the first `nbytes` of the spill file (writes spilled meanwhile were appended)."""
+        path = self._spill_path
+        rest = path.with_suffix(".rest")
+        with path.open("rb") as src, rest.open("wb") as dst:
+            src.seek(nbytes)
+            shutil.copyfileobj(src, dst)
+        rest.replace(path)
+        with path.open("rb") as f:
+            self._spilled = sum(1 for _ in f)
+        if not self._spilled:
+            path.unlink(missing_ok=True)
+
+    async def _apply_or_set_aside(self, op: Op) -> None:
+        try:
+            await self._apply(op)
+        except self._errors:
+            raise
+        except Exception as err:  # refused for good: retrying would block every later write
+            self._set_aside_raw(_encode(op), f"{type(err).__name__}: {err}")
+
+    def _set_aside_raw(self, line: bytes, why: str) -> None:
+        self.set_aside += 1
+        log.error("store write refused: set aside in the dead-letter file", reason=why[:200],
+                  file=str(self._dead_path) if self._dead_path else None)
+        if self._dead_path is not None:
+            with self._dead_path.open("ab") as f:
+                f.write(line if line.endswith(b"\n") else line + b"\n")
 
     async def close(self) -> None:
         """Gives the flusher a moment to finish; what is left stays in the spill file if there is one."""
