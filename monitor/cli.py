@@ -142,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings, _ = load_checked(args.config)
 
     async def main() -> int:
-        daemon = build_daemon(settings, _registry())
+        daemon = build_daemon(settings, _registry(), live=args.live)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, help="the TOML config file")
+    run.add_argument("--live", action="store_true",
+                     help="allow real-money orders (the config must also say execution.mode = \"live\")")
     run.set_defaults(func=cmd_run)
 
     chk = sub.add_parser("check-config", help="validate a config and print a summary")

@@ -16,7 +16,7 @@ from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick, Repay
 from monitor.risk.engine import RiskEngine
-from monitor.risk.portfolio import AccountBook, to_native
+from monitor.risk.portfolio import AccountBook, evaluate, to_native
 from monitor.risk.solve import liquidation_price
 from monitor.risk.trades import apply_fills, apply_repay
 from monitor.risk.volatility import VolatilityTracker
@@ -112,6 +112,8 @@ class Monitor:
         """Rebalance levels whose strategy can never raise the account's health (check-config)."""
         problems = []
         for acc, book in zip(self.settings.accounts, self.engine.books):
+            if acc.source != "config":
+                continue  # holdings come from the venue at run time: nothing to judge them by yet
             for lv in acc.levels:
                 if lv.action == "rebalance":
                     strategy = self.strategies[lv.strategy]
@@ -222,6 +224,34 @@ class Monitor:
         elif target is not None and after > target * (1 + offset) and plan.expected_health <= target * (1 + offset):
             event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
         return Settlement(before, after, event)
+
+    def replace_book(self, book: AccountBook) -> list[LevelEvent | Plan]:
+        """An account's holdings as its venue reports them: recomputed exactly, then its levels
+        evaluated at once (a sync that shows a breach must not wait for the next tick)."""
+        i = self.engine.account_index[book.name]
+        self.engine.set_book(book)
+        self._ineffective = {k for k in self._ineffective if k[0] != i}
+        if math.isnan(self.engine.health[i]) or self.start_ms is None:
+            return []
+        return self._decide(np.array([i], dtype=np.int64))
+
+    def plan_still_helps(self, plan: Plan, fill_price) -> str | None:
+        """Why `plan`, filled at `fill_price(order)` on the latest prices, would not raise the
+        account's health now (prices moved since it was planned), or None when it still does."""
+        i = self.engine.account_index[plan.account]
+        now = float(self.engine.health[i])
+        fee = self.settings.execution.fee_rate
+        fills = [Fill(o, o.amount, (px := fill_price(o)), o.amount * px * fee, self.now_ms) for o in plan.orders]
+        book = apply_fills(self.engine.books[i], fills, self.schedules)
+        for r in plan.repays:
+            book = apply_repay(book, r)
+        prices = self.engine.price_map()
+        if any(math.isnan(prices.get(a, math.nan)) for a, e in book.exposures.items() if not e.is_empty):
+            return "a price the plan needs is unknown"
+        after = evaluate(book, prices).health
+        if not after > now:
+            return f"on the latest prices it would not raise health ({now:.4f} -> {after:.4f})"
+        return None
 
     # -- views --------------------------------------------------------------------------
     def market_view(self) -> MarketView:

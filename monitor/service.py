@@ -17,18 +17,24 @@ from pathlib import Path
 
 import structlog
 
+from monitor.accounts.synced import SyncApplier, Synced, SyncHandle, sync_loop
 from monitor.alerts.manager import AlertManager
 from monitor.alerts.notifiers import ConsoleNotifier, Notifier
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
+from monitor.exchange.credentials import load_credentials
+from monitor.exchange.gateway import ExchangeGateway
 from monitor.execution.base import Execution, Executor
+from monitor.execution.exchange import ExchangeExecutor
 from monitor.execution.journaled import JournaledExecutor
+from monitor.execution.modes import announce_mode, check_mode
 from monitor.execution.paper import PaperExecutor
+from monitor.execution.reconcile import reconcile_account
 from monitor.feeds.base import PriceFeed
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
-from monitor.model import LevelEvent, Plan, PriceTick, wall_clock_ms
+from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
 from monitor.store import open_store
 from monitor.store.base import StateStore
@@ -69,6 +75,10 @@ class Daemon:
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
     owns_store: bool = True  # an injected store is closed by whoever made it
+    gateways: dict[str, ExchangeGateway] = field(default_factory=dict)  # exchange-backed accounts
+    exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
+    sync: SyncApplier | None = None
+    sync_handles: dict[str, SyncHandle] = field(default_factory=dict)
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -97,14 +107,19 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
     return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
 
 
+def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
+    """One gateway per exchange-backed account (credentials read now: a missing one is a ConfigError)."""
+    timeout = settings.execution.order_timeout_s
+    return {a.name: ExchangeGateway(a, load_credentials(a), timeout) for a in settings.accounts if a.source != "config"}
+
+
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
-                 clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None) -> Daemon:
+                 clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None,
+                 gateways: dict[str, ExchangeGateway] | None = None, live: bool = False) -> Daemon:
     """Dependencies may be injected (tests); by default they come from settings."""
-    if settings.execution.mode != "dry_run":
-        raise ConfigError(f"execution.mode: {settings.execution.mode!r} needs an exchange executor, "
-                          "which this version does not have yet; use 'dry_run'")
+    check_mode(settings, live)
     monitor = Monitor(settings, registry)
     feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
     if not feeds:
@@ -112,11 +127,21 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     owns_store = store is None
     store = store if store is not None else open_store(settings)
     paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
-    executor = JournaledExecutor(paper, store, clock_ms)
+    gateways = gateways if gateways is not None else build_gateways(settings)
+    exchange = None
+    inner: Executor = paper
+    if settings.execution.mode != "dry_run":
+        # The limit price is the paper fill price: bid/ask with the slippage cap, in quote units.
+        exchange = ExchangeExecutor(gateways, paper, lambda plan: monitor.plan_still_helps(plan, paper.fill_price),
+                                    paper.fill_price, clock_ms)
+        inner = exchange
+    executor = JournaledExecutor(inner, store, clock_ms)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
                   asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier(), owns_store=owns_store)
+                  notifier=notifier or SystemdNotifier(), owns_store=owns_store, gateways=gateways,
+                  exchange=exchange, sync=SyncApplier(settings) if gateways else None,
+                  sync_handles={name: SyncHandle(name) for name in gateways})
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -147,6 +172,8 @@ def handle(d: Daemon, message: object) -> None:
             d.all_priced.set()
     elif isinstance(message, Executed):
         settle(d, message)
+    elif isinstance(message, Synced):
+        apply_sync(d, message)
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())
@@ -173,12 +200,36 @@ def dispatch(d: Daemon, outcomes: list) -> None:
             d.alerts.submit(item)
 
 
+def apply_sync(d: Daemon, message: Synced) -> None:
+    assert d.sync is not None
+    dispatch(d, d.monitor.replace_book(d.sync.book(d.monitor, message)))
+    event = d.sync.drift_event(d.monitor, message)
+    if event is not None:
+        d.alerts.submit(event)
+    handle = d.sync_handles.get(message.account)
+    if handle is not None:
+        handle.synced.set()
+
+
+def report_errors(d: Daemon, done: Executed) -> None:
+    """Each execution error (a rejection with the venue's reason, a partial fill) is an alert."""
+    m = d.monitor
+    i = m.engine.account_index[done.plan.account]
+    for error in done.execution.errors:
+        d.alerts.submit(m._event(i, done.plan.level, EventKind.REJECTED, error))
+
+
 def settle(d: Daemon, done: Executed) -> None:
-    if done.execution.duplicate or done.execution.errors or done.execution.refused:
+    ex = done.execution
+    if ex.errors:
+        report_errors(d, done)
+    if ex.duplicate or ex.refused or (ex.errors and not ex.fills and not ex.repays):
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
                     refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
         return
+    if d.sync is not None:
+        d.sync.record_paper(done.plan.account, list(ex.fills), list(ex.repays))
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
@@ -187,6 +238,9 @@ def settle(d: Daemon, done: Executed) -> None:
                     for f in done.execution.fills])
     if result.event is not None:
         d.alerts.submit(result.event)
+    handle = d.sync_handles.get(done.plan.account)
+    if handle is not None and d.exchange is not None:
+        handle.kick.set()  # the venue's balances after the fills: verify against them, not our arithmetic
     d.settled.set()
 
 
@@ -219,6 +273,13 @@ def log_status(d: Daemon) -> None:
 
 
 # -- workers off the tick path -----------------------------------------------------------
+async def reconcile(d: Daemon, account: str) -> None:
+    """An account's orders of plans a crash left open, or whose outcome a disconnect hid, are
+    accounted for; until then its plans are not sent (its sync loop runs this first)."""
+    assert d.exchange is not None
+    await reconcile_account(d.exchange, d.store, account, d.clock_ms)
+
+
 async def execution_worker(d: Daemon) -> None:
     while True:
         plan = await d.plans.get()
@@ -274,14 +335,27 @@ def healthy(d: Daemon, within_s: float) -> bool:
     return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
+def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
+    acc = next(a for a in d.settings.accounts if a.name == gw.account)
+    ex = d.exchange
+
+    async def start() -> None:
+        await sync_loop(gw, acc.sync_every_s, d.inbox.put_control, d.sync_handles[gw.account], d.clock_ms,
+                        reconcile=(lambda a: reconcile(d, a)) if ex is not None else None,
+                        needs_reconcile=lambda a: ex is not None and a not in ex.reconciled)
+    return Component(f"sync:{gw.account}", start)
+
+
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
+    announce_mode(d.settings)
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
                   Component("systemd", lambda: systemd_loop(d)),
+                  *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -319,6 +393,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    for gw in d.gateways.values():
+        await gw.close()
     if d.owns_store:
         await d.store.close()
     d.notifier.close()

@@ -1,0 +1,70 @@
+"""What each supported venue's account looks like, in our terms (no ccxt here: pure parsing).
+
+A venue's raw account payload (as ccxt hands it over in `info`) becomes a VenueState:
+holdings, liabilities (borrowed plus accrued interest), perpetual positions and the
+venue's own risk figure in the account model's native unit, so the drift check can
+compare it with ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Which margin models each venue's account maps onto (config validation uses this).
+VENUE_MODELS: dict[str, tuple[str, ...]] = {
+    "bybit": ("unified",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VenuePosition:
+    symbol: str  # ccxt's unified symbol, e.g. BTC/USDT:USDT
+    size: float  # signed: < 0 is short
+    entry: float
+    mmr: float  # maintenance margin as a fraction of the position's value
+
+
+@dataclass(frozen=True, slots=True)
+class VenueState:
+    """One account as the venue reports it."""
+    holdings: dict[str, float]  # unified: net per coin (negative = borrowed); others: gross held
+    borrowed: dict[str, float] = field(default_factory=dict)  # gross liabilities incl. interest (non-netting models)
+    positions: tuple[VenuePosition, ...] = ()
+    native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
+    ts_ms: int = 0
+
+
+def _num(raw: Any) -> float:
+    try:
+        return float(raw) if raw not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int) -> VenueState:
+    """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list.
+
+    Bybit's unified account nets each coin: a borrowed coin shows a negative walletBalance
+    (borrowAmount is the same liability, positive); interest accrued but not yet charged is
+    accruedInterest, owed on top. The account maintenance-margin rate accountMMRate is
+    total maintenance margin / margin balance, liquidation at 100% (Bybit help centre,
+    "Unified Trading Account: margin calculation"; API docs "Get Wallet Balance").
+    """
+    holdings: dict[str, float] = {}
+    for coin in wallet.get("coin") or []:
+        net = _num(coin.get("walletBalance")) - _num(coin.get("accruedInterest"))
+        if net != 0:
+            holdings[str(coin.get("coin"))] = net
+    rate = wallet.get("accountMMRate")
+    native = _num(rate) if rate not in (None, "") else None
+    out = []
+    for p in positions:
+        size = _num(p.get("contracts"))
+        value = _num(p["info"].get("positionValue"))
+        if size == 0 or value == 0:
+            continue
+        signed = -size if p.get("side") == "short" else size
+        out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPrice")),
+                                 _num(p["info"].get("positionMM")) / value))
+    return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms)

@@ -1,0 +1,280 @@
+"""Exchange-backed accounts end to end: the daemon, ccxt (unmodified) and a fake Bybit v5
+unified account on loopback that checks every request's signature.
+
+Each test waits on events (a sync landed, a plan settled, an alert arrived) with timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from monitor.config import parse_settings
+from monitor.errors import ConfigError
+from monitor.exchange.gateway import ExchangeGateway, VenueRejected
+from monitor.exchange.credentials import Credentials
+from monitor.execution.exchange import client_order_id
+from monitor.model import EventKind, Plan, PriceTick
+from monitor.service import build_daemon, run_daemon
+from monitor.store.sqlite import MemoryStore
+from strategies import default_registry
+from tests.fake_venue.bybit import FakeBybit, serve
+from tests.test_daemon import ListNotifier
+
+KEY, SECRET = "test-api-key-0001", "test-api-secret-0001"
+ACCOUNT = "bybit-main"
+
+
+class PushFeed:
+    """A live feed the test drives: ticks go out when pushed."""
+
+    def __init__(self) -> None:
+        self.name = "push"
+        self.symbols = ("BTC/USDT",)
+        self.queue: asyncio.Queue[PriceTick] = asyncio.Queue()
+
+    def push(self, fake: FakeBybit, price: float) -> None:
+        bid, ask = price - 5, price + 5
+        fake.book["BTCUSDT"] = (bid, ask)  # the venue trades where the feed says
+        self.queue.put_nowait(PriceTick("BTC/USDT", price, time.time_ns() // 1_000_000, bid, ask))
+
+    async def run(self, sink) -> None:
+        while True:
+            sink(await self.queue.get())
+
+
+def settings_for(url: str, mode: str = "testnet", **execution) -> object:
+    return parse_settings({
+        "daemon": {"restart_backoff_s": 0.01, "state_dir": "unused"},
+        "execution": {"mode": mode, "order_timeout_s": 1.0, **execution},
+        "assets": {"BTC": {"price": "BTC/USDT", "weight": 0.95}, "USDT": {"price": 1.0}},
+        "accounts": [{
+            "name": ACCOUNT, "model": "unified", "source": "bybit", "api_key_env": "BYBIT_API_KEY",
+            "api_secret_env": "BYBIT_API_SECRET", "testnet": True, "rest_url": url, "sync_every_s": 30.0,
+            "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.1,
+            "levels": [{"name": "act", "mm_rate": 0.6, "action": "rebalance", "strategy": "sell_to_stable",
+                        "target": 2.5, "cooldown_s": 0}],
+        }],
+    })
+
+
+@pytest.fixture
+async def venue(monkeypatch):
+    monkeypatch.setenv("BYBIT_API_KEY", KEY)
+    monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+    fake = FakeBybit(KEY, SECRET, wallet={"BTC": 1.0, "USDT": -30000.0}, book={"BTCUSDT": (39995, 40005)},
+                     collateral_ratio={"BTC": 0.95}, borrow_mmr={"USDT": 0.05})
+    runner, url = await serve(fake)
+    yield fake, url
+    await runner.cleanup()
+
+
+async def until(pred, timeout: float = 10.0) -> None:
+    """Waits for a condition the daemon's tasks make true."""
+    async def poll():
+        while not pred():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
+class Running:
+    """A daemon on the fake venue, stopped cleanly at the end of the block."""
+
+    def __init__(self, settings, store=None, live: bool = False):
+        self.notifier = ListNotifier()
+        self.feed = PushFeed()
+        self.store = store or MemoryStore()
+        self.d = build_daemon(settings, default_registry(), store=self.store, feeds=[self.feed],
+                              notifiers=[(self.notifier, None)], live=live)
+        self.handle = self.d.sync_handles[ACCOUNT]
+
+    async def __aenter__(self):
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_daemon(self.d, self.stop))
+        await asyncio.wait_for(self.handle.synced.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.stop.set()
+        assert await asyncio.wait_for(self.task, 10) == 0
+
+    def health(self) -> float:
+        return float(self.d.monitor.engine.health[0])
+
+    async def resync(self) -> None:
+        seen = self.handle.syncs
+        self.handle.kick.set()
+        await until(lambda: self.handle.syncs > seen and len(self.d.inbox) == 0)
+
+
+async def test_full_rebalance_cycle_in_testnet_mode(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)  # synced holdings valued at the feed's price: 0.95*40000-30000 / 1500
+        assert r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(30000)
+        r.feed.push(fake, 34000)  # MM rate 65% > 60%: act
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        assert len(fake.orders) == 1
+        (link, order), = fake.orders.items()
+        assert link.startswith("cm-") and order["side"] == "Sell" and order["timeInForce"] == "IOC"
+        assert order["orderType"] == "Limit" and float(order["price"]) <= 33995  # capped, marketable limit
+        await r.resync()  # the venue's balances after the fill
+        assert fake.wallet["BTC"] < 1.0
+        assert r.health() == pytest.approx(2.5, rel=0.05)  # the target, as the venue now reports the account
+        journal = await r.store.read_journal(ACCOUNT)
+        assert journal[-1]["fills"][0]["amount"] == pytest.approx(1.0 - fake.wallet["BTC"])
+        assert not [e for e in r.notifier.events if e.kind in (EventKind.REJECTED, EventKind.VERIFY_FAILED)]
+    assert fake.bad_signatures == 0
+
+
+async def test_dry_run_against_testnet_trades_on_paper(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url, mode="dry_run")) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        r.feed.push(fake, 34000)
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        after = r.health()
+        await r.resync()  # the venue still has the old balances; the paper ledger stays on top
+        assert fake.orders == {} and fake.wallet["BTC"] == 1.0
+        assert r.health() == pytest.approx(after) and after > 2.3
+
+
+async def test_timeout_after_the_order_reached_the_venue_leaves_exactly_one_order(venue) -> None:
+    fake, url = venue
+    acc = settings_for(url).accounts[0]
+    gw = ExchangeGateway(acc, Credentials(KEY, SECRET), timeout_s=0.3)
+    fake.delay_create_s = 1.0  # booked at once, answered after the client gave up
+    try:
+        cid = client_order_id("a" * 24, 0)
+        order = await gw.place(cid, "BTC/USDT", "sell", 0.1, 39000.0)
+        assert order.client_id == cid and order.filled == pytest.approx(0.1)
+        again = await gw.place(cid, "BTC/USDT", "sell", 0.1, 39000.0)  # a retry of the same leg
+        assert again.filled == pytest.approx(0.1)
+        assert list(fake.orders) == [cid]
+        assert fake.wallet["BTC"] == pytest.approx(0.9)
+    finally:
+        await gw.close()
+
+
+async def test_rejection_is_an_alert_with_the_venues_reason(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        fake.reject = (170131, "Insufficient balance.")
+        r.feed.push(fake, 34000)
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert "Insufficient balance" in alert.detail and "bybit" in alert.detail
+        assert fake.orders == {}
+        assert KEY not in alert.detail and SECRET not in alert.detail
+
+
+async def test_partial_fill_is_applied_and_not_resent(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        fake.fill_ratio = 0.5
+        r.feed.push(fake, 34000)
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert "partial fill" in alert.detail
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        (order,) = fake.orders.values()
+        assert order["orderStatus"] == "PartiallyFilledCanceled"
+        journal = await r.store.read_journal(ACCOUNT)
+        assert journal[-1]["fills"][0]["amount"] == pytest.approx(float(order["qty"]) * 0.5)
+        # The remainder is planned again on fresh prices: a new plan, a new client id, never the old one resent.
+        fake.fill_ratio = 1.0
+        r.feed.push(fake, 33990)
+        await until(lambda: len(fake.orders) == 2)
+        first, second = fake.orders
+        assert first.rsplit("-", 1)[0] != second.rsplit("-", 1)[0]
+
+
+async def test_restart_mid_plan_is_reconciled_not_repeated(venue) -> None:
+    fake, url = venue
+    settings = settings_for(url)
+    store = MemoryStore()
+    # The process that died: it claimed a plan and its order reached the venue, then nothing was recorded.
+    plan = Plan(ACCOUNT, "act", "sell_to_stable", 1_700_000_000_000, 1.5, 2.5)
+    assert await store.claim_plan(plan.plan_id, ACCOUNT, plan.ts_ms)
+    gw = ExchangeGateway(settings.accounts[0], Credentials(KEY, SECRET), 1.0)
+    await gw.place(client_order_id(plan.plan_id, 0), "BTC/USDT", "sell", 0.4, 33000.0)
+    await gw.close()
+    fake.book["BTCUSDT"] = (33995, 34005)
+    async with Running(settings, store=store) as r:
+        assert await store.open_plans() == []
+        reconciled = [j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled"]
+        assert reconciled[0]["plan_id"] == plan.plan_id and reconciled[0]["orders"][0]["filled"] == pytest.approx(0.4)
+        r.feed.push(fake, 34000)  # the venue's balances already hold the sale: healthy, nothing to do
+        await until(lambda: r.health() > 2)
+        assert r.d.plans.empty() and len(fake.orders) == 1
+
+
+async def test_drift_alert_when_the_venue_disagrees(venue) -> None:
+    fake, url = venue
+    fake.collateral_ratio["BTC"] = 0.85  # the venue values BTC lower than our config's 0.95
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        await r.resync()
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.DRIFT)
+        assert alert.level == "drift" and "bybit reports" in alert.detail
+        assert alert.native == pytest.approx(1500 / 8000, rel=1e-3)
+        await r.resync()  # still apart: told once, not on every sync
+        assert sum(e.kind == EventKind.DRIFT for e in r.notifier.events) == 1
+
+
+async def test_agreeing_venue_raises_no_drift(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        await r.resync()
+        assert not [e for e in r.notifier.events if e.kind == EventKind.DRIFT]
+
+
+async def test_wrong_secret_fails_the_signature_check_and_never_logs_it(venue, monkeypatch, capsys) -> None:
+    fake, url = venue
+    monkeypatch.setenv("BYBIT_API_SECRET", "not-the-secret-9999")
+    r = Running(settings_for(url))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_daemon(r.d, stop))
+    await until(lambda: r.handle.failures >= 1)
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert fake.bad_signatures >= 1 and r.handle.syncs == 0
+    out = capsys.readouterr()
+    assert "not-the-secret-9999" not in out.out + out.err
+
+
+
+
+async def test_order_rounding_and_minimums(venue) -> None:
+    fake, url = venue
+    gw = ExchangeGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), 1.0)
+    try:
+        with pytest.raises(VenueRejected, match="minimum"):
+            await gw.rounded("BTC/USDT", 0.00001, 40000.0)
+        assert await gw.rounded("BTC/USDT", 0.12345678, 40000.123) == (0.123456, 40000.12)
+    finally:
+        await gw.close()
+    assert fake.orders == {}
+
+
+def test_live_needs_the_flag_and_the_config(venue) -> None:
+    fake, url = venue
+    raw = settings_for(url, mode="live").model_dump(exclude_none=True)
+    raw["accounts"][0]["testnet"] = False
+    live = parse_settings(raw)
+    with pytest.raises(ConfigError, match="--live"):
+        build_daemon(live, default_registry(), store=MemoryStore(), feeds=[PushFeed()])
+    with pytest.raises(ConfigError, match="--live"):
+        build_daemon(settings_for(url), default_registry(), store=MemoryStore(), feeds=[PushFeed()], live=True)
+    with pytest.raises(ConfigError, match="testnet = true"):
+        build_daemon(settings_for(url, mode="live"), default_registry(), store=MemoryStore(), feeds=[PushFeed()],
+                     live=True)
