@@ -1,4 +1,4 @@
-"""Command line: run, check-config, replay.
+"""Command line: run, check-config, replay (and the store commands of monitor/cli_state.py).
 
 User errors (bad config, bad price file, unknown asset) end with one line on
 stderr naming the culprit and exit status 2, never a traceback.
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--end", help="ISO-8601 end (exclusive)")
     rep.add_argument("--report", metavar="OUT.json", help="write the JSON report here")
     rep.set_defaults(func=cmd_replay)
+
+    from monitor import cli_state
+    cli_state.register(sub)
     return p
 
 

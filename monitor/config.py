@@ -285,6 +285,7 @@ class DaemonSettings(Frozen):
     restart_window_s: float = Field(default=60.0, gt=0)
     restart_backoff_s: float = Field(default=0.5, gt=0)  # first restart delay; doubles per crash, at most 30 s
     status_every_s: float = Field(default=10.0, gt=0)  # how often each account's status is logged
+    snapshot_every_s: float = Field(default=30.0, gt=0)  # all accounts' snapshots (a changed book: at once)
 
 
 class Settings(Frozen):

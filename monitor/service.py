@@ -27,6 +27,7 @@ from monitor.exchange.credentials import load_credentials
 from monitor.exchange.gateway import ExchangeGateway
 from monitor.execution.base import Execution, Executor
 from monitor.execution.exchange import ExchangeExecutor
+from monitor.execution.gate import TradingGate
 from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.modes import announce_mode, check_mode
 from monitor.execution.paper import PaperExecutor
@@ -36,8 +37,10 @@ from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
-from monitor.store import open_store
-from monitor.store.base import StateStore
+from monitor.lease import LeaseKeeper, default_instance_id
+from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
+from monitor.store import open_store, state_dir
+from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from strategies.base import StrategyRegistry
 
@@ -62,8 +65,9 @@ class Daemon:
     monitor: Monitor
     inbox: EngineInbox
     alerts: AlertManager
-    executor: Executor
+    executor: JournaledExecutor
     store: StateStore
+    snapshots: SnapshotWriter
     feeds: list[PriceFeed]
     plans: asyncio.Queue[Plan]
     clock_ms: Callable[[], int] = wall_clock_ms
@@ -79,6 +83,7 @@ class Daemon:
     exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
     sync: SyncApplier | None = None
     sync_handles: dict[str, SyncHandle] = field(default_factory=dict)
+    lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
@@ -135,11 +140,16 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         exchange = ExchangeExecutor(gateways, paper, lambda plan: monitor.plan_still_helps(plan, paper.fill_price),
                                     paper.fill_price, clock_ms)
         inner = exchange
-    executor = JournaledExecutor(inner, store, clock_ms)
+    ha = settings.ha
+    lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
+    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
+                       trade_without_store=settings.store.trade_during_outage)
+    executor = JournaledExecutor(inner, store, clock_ms, gate)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
-    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, feeds,
+    snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
+    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
                   asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier(), owns_store=owns_store, gateways=gateways,
+                  notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, gateways=gateways,
                   exchange=exchange, sync=SyncApplier(settings) if gateways else None,
                   sync_handles={name: SyncHandle(name) for name in gateways})
 
@@ -231,6 +241,7 @@ def settle(d: Daemon, done: Executed) -> None:
     if d.sync is not None:
         d.sync.record_paper(done.plan.account, list(ex.fills), list(ex.repays))
     result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
@@ -346,15 +357,29 @@ def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
     return Component(f"sync:{gw.account}", start)
 
 
+async def warm_start(d: Daemon) -> None:
+    """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
+    restored = restore(d.monitor, await d.store.snapshots())
+    reconciled = await reconcile_open_plans(d.store, d.executor)
+    ks = await d.store.kill_switch()
+    log.info("state loaded", store=d.store.name, accounts_restored=restored, plans_reconciled=reconciled,
+             kill_switch=bool(ks and ks.engaged))
+
+
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
     announce_mode(d.settings)
+    try:
+        await warm_start(d)
+    except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
+        log.error("state not loaded: starting from the config", error=str(err))
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
-                  Component("systemd", lambda: systemd_loop(d)),
+                  Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
+                  *([Component("lease", d.lease.run)] if d.lease is not None else []),
                   *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
@@ -393,6 +418,9 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await d.snapshots.flush()
+    if d.lease is not None:
+        await d.lease.release()
     for gw in d.gateways.values():
         await gw.close()
     if d.owns_store:

@@ -42,8 +42,31 @@ def crash_prices(shared_data: Path) -> list[str]:
 
 # CI runs the property tests on a fixed example sequence, so a red build is reproducible;
 # local runs explore new examples each time.
+# Data generation slows down on a loaded machine: that is not a failure of the code under test.
+from hypothesis import HealthCheck  # noqa: E402
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
-_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
-    _hypothesis_settings.load_profile("ci")
+_hypothesis_settings.register_profile("dev", suppress_health_check=[HealthCheck.too_slow])
+_hypothesis_settings.register_profile("ci", parent=_hypothesis_settings.get_profile("dev"), derandomize=True,
+                                      print_blob=True)
+_hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory):
+    """One redis-server for the session; tests that share it use their own key prefix."""
+    from tests.redis_server import RedisServer
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A redis-server of the test's own, which the test may stop and start."""
+    from tests.redis_server import RedisServer
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

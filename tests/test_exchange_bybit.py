@@ -45,9 +45,9 @@ class PushFeed:
             sink(await self.queue.get())
 
 
-def settings_for(url: str, mode: str = "testnet", **execution) -> object:
+def settings_for(url: str, mode: str = "testnet", state_dir: str = "state-unused", **execution) -> object:
     return parse_settings({
-        "daemon": {"restart_backoff_s": 0.01, "state_dir": "unused"},
+        "daemon": {"restart_backoff_s": 0.01, "state_dir": state_dir},
         "execution": {"mode": mode, "order_timeout_s": 1.0, **execution},
         "assets": {"BTC": {"price": "BTC/USDT", "weight": 0.95}, "USDT": {"price": 1.0}},
         "accounts": [{
@@ -209,10 +209,25 @@ async def test_restart_mid_plan_is_reconciled_not_repeated(venue) -> None:
     async with Running(settings, store=store) as r:
         assert await store.open_plans() == []
         reconciled = [j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled"]
-        assert reconciled[0]["plan_id"] == plan.plan_id and reconciled[0]["orders"][0]["filled"] == pytest.approx(0.4)
+        assert reconciled[0]["plan_id"] == plan.plan_id and reconciled[0]["fills"][0]["amount"] == pytest.approx(0.4)
         r.feed.push(fake, 34000)  # the venue's balances already hold the sale: healthy, nothing to do
         await until(lambda: r.health() > 2)
         assert r.d.plans.empty() and len(fake.orders) == 1
+
+
+async def test_kill_switch_stops_orders_while_monitoring_goes_on(venue, tmp_path) -> None:
+    fake, url = venue
+    (tmp_path / "KILL").touch()  # the kill file in the state directory
+    async with Running(settings_for(url, state_dir=str(tmp_path))) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        r.feed.push(fake, 34000)
+        await r.notifier.wait_for(lambda e: e.level == "act" and e.kind == EventKind.FIRING)  # alerting goes on
+        await until(lambda: r.d.plans.empty() and not r.d.monitor.rules.state[0].in_flight)
+        assert fake.orders == {} and await r.store.open_plans() == []
+        (tmp_path / "KILL").unlink()  # released: the next breach trades
+        r.feed.push(fake, 33990)
+        await until(lambda: len(fake.orders) == 1)
 
 
 async def test_drift_alert_when_the_venue_disagrees(venue) -> None:

@@ -205,6 +205,18 @@ class ExchangeGateway:
             return
         await self._call("repay_cross_margin", asset, amount)
 
+    async def accounted_orders(self, prefix: str) -> list[VenueOrder]:
+        """Orders with the client-id prefix, none left resting: a resting remainder would fill
+        on stale terms, so it is cancelled (the account is planned again instead)."""
+        orders = await self.orders_with_prefix(prefix)
+        out = []
+        for o in orders:
+            if not o.final:
+                await self.cancel(o)
+                o = await self.find(o.client_id, o.symbol) or o
+            out.append(o)
+        return out
+
     async def cancel(self, order: VenueOrder) -> None:
         await self._call("cancel_order", None, order.symbol, {"clientOrderId": order.client_id})
 

@@ -20,9 +20,10 @@ from dataclasses import replace
 
 import structlog
 
-from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailable
+from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueOrder, VenueUnavailable
 from monitor.execution.base import Execution, Executor
 from monitor.model import Fill, Order, Plan, Repay
+from monitor.store.base import PlanRecord
 
 log = structlog.get_logger("execution")
 
@@ -76,6 +77,23 @@ class ExchangeExecutor:
                 repays.append(r)
         return Execution(plan.plan_id, tuple(fills), tuple(repays), errors=tuple(errors))
 
+    async def reconcile(self, record: PlanRecord) -> Execution | None:
+        """What a plan a crash left open did at its venue (JournaledExecutor.reconcile calls this
+        at start). An unreachable venue is asked again by the account's sync loop."""
+        gw = self.gateways.get(record.account)
+        if gw is None:
+            return None
+        prefix = client_prefix(record.plan_id)
+        try:
+            orders = await gw.accounted_orders(prefix)
+        except VenueError as err:
+            self.unresolved.setdefault(record.account, set()).add(prefix)
+            self.reconciled.discard(record.account)
+            log.warning("reconcile deferred: venue unreachable", account=record.account, plan_id=record.plan_id,
+                        error=err.reason)
+            return None
+        return Execution(record.plan_id, fills_of(orders, self._clock_ms()))
+
     async def _orders(self, gw: ExchangeGateway, plan: Plan) -> tuple[list[Fill], list[str]]:
         fills: list[Fill] = []
         for leg, order in enumerate(plan.orders):
@@ -101,3 +119,14 @@ class ExchangeExecutor:
                 return fills, [f"{order.side} {order.symbol}: partial fill {placed.filled:g} of {amount:g} "
                                f"(limit {price:g}, {placed.status}); the remainder is re-planned on fresh prices"]
         return fills, []
+
+
+def fills_of(orders: list[VenueOrder], ts_ms: int) -> tuple[Fill, ...]:
+    """Fills as the venue reports them for orders found by client id."""
+    out = []
+    for o in orders:
+        if o.filled > 0:
+            base, quote = o.symbol.split(":")[0].split("/", 1)
+            price = o.average or 0.0
+            out.append(Fill(Order(o.symbol, o.side, o.amount, price, base, quote), o.filled, price, o.fee, ts_ms))
+    return tuple(out)

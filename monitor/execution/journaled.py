@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from monitor.execution.base import Execution, Executor
 from monitor.model import Plan
-from monitor.store.base import StateStore
+from monitor.store.base import PlanRecord, StateStore
 
 Gate = Callable[[Plan], Awaitable[str | None]]  # the reason trading is refused, or None
 
@@ -41,11 +41,35 @@ class JournaledExecutor:
         await self._store.finish_plan(plan.plan_id, "failed" if execution.errors else "done")
         return execution
 
+    async def reconcile(self, record: PlanRecord) -> str:
+        """Closes a plan a crash left open. An executor that talks to a venue asks it what
+        happened (`reconcile(record)` on the executor, by client order id); the journal says
+        whether the outcome was recorded; otherwise nothing reached a venue: abandoned."""
+        journaled = any(e.get("plan_id") == record.plan_id
+                        for e in await self._store.read_journal(record.account, since_ms=record.ts_ms))
+        state = "done" if journaled else "abandoned"
+        detail: dict = {"reconciled": True}
+        venue = getattr(self.inner, "reconcile", None)
+        if venue is not None and not journaled:
+            execution = await venue(record)
+            if execution is not None and (execution.fills or execution.repays):
+                await self._store.journal("reconciled", record.account, self._clock_ms(),
+                                          {"plan_id": record.plan_id, **execution_record_fills(execution)})
+                state = "done"
+        await self._store.finish_plan(record.plan_id, state, detail)
+        return state
+
 
 def execution_record(plan: Plan, execution: Execution) -> dict:
     return {
         "plan_id": plan.plan_id, "level": plan.level, "strategy": plan.strategy,
         "health_before": plan.health_before, "expected_health": plan.expected_health,
+        **execution_record_fills(execution),
+    }
+
+
+def execution_record_fills(execution: Execution) -> dict:
+    return {
         "fills": [{"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price, "fee": f.fee}
                   for f in execution.fills],
         "repays": [{"asset": r.asset, "amount": r.amount} for r in execution.repays],

@@ -1,9 +1,11 @@
-"""Reconciliation: before an account plans anything new, its earlier orders are accounted for.
+"""Reconnect reconciliation: orders whose outcome a disconnect hid are accounted for before
+the account trades again.
 
-At start, plans left "claimed" in the store (a crash mid-plan) and, after a reconnect,
-orders whose outcome was unknown are looked up at the venue by their client-id prefix.
-Whatever they did is journaled and the claim closed; nothing is placed again (the
-account's next sync shows the venue's balances, and the engine plans on those).
+At start, plans a crash left "claimed" are closed through JournaledExecutor.reconcile
+(ExchangeExecutor.reconcile asks the venue by client-id prefix). Here, run by the
+account's sync loop before its first sync and after every reconnect, the prefixes whose
+outcome is still unknown are looked up; what they did is journaled and nothing is placed
+again: the account's next sync shows the venue's balances and the engine plans on those.
 """
 
 from __future__ import annotations
@@ -12,40 +14,25 @@ from collections.abc import Callable
 
 import structlog
 
-from monitor.exchange.gateway import ExchangeGateway, VenueOrder
-from monitor.execution.exchange import ExchangeExecutor, client_prefix
+from monitor.execution.exchange import ExchangeExecutor, fills_of
+from monitor.execution.journaled import execution_record_fills
+from monitor.execution.base import Execution
 from monitor.store.base import StateStore
 
 log = structlog.get_logger("reconcile")
 
 
-def order_record(o: VenueOrder) -> dict:
-    return {"client_id": o.client_id, "symbol": o.symbol, "side": o.side, "amount": o.amount,
-            "filled": o.filled, "average": o.average, "fee": o.fee, "status": o.status}
-
-
 async def reconcile_account(executor: ExchangeExecutor, store: StateStore, account: str,
-                            clock_ms: Callable[[], int]) -> list[VenueOrder]:
-    """Raises VenueUnavailable when the venue cannot be asked (try again after reconnecting)."""
-    gw: ExchangeGateway = executor.gateways[account]
-    open_plans = [p for p in await store.open_plans() if p.account == account]
-    prefixes = {client_prefix(p.plan_id): p.plan_id for p in open_plans}
-    for prefix in executor.unresolved.get(account, set()):
-        prefixes.setdefault(prefix, "")
-    found: list[VenueOrder] = []
-    for prefix, plan_id in sorted(prefixes.items()):
-        orders = await gw.orders_with_prefix(prefix)
-        for o in orders:
-            if not o.final:  # a resting remainder would fill on stale terms: cancel it, re-plan instead
-                await gw.cancel(o)
-        found += orders
-        record = {"plan_id": plan_id, "prefix": prefix, "orders": [order_record(o) for o in orders]}
-        await store.journal("reconciled", account, clock_ms(), record)
-        if plan_id:
-            state = "done" if any(o.filled > 0 for o in orders) else "abandoned"
-            await store.finish_plan(plan_id, state, {"reconciled": True, "orders": len(orders)})
-        log.info("reconciled", account=account, plan_id=plan_id or None, orders=len(orders),
+                            clock_ms: Callable[[], int]) -> int:
+    """Raises VenueError when the venue cannot be asked (the sync loop tries again)."""
+    gw = executor.gateways[account]
+    prefixes = sorted(executor.unresolved.get(account, set()))
+    for prefix in prefixes:
+        orders = await gw.accounted_orders(prefix)
+        record = execution_record_fills(Execution("", fills_of(orders, clock_ms())))
+        await store.journal("reconciled", account, clock_ms(), {"client_id_prefix": prefix, **record})
+        executor.unresolved[account].discard(prefix)
+        log.info("reconciled after reconnect", account=account, client_id_prefix=prefix, orders=len(orders),
                  filled=[f"{o.side} {o.filled:g} {o.symbol}" for o in orders if o.filled])
-    executor.unresolved.pop(account, None)
     executor.reconciled.add(account)
-    return found
+    return len(prefixes)

@@ -29,8 +29,9 @@ class AccountSnapshot:
     ts_ms: int
     health: float | None
     level: str | None
-    book: dict[str, Any]          # holdings, borrowed, positions as the daemon last knew them
-    config_digest: str = ""       # of the account's config section: an edited config wins over the snapshot
+    book: dict[str, Any]          # asset -> exposure (held, borrowed, perpetuals) as the daemon last knew it
+    config_digest: str = ""       # of the account's holdings in the config: an edited config wins
+    rules: dict[str, Any] = field(default_factory=dict)  # cooldown and daily caps: a restart must not reset them
 
 
 @dataclass(frozen=True, slots=True)
