@@ -168,6 +168,16 @@ class AccountSettings(Frozen):
     def _weights(cls, v: dict[str, WeightSpec]) -> dict[str, WeightSpec]:
         return {k: _check_weight(w) for k, w in v.items()}
 
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from urllib.parse import urlsplit
+            parts = urlsplit(v)
+            if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc or "@" in parts.netloc:
+                raise ValueError(f"{v!r} is not a base URL like https://host:port (and holds no credentials)")
+        return v
+
     @field_validator("borrowed")
     @classmethod
     def _borrowed(cls, v: dict[str, float]) -> dict[str, float]:
