@@ -215,6 +215,26 @@ async def test_restart_mid_plan_is_reconciled_not_repeated(venue) -> None:
         assert r.d.plans.empty() and len(fake.orders) == 1
 
 
+async def test_outcome_hidden_by_an_outage_is_reconciled_on_reconnect(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        fake.delay_create_s, fake.down_after_create = 1.5, True  # booked; the answer and every lookup lost
+        r.feed.push(fake, 34000)
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert "outcome unknown" in alert.detail
+        assert ACCOUNT not in r.d.exchange.reconciled  # no new order on this account until reconciled
+        fake.down = False
+        await r.resync()
+        assert ACCOUNT in r.d.exchange.reconciled
+        (link,) = fake.orders
+        record = next(j for j in await r.store.read_journal(ACCOUNT) if j["kind"] == "reconciled")
+        assert link.startswith(record["client_id_prefix"])
+        assert record["fills"][0]["amount"] == pytest.approx(float(fake.orders[link]["cumExecQty"]))
+        assert r.d.monitor.engine.books[0].exposures["BTC"].qty == pytest.approx(fake.wallet["BTC"])
+
+
 async def test_kill_switch_stops_orders_while_monitoring_goes_on(venue, tmp_path) -> None:
     fake, url = venue
     (tmp_path / "KILL").touch()  # the kill file in the state directory

@@ -49,6 +49,8 @@ class FakeBybit:
     fill_ratio: float = 1.0
     orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order item
     bad_signatures: int = 0
+    down: bool = False  # every request answered 503
+    down_after_create: bool = False  # the venue goes down right after booking the next order
     repays: list[tuple[str, float]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     created: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,7 +78,13 @@ class FakeBybit:
         return (json.loads(body) if body else dict(request.query)), None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def outage(request: web.Request, handler):
+            if self.down:  # a gateway in front of a venue that is down answers like this
+                return web.Response(status=503, text="<html><body>503 Service Temporarily Unavailable</body></html>")
+            return await handler(request)
+
+        app = web.Application(middlewares=[outage])
         r = app.router
         r.add_get("/v5/market/instruments-info", self.instruments)
         r.add_get("/v5/asset/coin/query-info", self.private(self.coin_info))
@@ -217,6 +225,8 @@ class FakeBybit:
             "reduceOnly": False, "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "",
             "placeType": "", "createdTime": ts, "updatedTime": ts}
         self.created.set()
+        if self.down_after_create:
+            self.down_after_create, self.down = False, True
         if self.delay_create_s:
             await asyncio.sleep(self.delay_create_s)  # booked, but the answer comes too late
         return self.envelope({"orderId": order_id, "orderLinkId": link})
