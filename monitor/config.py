@@ -149,6 +149,7 @@ class AccountSettings(Frozen):
     rest_url: str | None = None  # endpoint overrides; the venue's standard paths are appended
     ws_url: str | None = None
     sync_every_s: float = Field(default=10.0, gt=0)
+    stream: bool = True  # also apply every update of the venue's private balance stream (websocket)
     drift_tolerance: float = Field(default=0.05, gt=0)  # |ours - venue's| / venue's native figure before alerting
     holdings: dict[str, float] = Field(default_factory=dict)  # negative = borrowed
     borrowed: dict[str, float] = Field(default_factory=dict)  # gross liabilities beside positive holdings

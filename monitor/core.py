@@ -203,27 +203,35 @@ class Monitor:
         self.rules.release(self.engine.account_index[plan.account])
 
     # -- fills come back -----------------------------------------------------------------
-    def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay]) -> Settlement:
+    def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay], apply: bool = True) -> Settlement:
         """Applies what was executed, recomputes the account exactly, verifies the outcome
-        (improved, and not past the target by more than verify_offset, as DeFi automations check)."""
+        (improved, and not past the target by more than verify_offset, as DeFi automations check).
+
+        apply=False: the venue's own balances will show the fills (an exchange-synced account);
+        the action is counted now and `verify` runs on the first sync taken after the fills."""
         i = self.engine.account_index[plan.account]
-        target = next((lv.target for lv in self.rules.accounts[i].levels if lv.name == plan.level), None)
         before = float(self.engine.health[i])
-        book = apply_fills(self.engine.books[i], fills, self.schedules)
-        for r in repays:
-            book = apply_repay(book, r)
-        self.engine.set_book(book)
+        if apply:
+            book = apply_fills(self.engine.books[i], fills, self.schedules)
+            for r in repays:
+                book = apply_repay(book, r)
+            self.engine.set_book(book)
         self.rules.record_action(i, sum(f.notional for f in fills))
         self.rules.release(i)
         self._ineffective = {k for k in self._ineffective if k[0] != i}  # a new book: news again
         after = float(self.engine.health[i])
-        event = None
+        return Settlement(before, after, self.verify(plan, before, after) if apply else None)
+
+    def verify(self, plan: Plan, before: float, after: float) -> LevelEvent | None:
+        """VERIFY_FAILED when health did not improve, or overshot the target by more than verify_offset."""
+        i = self.engine.account_index[plan.account]
+        target = next((lv.target for lv in self.rules.accounts[i].levels if lv.name == plan.level), None)
         offset = self.settings.execution.verify_offset
         if not after > before:
-            event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"health did not improve ({before:.4f} -> {after:.4f})")
-        elif target is not None and after > target * (1 + offset) and plan.expected_health <= target * (1 + offset):
-            event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
-        return Settlement(before, after, event)
+            return self._event(i, plan.level, EventKind.VERIFY_FAILED, f"health did not improve ({before:.4f} -> {after:.4f})")
+        if target is not None and after > target * (1 + offset) and plan.expected_health <= target * (1 + offset):
+            return self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
+        return None
 
     def replace_book(self, book: AccountBook) -> list[LevelEvent | Plan]:
         """An account's holdings as its venue reports them: recomputed exactly, then its levels

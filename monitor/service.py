@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from monitor.accounts.synced import SyncApplier, Synced, SyncHandle, sync_loop
+from monitor.accounts.synced import SyncApplier, Synced, SyncHandle, stream_loop, sync_loop
 from monitor.alerts.manager import AlertManager
 from monitor.alerts.notifiers import ConsoleNotifier, Notifier
 from monitor.config import FeedSettings, Settings
@@ -213,9 +213,9 @@ def dispatch(d: Daemon, outcomes: list) -> None:
 def apply_sync(d: Daemon, message: Synced) -> None:
     assert d.sync is not None
     dispatch(d, d.monitor.replace_book(d.sync.book(d.monitor, message)))
-    event = d.sync.drift_event(d.monitor, message)
-    if event is not None:
-        d.alerts.submit(event)
+    for event in (d.sync.drift_event(d.monitor, message), d.sync.verified(d.monitor, message)):
+        if event is not None:
+            d.alerts.submit(event)
     handle = d.sync_handles.get(message.account)
     if handle is not None:
         handle.synced.set()
@@ -238,9 +238,14 @@ def settle(d: Daemon, done: Executed) -> None:
                     refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
         return
+    # An account traded on its venue shows the fills in its next sync; applying them here too would
+    # count them twice when the venue's stream is quicker than this message.
+    on_venue = d.exchange is not None and done.plan.account in d.gateways
     if d.sync is not None:
         d.sync.record_paper(done.plan.account, list(ex.fills), list(ex.repays))
-    result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    result = d.monitor.settle(done.plan, list(ex.fills), list(ex.repays), apply=not on_venue)
+    if on_venue:
+        d.sync.expect(done.plan, done.plan.health_before, list(ex.fills))
     d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
@@ -350,10 +355,16 @@ def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
     acc = next(a for a in d.settings.accounts if a.name == gw.account)
     ex = d.exchange
 
+    handle = d.sync_handles[gw.account]
+
     async def start() -> None:
-        await sync_loop(gw, acc.sync_every_s, d.inbox.put_control, d.sync_handles[gw.account], d.clock_ms,
-                        reconcile=(lambda a: reconcile(d, a)) if ex is not None else None,
-                        needs_reconcile=lambda a: ex is not None and a not in ex.reconciled)
+        loops = [sync_loop(gw, acc.sync_every_s, d.inbox.put_control, handle, d.clock_ms,
+                           reconcile=(lambda a: reconcile(d, a)) if ex is not None else None,
+                           needs_reconcile=lambda a: ex is not None and a not in ex.reconciled)]
+        if acc.stream:
+            loops.append(stream_loop(gw, d.inbox.put_control, handle, d.clock_ms,
+                                     on_disconnect=lambda a: ex.reconciled.discard(a) if ex is not None else None))
+        await asyncio.gather(*loops)
     return Component(f"sync:{gw.account}", start)
 
 

@@ -53,6 +53,7 @@ def settings_for(url: str, mode: str = "testnet", state_dir: str = "state-unused
         "accounts": [{
             "name": ACCOUNT, "model": "unified", "source": "bybit", "api_key_env": "BYBIT_API_KEY",
             "api_secret_env": "BYBIT_API_SECRET", "testnet": True, "rest_url": url, "sync_every_s": 30.0,
+            "ws_url": url.replace("http://", "ws://"),
             "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.1,
             "levels": [{"name": "act", "mm_rate": 0.6, "action": "rebalance", "strategy": "sell_to_stable",
                         "target": 2.5, "cooldown_s": 0}],
@@ -189,7 +190,7 @@ async def test_partial_fill_is_applied_and_not_resent(venue) -> None:
         assert journal[-1]["fills"][0]["amount"] == pytest.approx(float(order["qty"]) * 0.5)
         # The remainder is planned again on fresh prices: a new plan, a new client id, never the old one resent.
         fake.fill_ratio = 1.0
-        r.feed.push(fake, 33990)
+        r.feed.push(fake, 33000)  # still short of the target after the half fill, and lower now
         await until(lambda: len(fake.orders) == 2)
         first, second = fake.orders
         assert first.rsplit("-", 1)[0] != second.rsplit("-", 1)[0]
@@ -233,6 +234,32 @@ async def test_outcome_hidden_by_an_outage_is_reconciled_on_reconnect(venue) -> 
         assert link.startswith(record["client_id_prefix"])
         assert record["fills"][0]["amount"] == pytest.approx(float(fake.orders[link]["cumExecQty"]))
         assert r.d.monitor.engine.books[0].exposures["BTC"].qty == pytest.approx(fake.wallet["BTC"])
+
+
+async def test_a_balance_change_arrives_on_the_private_stream(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5 and fake.subscribers.get("wallet"))
+        syncs = r.handle.syncs
+        fake.wallet["USDT"] += 10000  # a transfer in pays part of the loan: Bybit pushes the wallet
+        await fake.push_wallet()
+        await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(20000))
+        assert r.handle.streamed >= 1 and r.handle.syncs == syncs  # no REST call needed
+
+
+async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        await until(lambda: fake.subscribers.get("wallet"))
+        assert ACCOUNT in r.d.exchange.reconciled
+        await fake.drop_streams()
+        await until(lambda: r.handle.stream_failures >= 1)
+        await until(lambda: fake.stream_connections >= 2 and fake.subscribers.get("wallet")
+                    and ACCOUNT in r.d.exchange.reconciled)
+        fake.wallet["BTC"] = 1.5
+        await fake.push_wallet()  # the new connection carries updates
+        await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].qty == 1.5)
 
 
 async def test_kill_switch_stops_orders_while_monitoring_goes_on(venue, tmp_path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from monitor.cli import main
 from monitor.config import parse_settings
 from monitor.errors import ConfigError
 from monitor.exchange.credentials import Credentials, load_credentials
@@ -80,17 +82,18 @@ def test_a_broken_secrets_file_never_echoes_its_content(tmp_path) -> None:
     assert "super-secret-value" not in str(err.value) and str(path) in str(err.value)
 
 
-def test_live_without_the_flag_is_a_one_line_error(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("CM_TEST_KEY", "k")
-    monkeypatch.setenv("CM_TEST_SECRET", "s")
+def test_live_without_the_flag_is_a_one_line_error(tmp_path) -> None:
     cfg = tmp_path / "live.toml"
     cfg.write_text('[execution]\nmode = "live"\n[assets.BTC]\nprice = "BTC/USDT"\n[assets.USDT]\nprice = 1.0\n'
                    '[[accounts]]\nname = "b"\nmodel = "unified"\nsource = "bybit"\napi_key_env = "CM_TEST_KEY"\n'
                    'api_secret_env = "CM_TEST_SECRET"\n'
                    '[[feeds]]\nname = "s"\nsymbols = ["BTC/USDT"]\nsimulated = { start = { "BTC/USDT" = 1.0 } }\n')
-    assert main(["run", "--config", str(cfg)]) == 2
-    err = capsys.readouterr().err
-    assert "--live" in err and err.count("\n") == 1
+    env = {**os.environ, "CM_TEST_KEY": "k-live-key", "CM_TEST_SECRET": "s-live-secret"}
+    proc = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(cfg)], capture_output=True,
+                          text=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--live" in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "s-live-secret" not in proc.stdout + proc.stderr
 
 
 def test_credentials_repr_is_safe() -> None:

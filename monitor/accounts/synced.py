@@ -39,6 +39,8 @@ class SyncHandle:
     kick: asyncio.Event = field(default_factory=asyncio.Event)
     syncs: int = 0
     failures: int = 0
+    streamed: int = 0  # balance updates applied from the private stream
+    stream_failures: int = 0
     synced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -80,6 +82,28 @@ async def sync_loop(gw: ExchangeGateway, every_s: float, post: Callable[[Synced]
         await _wait(handle, every_s)
 
 
+async def stream_loop(gw: ExchangeGateway, post: Callable[[Synced], None], handle: SyncHandle,
+                      clock_ms: Callable[[], int], on_disconnect: Callable[[str], None]) -> None:
+    """Posts every balance update of the venue's private stream. A broken stream is a
+    reconnect: the account is reconciled again (by the sync loop, kicked here) before it trades."""
+    backoff = 1.0
+    while True:
+        try:
+            state = await gw.watch_state(clock_ms)
+        except VenueError as err:
+            handle.stream_failures += 1
+            log.warning("account stream failed", account=gw.account, venue=gw.venue, error=err.reason,
+                        retry_in_s=backoff)
+            on_disconnect(gw.account)
+            handle.kick.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            continue
+        backoff = 1.0
+        post(Synced(gw.account, state))
+        handle.streamed += 1
+
+
 async def _wait(handle: SyncHandle, seconds: float) -> None:
     handle.kick.clear()
     try:
@@ -107,6 +131,26 @@ class SyncApplier:
         self.paper: dict[str, list] = {}  # account -> [(fills, repays)] executed on paper since start
         self.drifting: set[str] = set()
         self.warned_unknown: set[str] = set()
+        self.to_verify: dict[str, tuple] = {}  # account -> (plan, health before, ts of the last fill)
+
+    def expect(self, plan, before: float, fills: list) -> None:
+        """Verify `plan` on the first venue state taken after its last fill."""
+        if fills:
+            self.to_verify[plan.account] = (plan, before, max(f.ts_ms for f in fills))
+
+    def verified(self, monitor, msg: Synced):
+        """The verification event (or None) once a state after the fills arrived."""
+        pending = self.to_verify.get(msg.account)
+        if pending is None or msg.state.ts_ms < pending[2]:
+            return None
+        del self.to_verify[msg.account]
+        plan, before, _ = pending
+        after = float(monitor.engine.health[monitor.engine.account_index[msg.account]])
+        event = monitor.verify(plan, before, after)
+        log.info("rebalance verified on the venue's balances", account=msg.account, plan_id=plan.plan_id,
+                 health_before=round(before, 4), health_after=round(after, 4),
+                 expected_health=round(plan.expected_health, 4), ok=event is None)
+        return event
 
     def record_paper(self, account: str, fills: list, repays: list) -> None:
         if self.dry_run and account in self.accounts:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
+import ccxt.pro as ccxtpro
 import orjson
 
 from monitor.config import AccountSettings
@@ -55,18 +57,20 @@ class VenueOrder:
         return self.status in FINAL
 
 
-def override_urls(urls: Any, base: str) -> Any:
-    """Every API base URL of a ccxt exchange re-rooted on `base`, keeping the venue's paths."""
+def override_urls(urls: Any, rest: str | None, ws: str | None) -> Any:
+    """Every API base URL of a ccxt exchange re-rooted on `rest` (http) or `ws` (websocket),
+    keeping the venue's paths; a base not given leaves those URLs as they are."""
     if isinstance(urls, dict):
-        return {k: override_urls(v, base) for k, v in urls.items()}
+        return {k: override_urls(v, rest, ws) for k, v in urls.items()}
     if isinstance(urls, str) and "://" in urls:
-        return base.rstrip("/") + urlsplit(urls).path
+        base = ws if urls.startswith(("ws://", "wss://")) else rest
+        return base.rstrip("/") + urlsplit(urls).path if base else urls
     return urls
 
 
 def build_exchange(acc: AccountSettings, creds: Credentials, timeout_s: float) -> Any:
     """A configured ccxt client (no I/O here: markets load on first use)."""
-    cls = getattr(ccxt, acc.source)
+    cls = getattr(ccxtpro, acc.source)  # ccxt.pro: REST as ccxt, plus the private streams
     options: dict[str, Any] = {}
     if acc.source == "bybit":
         # The account model says unified: skip the key-info probe (it needs extra permissions).
@@ -76,8 +80,8 @@ def build_exchange(acc: AccountSettings, creds: Credentials, timeout_s: float) -
                     "timeout": int(timeout_s * 1000), "options": options})
     if acc.testnet:
         exchange.set_sandbox_mode(True)
-    if acc.rest_url:
-        exchange.urls["api"] = override_urls(exchange.urls["api"], acc.rest_url)
+    if acc.rest_url or acc.ws_url:
+        exchange.urls["api"] = override_urls(exchange.urls["api"], acc.rest_url, acc.ws_url)
     return exchange
 
 
@@ -104,6 +108,7 @@ class ExchangeGateway:
         self._creds = creds
         self._x = exchange if exchange is not None else build_exchange(acc, creds, timeout_s)
         self._markets_loaded = False
+        self._positions: list[dict[str, Any]] = []  # as of the last REST sync (the stream carries balances)
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -121,9 +126,16 @@ class ExchangeGateway:
     # -- the account ------------------------------------------------------------------------
     async def fetch_state(self, now_ms: int) -> VenueState:
         balance = await self._call("fetch_balance")
-        positions = await self._call("fetch_positions", None, {"category": "linear", "settleCoin": "USDT"})
+        self._positions = await self._call("fetch_positions", None, {"category": "linear", "settleCoin": "USDT"})
         wallet = (balance["info"].get("result", {}).get("list") or [{}])[0]
-        return bybit_unified_state(wallet, positions, now_ms)
+        return bybit_unified_state(wallet, self._positions, now_ms)
+
+    async def watch_state(self, now_ms: Callable[[], int]) -> VenueState:
+        """The next balance update from the venue's private stream (ccxt.pro watch_balance),
+        with the positions of the last REST sync."""
+        balance = await self._call("watch_balance")
+        wallet = (balance.get("info") or [{}])[0]
+        return bybit_unified_state(wallet, self._positions, now_ms())
 
     # -- orders -----------------------------------------------------------------------------
     async def rounded(self, symbol: str, amount: float, price: float) -> tuple[float, float]:

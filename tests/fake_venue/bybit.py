@@ -49,6 +49,8 @@ class FakeBybit:
     fill_ratio: float = 1.0
     orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order item
     bad_signatures: int = 0
+    stream_connections: int = 0
+    subscribers: dict[str, set] = field(default_factory=dict)  # topic -> open websockets
     down: bool = False  # every request answered 503
     down_after_create: bool = False  # the venue goes down right after booking the next order
     repays: list[tuple[str, float]] = field(default_factory=list)
@@ -95,7 +97,57 @@ class FakeBybit:
         r.add_get("/v5/order/history", self.private(self.order_history))
         r.add_post("/v5/order/cancel", self.private(self.cancel_order))
         r.add_post("/v5/account/no-convert-repay", self.private(self.repay))
+        r.add_get("/v5/private", self.private_stream)
         return app
+
+    # -- the private websocket (auth, subscribe, ping; pushes wallet and order topics) ----------------
+    async def private_stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        conn = f"fake-{next(self._ids)}"
+        authed = False
+        self.stream_connections += 1
+        try:
+            async for msg in ws:
+                req = json.loads(msg.data)
+                op = req.get("op")
+                reply = {"success": True, "ret_msg": "", "conn_id": conn, "op": op}
+                if "req_id" in req:
+                    reply["req_id"] = req["req_id"]
+                if op == "auth":
+                    key, expires, sig = req["args"]
+                    good = hmac.new(self.secret.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
+                    authed = key == self.api_key and hmac.compare_digest(good, sig) and int(expires) > now_ms()
+                    if not authed:
+                        self.bad_signatures += 1
+                        reply.update(success=False, ret_msg="Request not authorized")
+                elif op == "subscribe":
+                    if not authed:
+                        reply.update(success=False, ret_msg="Request not authorized")
+                    else:
+                        for topic in req.get("args", []):
+                            self.subscribers.setdefault(topic, set()).add(ws)
+                elif op == "ping":
+                    reply["ret_msg"] = "pong"
+                await ws.send_str(json.dumps(reply))
+        finally:
+            for subs in self.subscribers.values():
+                subs.discard(ws)
+        return ws
+
+    async def publish(self, topic: str, data: list) -> None:
+        message = json.dumps({"id": f"{topic}-{next(self._ids)}", "topic": topic, "creationTime": now_ms(),
+                              "data": data})
+        for ws in list(self.subscribers.get(topic, ())):
+            await ws.send_str(message)
+
+    async def push_wallet(self) -> None:
+        await self.publish("wallet", [self.account_state()])
+
+    async def drop_streams(self) -> None:
+        """Closes every private stream connection (a venue restart, a network blip)."""
+        for ws in {w for subs in self.subscribers.values() for w in subs}:
+            await ws.close()
 
     def private(self, handler):
         async def wrapped(request: web.Request) -> web.Response:
@@ -156,9 +208,8 @@ class FakeBybit:
             mm += float(p["positionMM"])
         return mm / balance if balance > 0 else 0.0
 
-    async def wallet_balance(self, params: dict) -> web.Response:
-        if params.get("accountType") != "UNIFIED":
-            return self.envelope({}, 10001, "accountType only support UNIFIED.")
+    def account_state(self) -> dict:
+        """One UNIFIED account as wallet-balance and the wallet stream carry it."""
         coins = []
         for coin, qty in self.wallet.items():
             usd = qty * self.price(coin)
@@ -170,11 +221,15 @@ class FakeBybit:
                           "unrealisedPnl": "0", "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": True,
                           "marginCollateral": True, "spotHedgingQty": "0"})
         total = sum(q * self.price(c) for c, q in self.wallet.items())
-        account = {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": f"{self.mm_rate():.6f}",
-                   "accountLTV": "0", "totalEquity": f"{total:.4f}", "totalWalletBalance": f"{total:.4f}",
-                   "totalMarginBalance": f"{total:.4f}", "totalAvailableBalance": f"{total:.4f}",
-                   "totalPerpUPL": "0", "totalInitialMargin": "0", "totalMaintenanceMargin": "0", "coin": coins}
-        return self.envelope({"list": [account]})
+        return {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": f"{self.mm_rate():.6f}",
+                "accountLTV": "0", "totalEquity": f"{total:.4f}", "totalWalletBalance": f"{total:.4f}",
+                "totalMarginBalance": f"{total:.4f}", "totalAvailableBalance": f"{total:.4f}",
+                "totalPerpUPL": "0", "totalInitialMargin": "0", "totalMaintenanceMargin": "0", "coin": coins}
+
+    async def wallet_balance(self, params: dict) -> web.Response:
+        if params.get("accountType") != "UNIFIED":
+            return self.envelope({}, 10001, "accountType only support UNIFIED.")
+        return self.envelope({"list": [self.account_state()]})
 
     async def position_list(self, params: dict) -> web.Response:
         return self.envelope({"category": params.get("category", "linear"), "list": self.positions,
@@ -225,6 +280,9 @@ class FakeBybit:
             "reduceOnly": False, "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "",
             "placeType": "", "createdTime": ts, "updatedTime": ts}
         self.created.set()
+        await self.publish("order", [{**self.orders[link], "category": "spot"}])
+        if filled:
+            await self.push_wallet()
         if self.down_after_create:
             self.down_after_create, self.down = False, True
         if self.delay_create_s:
