@@ -279,16 +279,29 @@ async def test_kill_switch_stops_orders_while_monitoring_goes_on(venue, tmp_path
 
 async def test_drift_alert_when_the_venue_disagrees(venue) -> None:
     fake, url = venue
-    fake.collateral_ratio["BTC"] = 0.85  # the venue values BTC lower than our config's 0.95
+    fake.borrow_mmr["USDT"] = 0.10  # the venue's maintenance rate on the loan is twice the config's
     async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 5)
         await r.resync()
         alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.DRIFT)
-        assert alert.level == "drift" and "bybit reports" in alert.detail
+        assert alert.level == "drift" and "bybit reports 0.375" in alert.detail
         assert alert.native == pytest.approx(1500 / 8000, rel=1e-3)
         await r.resync()  # still apart: told once, not on every sync
         assert sum(e.kind == EventKind.DRIFT for e in r.notifier.events) == 1
+
+
+async def test_the_venues_collateral_ratios_override_the_config(venue) -> None:
+    fake, url = venue
+    fake.collateral_ratio["BTC"] = 0.85  # published by the venue; the config says 0.95
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)  # the first sync had no price to value the venue's bands at
+        await r.resync()
+        assert r.health() == pytest.approx(4000 / 1500)  # (0.85 * 40000 - 30000) / 1500
+        assert 1 / r.health() == pytest.approx(fake.mm_rate(), rel=1e-4)  # we now agree with the venue
+        assert not [e for e in r.notifier.events if e.kind == EventKind.DRIFT]
+        assert ("GET", "/v5/spot-margin-trade/collateral") in fake.requests
 
 
 async def test_agreeing_venue_raises_no_drift(venue) -> None:

@@ -131,6 +131,7 @@ class SyncApplier:
         self.paper: dict[str, list] = {}  # account -> [(fills, repays)] executed on paper since start
         self.drifting: set[str] = set()
         self.warned_unknown: set[str] = set()
+        self.weights_logged: set[str] = set()
         self.to_verify: dict[str, tuple] = {}  # account -> (plan, health before, ts of the last fill)
 
     def expect(self, plan, before: float, fills: list) -> None:
@@ -165,11 +166,36 @@ class SyncApplier:
             self.warned_unknown.add(msg.account)
             log.warning("venue holdings without an [assets] section are left out", account=msg.account,
                         unpriced=unknown[:20])
+        book = self.venue_weights(monitor, book, msg)
         for fills, repays in self.paper.get(msg.account, ()):
             book = apply_fills(book, fills, monitor.schedules)
             for r in repays:
                 book = apply_repay(book, r)
         return book
+
+    def venue_weights(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
+        """The venue's published collateral ratios replace the config's weights. Bybit bands
+        them by coin quantity; the engine bands by value, so the bands are valued at the
+        asset's price at each sync (they move with the price between syncs otherwise)."""
+        from dataclasses import replace
+
+        from monitor.risk.weights import WeightSchedule
+
+        weights = dict(book.weights)
+        used = {}
+        for asset in self.settings.assets:
+            bands = msg.state.tiers.get(asset)
+            price = monitor.engine.price_of(asset) if asset in monitor.engine.asset_index else math.nan
+            if not bands or math.isnan(price):
+                continue
+            lows = tuple(q * price for q, _ in bands)
+            weights[asset] = WeightSchedule(lows, tuple(r for _, r in bands))
+            used[asset] = bands[0][1]
+        if used and msg.account not in self.weights_logged:
+            self.weights_logged.add(msg.account)
+            log.info("venue collateral ratios override the config's weights", account=msg.account,
+                     venue=self.accounts[msg.account].source, ratios=used)
+        return replace(book, weights=weights)
 
     def drift_event(self, monitor, msg: Synced):
         """A DRIFT alert when our figure and the venue's part beyond tolerance (once, until they agree)."""

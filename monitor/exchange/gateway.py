@@ -20,7 +20,7 @@ import orjson
 
 from monitor.config import AccountSettings
 from monitor.exchange.credentials import Credentials
-from monitor.exchange.venues import VenueState, bybit_unified_state
+from monitor.exchange.venues import VenueState, bybit_collateral_tiers, bybit_unified_state
 
 FINAL = ("closed", "canceled", "rejected", "expired")
 NETTING_VENUES = frozenset({"bybit"})
@@ -109,6 +109,7 @@ class ExchangeGateway:
         self._x = exchange if exchange is not None else build_exchange(acc, creds, timeout_s)
         self._markets_loaded = False
         self._positions: list[dict[str, Any]] = []  # as of the last REST sync (the stream carries balances)
+        self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None  # the venue's collateral ratios
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -125,17 +126,20 @@ class ExchangeGateway:
 
     # -- the account ------------------------------------------------------------------------
     async def fetch_state(self, now_ms: int) -> VenueState:
+        if self._tiers is None:  # published, rarely changed: read once per run
+            raw = await self._call("publicGetV5SpotMarginTradeCollateral")
+            self._tiers = bybit_collateral_tiers(raw.get("result") or {})
         balance = await self._call("fetch_balance")
         self._positions = await self._call("fetch_positions", None, {"category": "linear", "settleCoin": "USDT"})
         wallet = (balance["info"].get("result", {}).get("list") or [{}])[0]
-        return bybit_unified_state(wallet, self._positions, now_ms)
+        return bybit_unified_state(wallet, self._positions, now_ms, self._tiers)
 
     async def watch_state(self, now_ms: Callable[[], int]) -> VenueState:
         """The next balance update from the venue's private stream (ccxt.pro watch_balance),
         with the positions of the last REST sync."""
         balance = await self._call("watch_balance")
         wallet = (balance.get("info") or [{}])[0]
-        return bybit_unified_state(wallet, self._positions, now_ms())
+        return bybit_unified_state(wallet, self._positions, now_ms(), self._tiers)
 
     # -- orders -----------------------------------------------------------------------------
     async def rounded(self, symbol: str, amount: float, price: float) -> tuple[float, float]:

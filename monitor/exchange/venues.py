@@ -33,6 +33,7 @@ class VenueState:
     positions: tuple[VenuePosition, ...] = ()
     native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
     ts_ms: int = 0
+    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # coin -> ((min_qty, ratio), ...)
 
 
 def _num(raw: Any) -> float:
@@ -42,7 +43,20 @@ def _num(raw: Any) -> float:
         return 0.0
 
 
-def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int) -> VenueState:
+def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """GET /v5/spot-margin-trade/collateral ("Get Tiered Collateral Ratio", public): per coin, the
+    collateral ratio of each band of the holding's quantity, progressive (lower bound, ratio)."""
+    out = {}
+    for item in result.get("list") or []:
+        bands = sorted(((_num(b.get("minQty")), _num(b.get("collateralRatio")))
+                        for b in item.get("collateralRatioList") or []), key=lambda b: b[0])
+        if bands and bands[0][0] == 0:
+            out[str(item.get("currency"))] = tuple(bands)
+    return out
+
+
+def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
+                        tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
     """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list.
 
     Bybit's unified account nets each coin: a borrowed coin shows a negative walletBalance
@@ -67,4 +81,4 @@ def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]],
         signed = -size if p.get("side") == "short" else size
         out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPrice")),
                                  _num(p["info"].get("positionMM")) / value))
-    return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms)
+    return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms, tiers or {})

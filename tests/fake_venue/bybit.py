@@ -49,6 +49,7 @@ class FakeBybit:
     fill_ratio: float = 1.0
     orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order item
     bad_signatures: int = 0
+    publish_ratios: bool = True  # GET /v5/spot-margin-trade/collateral lists collateral_ratio
     stream_connections: int = 0
     subscribers: dict[str, set] = field(default_factory=dict)  # topic -> open websockets
     down: bool = False  # every request answered 503
@@ -89,6 +90,7 @@ class FakeBybit:
         app = web.Application(middlewares=[outage])
         r = app.router
         r.add_get("/v5/market/instruments-info", self.instruments)
+        r.add_get("/v5/spot-margin-trade/collateral", self.collateral)
         r.add_get("/v5/asset/coin/query-info", self.private(self.coin_info))
         r.add_get("/v5/account/wallet-balance", self.private(self.wallet_balance))
         r.add_get("/v5/position/list", self.private(self.position_list))
@@ -182,6 +184,12 @@ class FakeBybit:
                           "unifiedMarginTrade": True, "fundingInterval": 480, "settleCoin": "USDT",
                           "copyTrading": "both", "upperFundingRate": "0.005", "lowerFundingRate": "-0.005"})
         return self.envelope({"category": category, "list": items, "nextPageCursor": ""})
+
+    async def collateral(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        items = [{"currency": coin, "collateralRatioList": [{"minQty": "0", "maxQty": "", "collateralRatio": str(r)}]}
+                 for coin, r in self.collateral_ratio.items() if self.publish_ratios]
+        return self.envelope({"list": items})
 
     # -- account -------------------------------------------------------------------------------
     async def coin_info(self, params: dict) -> web.Response:
