@@ -228,6 +228,8 @@ class ExecutionSettings(Frozen):
     verify_offset: float = Field(default=0.05, ge=0)  # allowed overshoot of the target health after execution
     kill_switch: bool = False  # true: no order is placed (monitoring and alerting go on)
     order_timeout_s: float = Field(default=10.0, gt=0)  # one exchange call; a timeout is resolved by client order id
+    max_notional_per_action: float | None = Field(default=None, gt=0)  # all accounts together, quote units
+    max_notional_per_day: float | None = Field(default=None, gt=0)  # all accounts together, per UTC day
 
 
 class SimulatedFeedParams(Frozen):

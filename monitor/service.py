@@ -26,6 +26,7 @@ from monitor.errors import ConfigError
 from monitor.exchange.credentials import load_credentials
 from monitor.exchange.gateway import ExchangeGateway
 from monitor.execution.base import Execution, Executor
+from monitor.execution.caps import CappedExecutor
 from monitor.execution.exchange import ExchangeExecutor
 from monitor.execution.gate import TradingGate
 from monitor.execution.journaled import JournaledExecutor
@@ -144,6 +145,9 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
     gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
                        trade_without_store=settings.store.trade_during_outage)
+    ex_cfg = settings.execution
+    if ex_cfg.max_notional_per_action is not None or ex_cfg.max_notional_per_day is not None:
+        inner = CappedExecutor(inner, store, clock_ms, ex_cfg.max_notional_per_action, ex_cfg.max_notional_per_day)
     executor = JournaledExecutor(inner, store, clock_ms, gate)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)

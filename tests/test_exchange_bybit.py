@@ -262,6 +262,24 @@ async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:
         await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].qty == 1.5)
 
 
+@pytest.mark.parametrize(("caps", "message"), [
+    ({"max_notional_per_action": 5000.0}, "global cap per action"),
+    ({"max_notional_per_day": 10000.0}, "global daily cap (6000.00 traded"),
+])
+async def test_global_notional_caps_hold_plans_back(venue, caps, message) -> None:
+    fake, url = venue
+    store = MemoryStore()
+    now = time.time_ns() // 1_000_000  # traded earlier today, before a restart
+    await store.journal("execution", "other", now, {"fills": [{"symbol": "ETH/USDT", "side": "sell", "amount": 2.0,
+                                                               "price": 3000.0, "fee": 6.0}]})
+    async with Running(settings_for(url, **caps), store=store) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        r.feed.push(fake, 34000)  # the plan sells about 8400 USDT of BTC
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert message in alert.detail and fake.orders == {}
+
+
 async def test_kill_switch_stops_orders_while_monitoring_goes_on(venue, tmp_path) -> None:
     fake, url = venue
     (tmp_path / "KILL").touch()  # the kill file in the state directory
