@@ -62,7 +62,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for i, acc in enumerate(settings.accounts):
         st = monitor.status(i)
         health = "needs live prices" if math.isnan(st.health) else f"{st.health:.4f} (native {st.native:.4f})"
-        print(f"  {acc.name}: {acc.model}, health {health}")
+        synced = "" if acc.source == "config" else f", holdings synced from {acc.source}{' testnet' if acc.testnet else ''}"
+        print(f"  {acc.name}: {acc.model}{synced}, health {health}")
         for lv in monitor.rules.accounts[i].levels:
             native = to_native(acc.model, monitor.engine.books[i].param, lv.threshold)
             what = lv.action if lv.action == "alert" else f"rebalance with {lv.strategy} to health {lv.target:.4g}"

@@ -142,6 +142,9 @@ async def test_dry_run_against_testnet_trades_on_paper(venue) -> None:
         await r.resync()  # the venue still has the old balances; the paper ledger stays on top
         assert fake.orders == {} and fake.wallet["BTC"] == 1.0
         assert r.health() == pytest.approx(after) and after > 2.3
+        fake.wallet["BTC"] = 0.1  # sold by hand at the venue: the paper sale no longer fits
+        await r.resync()
+        assert r.d.monitor.engine.books[0].exposures["BTC"].qty == pytest.approx(0.1)  # the venue wins
 
 
 async def test_timeout_after_the_order_reached_the_venue_leaves_exactly_one_order(venue) -> None:
@@ -342,7 +345,8 @@ async def test_wrong_secret_fails_the_signature_check_and_never_logs_it(venue, m
     assert await asyncio.wait_for(task, 10) == 0
     assert fake.bad_signatures >= 1 and r.handle.syncs == 0
     out = capsys.readouterr()
-    assert "not-the-secret-9999" not in out.out + out.err
+    assert "account sync failed" in out.out + out.err  # the venue's reason is logged...
+    assert "not-the-secret-9999" not in out.out + out.err and KEY not in out.out + out.err  # ...its echo of the key is not
 
 
 
@@ -357,6 +361,20 @@ async def test_order_rounding_and_minimums(venue) -> None:
     finally:
         await gw.close()
     assert fake.orders == {}
+
+
+async def test_live_mode_with_the_flag_trades_and_says_so_loudly(venue, capsys) -> None:
+    fake, url = venue
+    raw = settings_for(url, mode="live").model_dump(exclude_none=True)
+    raw["accounts"][0]["testnet"] = False  # live endpoints, re-rooted on the local venue by rest_url / ws_url
+    async with Running(parse_settings(raw), live=True) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        r.feed.push(fake, 34000)
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        assert len(fake.orders) == 1
+    out = capsys.readouterr().out
+    assert "LIVE TRADING" in out and "REAL MONEY" in out
 
 
 def test_live_needs_the_flag_and_the_config(venue) -> None:

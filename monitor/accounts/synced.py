@@ -167,10 +167,17 @@ class SyncApplier:
             log.warning("venue holdings without an [assets] section are left out", account=msg.account,
                         unpriced=unknown[:20])
         book = self.venue_weights(monitor, book, msg)
-        for fills, repays in self.paper.get(msg.account, ()):
-            book = apply_fills(book, fills, monitor.schedules)
-            for r in repays:
-                book = apply_repay(book, r)
+        venue_book = book
+        try:
+            for fills, repays in self.paper.get(msg.account, ()):
+                book = apply_fills(book, fills, monitor.schedules)
+                for r in repays:
+                    book = apply_repay(book, r)
+        except ValueError as err:  # the venue's balances moved under the paper trades (e.g. a manual sale)
+            log.warning("paper ledger no longer fits the venue's balances: reset to the venue's", account=msg.account,
+                        error=str(err))
+            self.paper.pop(msg.account, None)
+            return venue_book
         return book
 
     def venue_weights(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
