@@ -359,7 +359,7 @@ def _check_account_assets(settings: Settings, i: int, acc: AccountSettings) -> N
 
 
 def _check_source(acc: AccountSettings) -> None:
-    from monitor.exchange.venues import VENUE_MODELS  # the venues the exchange gateway speaks
+    from monitor.exchange.venues import NO_TESTNET, VENUE_MODELS  # the venues the exchange gateway speaks
 
     if acc.source == "config":
         if acc.api_key_env or acc.api_secret_env or acc.secrets_file or acc.testnet or acc.rest_url or acc.ws_url:
@@ -370,6 +370,8 @@ def _check_source(acc: AccountSettings) -> None:
                          f"({', '.join(sorted(VENUE_MODELS))})")
     if acc.model not in VENUE_MODELS[acc.source]:
         raise ValueError(f"source {acc.source!r}: model must be {' or '.join(VENUE_MODELS[acc.source])}")
+    if acc.testnet and acc.source in NO_TESTNET:
+        raise ValueError(f"testnet: {NO_TESTNET[acc.source]}")
     if not (acc.api_key_env and acc.api_secret_env):
         raise ValueError(f"source {acc.source!r} needs api_key_env and api_secret_env (names, not the secrets)")
     if acc.holdings or acc.borrowed or acc.positions:

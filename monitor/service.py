@@ -25,6 +25,7 @@ from monitor.core import Monitor
 from monitor.errors import ConfigError
 from monitor.exchange.credentials import load_credentials
 from monitor.exchange.gateway import ExchangeGateway
+from monitor.exchange.open import open_gateway
 from monitor.execution.base import Execution, Executor
 from monitor.execution.caps import CappedExecutor
 from monitor.execution.exchange import ExchangeExecutor
@@ -116,7 +117,9 @@ def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] |
 def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
     """One gateway per exchange-backed account (credentials read now: a missing one is a ConfigError)."""
     timeout = settings.execution.order_timeout_s
-    return {a.name: ExchangeGateway(a, load_credentials(a), timeout) for a in settings.accounts if a.source != "config"}
+    symbols = tuple(sorted({a.symbol for a in settings.assets.values() if a.symbol and a.tradable}))
+    return {a.name: open_gateway(a, load_credentials(a), timeout, symbols)
+            for a in settings.accounts if a.source != "config"}
 
 
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
@@ -365,7 +368,7 @@ def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
         loops = [sync_loop(gw, acc.sync_every_s, d.inbox.put_control, handle, d.clock_ms,
                            reconcile=(lambda a: reconcile(d, a)) if ex is not None else None,
                            needs_reconcile=lambda a: ex is not None and a not in ex.reconciled)]
-        if acc.stream:
+        if acc.stream and gw.has_stream:
             loops.append(stream_loop(gw, d.inbox.put_control, handle, d.clock_ms,
                                      on_disconnect=lambda a: ex.reconciled.discard(a) if ex is not None else None))
         await asyncio.gather(*loops)

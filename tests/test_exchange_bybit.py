@@ -13,7 +13,8 @@ import pytest
 
 from monitor.config import parse_settings
 from monitor.errors import ConfigError
-from monitor.exchange.gateway import ExchangeGateway, VenueRejected
+from monitor.exchange.bybit import BybitGateway
+from monitor.exchange.gateway import VenueRejected
 from monitor.exchange.credentials import Credentials
 from monitor.execution.exchange import client_order_id
 from monitor.model import EventKind, Plan, PriceTick
@@ -150,7 +151,7 @@ async def test_dry_run_against_testnet_trades_on_paper(venue) -> None:
 async def test_timeout_after_the_order_reached_the_venue_leaves_exactly_one_order(venue) -> None:
     fake, url = venue
     acc = settings_for(url).accounts[0]
-    gw = ExchangeGateway(acc, Credentials(KEY, SECRET), timeout_s=0.3)
+    gw = BybitGateway(acc, Credentials(KEY, SECRET), timeout_s=0.3)
     fake.delay_create_s = 1.0  # booked at once, answered after the client gave up
     try:
         cid = client_order_id("a" * 24, 0)
@@ -206,7 +207,7 @@ async def test_restart_mid_plan_is_reconciled_not_repeated(venue) -> None:
     # The process that died: it claimed a plan and its order reached the venue, then nothing was recorded.
     plan = Plan(ACCOUNT, "act", "sell_to_stable", 1_700_000_000_000, 1.5, 2.5)
     assert await store.claim_plan(plan.plan_id, ACCOUNT, plan.ts_ms)
-    gw = ExchangeGateway(settings.accounts[0], Credentials(KEY, SECRET), 1.0)
+    gw = BybitGateway(settings.accounts[0], Credentials(KEY, SECRET), 1.0)
     await gw.place(client_order_id(plan.plan_id, 0), "BTC/USDT", "sell", 0.4, 33000.0)
     await gw.close()
     fake.book["BTCUSDT"] = (33995, 34005)
@@ -353,7 +354,7 @@ async def test_wrong_secret_fails_the_signature_check_and_never_logs_it(venue, m
 
 async def test_order_rounding_and_minimums(venue) -> None:
     fake, url = venue
-    gw = ExchangeGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), 1.0)
+    gw = BybitGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), 1.0)
     try:
         with pytest.raises(VenueRejected, match="minimum"):
             await gw.rounded("BTC/USDT", 0.00001, 40000.0)

@@ -20,10 +20,9 @@ import orjson
 
 from monitor.config import AccountSettings
 from monitor.exchange.credentials import Credentials
-from monitor.exchange.venues import VenueState, bybit_collateral_tiers, bybit_unified_state
+from monitor.exchange.venues import VenueState
 
 FINAL = ("closed", "canceled", "rejected", "expired")
-NETTING_VENUES = frozenset({"bybit"})
 LOOKUP_TRIES = 5  # an order placed a moment ago may take a moment to show in the venue's lists
 
 
@@ -35,6 +34,10 @@ class VenueError(Exception):
 
 class VenueRejected(VenueError):
     """The venue (or its published limits) refused: insufficient balance, min notional, rate limit..."""
+
+
+class VenueNotFound(VenueRejected):
+    """The venue has no such order."""
 
 
 class VenueUnavailable(VenueError):
@@ -68,14 +71,9 @@ def override_urls(urls: Any, rest: str | None, ws: str | None) -> Any:
     return urls
 
 
-def build_exchange(acc: AccountSettings, creds: Credentials, timeout_s: float) -> Any:
+def build_exchange(acc: AccountSettings, creds: Credentials, timeout_s: float, options: dict[str, Any]) -> Any:
     """A configured ccxt client (no I/O here: markets load on first use)."""
     cls = getattr(ccxtpro, acc.source)  # ccxt.pro: REST as ccxt, plus the private streams
-    options: dict[str, Any] = {}
-    if acc.source == "bybit":
-        # The account model says unified: skip the key-info probe (it needs extra permissions).
-        options = {"enableUnifiedAccount": True, "enableUnifiedMargin": False,
-                   "fetchMarkets": {"types": ["spot", "linear"]}, "defaultType": "spot"}
     exchange = cls({"apiKey": creds.api_key, "secret": creds.secret, "enableRateLimit": True,
                     "timeout": int(timeout_s * 1000), "options": options})
     if acc.testnet:
@@ -102,14 +100,23 @@ def venue_reason(err: Exception, creds: Credentials) -> str:
 
 
 class ExchangeGateway:
-    def __init__(self, acc: AccountSettings, creds: Credentials, timeout_s: float, exchange: Any | None = None):
+    """What every venue shares: ccxt calls with translated errors, rounding, idempotent orders
+    by client id, lookups. A venue's module (bybit.py, binance.py) says how its account and
+    order lists are read."""
+
+    ccxt_options: dict[str, Any] = {}
+    nets_coins = False  # the venue nets each coin's balance and liability (no repay call needed)
+    has_stream = False  # a private balance stream the daemon can apply
+    order_params: dict[str, Any] = {}  # added to every order, lookup and cancel
+
+    def __init__(self, acc: AccountSettings, creds: Credentials, timeout_s: float, symbols: tuple[str, ...] = (),
+                 exchange: Any | None = None):
         self.account = acc.name
         self.venue = acc.source
+        self.symbols = symbols  # the markets the account trades (venues that list orders per market)
         self._creds = creds
-        self._x = exchange if exchange is not None else build_exchange(acc, creds, timeout_s)
+        self._x = exchange if exchange is not None else build_exchange(acc, creds, timeout_s, self.ccxt_options)
         self._markets_loaded = False
-        self._positions: list[dict[str, Any]] = []  # as of the last REST sync (the stream carries balances)
-        self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None  # the venue's collateral ratios
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -117,6 +124,8 @@ class ExchangeGateway:
                 await self._x.load_markets()
                 self._markets_loaded = True
             return await getattr(self._x, method)(*args, **kwargs)
+        except ccxt.OrderNotFound as err:
+            raise VenueNotFound(venue_reason(err, self._creds)) from None
         except ccxt.RateLimitExceeded as err:  # a NetworkError in ccxt's tree, but the venue said no
             raise VenueRejected(venue_reason(err, self._creds)) from None
         except (ccxt.NetworkError, asyncio.TimeoutError) as err:
@@ -124,22 +133,25 @@ class ExchangeGateway:
         except ccxt.BaseError as err:
             raise VenueRejected(venue_reason(err, self._creds)) from None
 
-    # -- the account ------------------------------------------------------------------------
+    # -- the account (per venue) ------------------------------------------------------------
     async def fetch_state(self, now_ms: int) -> VenueState:
-        if self._tiers is None:  # published, rarely changed: read once per run
-            raw = await self._call("publicGetV5SpotMarginTradeCollateral")
-            self._tiers = bybit_collateral_tiers(raw.get("result") or {})
-        balance = await self._call("fetch_balance")
-        self._positions = await self._call("fetch_positions", None, {"category": "linear", "settleCoin": "USDT"})
-        wallet = (balance["info"].get("result", {}).get("list") or [{}])[0]
-        return bybit_unified_state(wallet, self._positions, now_ms, self._tiers)
+        raise NotImplementedError
 
     async def watch_state(self, now_ms: Callable[[], int]) -> VenueState:
-        """The next balance update from the venue's private stream (ccxt.pro watch_balance),
-        with the positions of the last REST sync."""
-        balance = await self._call("watch_balance")
-        wallet = (balance.get("info") or [{}])[0]
-        return bybit_unified_state(wallet, self._positions, now_ms(), self._tiers)
+        raise VenueRejected(f"{self.venue}: no private balance stream is supported")
+
+    async def _lookup(self, client_id: str, symbol: str) -> list[dict[str, Any]]:
+        """Raw ccxt orders that may carry `client_id` (open or recently closed)."""
+        raise NotImplementedError
+
+    async def _recent(self) -> list[dict[str, Any]]:
+        """Raw ccxt orders open or recent on the account's markets."""
+        raise NotImplementedError
+
+    async def repay(self, asset: str, amount: float) -> None:
+        """Margin repay from the account's own balance of `asset` (nothing to do where the venue nets coins)."""
+        if not self.nets_coins:
+            await self._call("repay_cross_margin", asset, amount)
 
     # -- orders -----------------------------------------------------------------------------
     async def rounded(self, symbol: str, amount: float, price: float) -> tuple[float, float]:
@@ -166,7 +178,7 @@ class ExchangeGateway:
         Safe to call again with the same client id: on a timeout the order is looked up by
         its client id before anything is resent, and a venue that already has the id refuses
         a second order with it."""
-        params: dict[str, Any] = {"timeInForce": "IOC", "clientOrderId": client_id}
+        params: dict[str, Any] = {"timeInForce": "IOC", "clientOrderId": client_id, **self.order_params}
         if ":" in symbol:  # a perpetual: the planner only ever cuts positions
             params["reduceOnly"] = True
         try:
@@ -188,17 +200,18 @@ class ExchangeGateway:
     async def _settled(self, order: VenueOrder) -> VenueOrder:
         """An IOC order ends at once; one still open is cancelled (its remainder is re-planned, not left resting)."""
         if not order.final:
-            await self._call("cancel_order", None, order.symbol, {"clientOrderId": order.client_id})
+            await self.cancel(order)
             order = await self.find(order.client_id, order.symbol) or order
         return order
 
     async def find(self, client_id: str, symbol: str, tries: int = LOOKUP_TRIES) -> VenueOrder | None:
         for attempt in range(tries):
-            for method in ("fetch_open_orders", "fetch_canceled_and_closed_orders"):
-                found = await self._call(method, symbol, None, None, {"orderLinkId": client_id})
-                for raw in found:
+            try:
+                for raw in await self._lookup(client_id, symbol):
                     if raw.get("clientOrderId") == client_id:
                         return self._order(raw)
+            except VenueNotFound:
+                pass
             if attempt + 1 < tries:
                 await asyncio.sleep(0.05 * 2 ** attempt)
         return None
@@ -206,20 +219,11 @@ class ExchangeGateway:
     async def orders_with_prefix(self, prefix: str) -> list[VenueOrder]:
         """Open and recent orders whose client id starts with `prefix` (reconciliation)."""
         out: dict[str, VenueOrder] = {}
-        for method in ("fetch_canceled_and_closed_orders", "fetch_open_orders"):
-            for raw in await self._call(method, None, None, None, {"type": "spot"}):
-                cid = raw.get("clientOrderId") or ""
-                if cid.startswith(prefix):
-                    out[cid] = self._order(raw)
+        for raw in await self._recent():
+            cid = raw.get("clientOrderId") or ""
+            if cid.startswith(prefix):
+                out[cid] = self._order(raw)
         return [out[k] for k in sorted(out)]
-
-    async def repay(self, asset: str, amount: float) -> None:
-        """Margin repay from the account's own balance of `asset`. A unified account nets each
-        coin by itself (Bybit UTA: a coin's balance and liability are one signed walletBalance),
-        so there is nothing to call."""
-        if self.venue in NETTING_VENUES:
-            return
-        await self._call("repay_cross_margin", asset, amount)
 
     async def accounted_orders(self, prefix: str) -> list[VenueOrder]:
         """Orders with the client-id prefix, none left resting: a resting remainder would fill
@@ -234,7 +238,7 @@ class ExchangeGateway:
         return out
 
     async def cancel(self, order: VenueOrder) -> None:
-        await self._call("cancel_order", None, order.symbol, {"clientOrderId": order.client_id})
+        await self._call("cancel_order", None, order.symbol, {"clientOrderId": order.client_id, **self.order_params})
 
     def _order(self, raw: dict[str, Any]) -> VenueOrder:
         filled = float(raw.get("filled") or 0.0)

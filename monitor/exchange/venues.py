@@ -14,7 +14,9 @@ from typing import Any
 # Which margin models each venue's account maps onto (config validation uses this).
 VENUE_MODELS: dict[str, tuple[str, ...]] = {
     "bybit": ("unified",),
+    "binance": ("margin_level",),  # classic cross margin
 }
+NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or live"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +84,21 @@ def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]],
         out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPrice")),
                                  _num(p["info"].get("positionMM")) / value))
     return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms, tiers or {})
+
+
+def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
+    """GET /sapi/v1/margin/account (classic cross margin): each asset's free + locked is held,
+    borrowed + interest is owed; marginLevel = total asset value / total liabilities, with
+    liquidation at 1.1 (Binance "Margin Level" FAQ). Without liabilities Binance reports a
+    placeholder level (999): no figure then."""
+    holdings, borrowed = {}, {}
+    for a in account.get("userAssets") or []:
+        held = _num(a.get("free")) + _num(a.get("locked"))
+        owed = _num(a.get("borrowed")) + _num(a.get("interest"))
+        if held:
+            holdings[str(a.get("asset"))] = held
+        if owed:
+            borrowed[str(a.get("asset"))] = owed
+    level = _num(account.get("marginLevel"))
+    native = level if borrowed and level > 0 else None
+    return VenueState(holdings, borrowed, (), native, ts_ms)
