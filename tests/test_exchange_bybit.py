@@ -84,13 +84,13 @@ async def until(pred, timeout: float = 10.0) -> None:
 class Running:
     """A daemon on the fake venue, stopped cleanly at the end of the block."""
 
-    def __init__(self, settings, store=None, live: bool = False):
+    def __init__(self, settings, store=None, live: bool = False, account: str = ACCOUNT):
         self.notifier = ListNotifier()
         self.feed = PushFeed()
         self.store = store or MemoryStore()
         self.d = build_daemon(settings, default_registry(), store=self.store, feeds=[self.feed],
                               notifiers=[(self.notifier, None)], live=live)
-        self.handle = self.d.sync_handles[ACCOUNT]
+        self.handle = self.d.sync_handles[account]
 
     async def __aenter__(self):
         self.stop = asyncio.Event()
