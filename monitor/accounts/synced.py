@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -19,7 +19,10 @@ from monitor.accounts.static import build_book
 from monitor.config import AccountSettings, Settings, position_asset
 from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailable
 from monitor.exchange.venues import VenueState
-from monitor.risk.portfolio import AccountBook
+from monitor.model import EventKind, LevelEvent
+from monitor.risk.portfolio import AccountBook, to_native
+from monitor.risk.trades import apply_fills, apply_repay
+from monitor.risk.weights import WeightSchedule
 
 log = structlog.get_logger("sync")
 MAX_BACKOFF_S = 60.0
@@ -158,8 +161,6 @@ class SyncApplier:
             self.paper.setdefault(account, []).append((fills, repays))
 
     def book(self, monitor, msg: Synced) -> AccountBook:
-        from monitor.risk.trades import apply_fills, apply_repay
-
         acc = self.accounts[msg.account]
         book, unknown = book_from_state(self.settings, acc, msg.state)
         if unknown and msg.account not in self.warned_unknown:
@@ -184,10 +185,6 @@ class SyncApplier:
         """The venue's published collateral ratios replace the config's weights. Bybit bands
         them by coin quantity; the engine bands by value, so the bands are valued at the
         asset's price at each sync (they move with the price between syncs otherwise)."""
-        from dataclasses import replace
-
-        from monitor.risk.weights import WeightSchedule
-
         weights = dict(book.weights)
         used = {}
         for asset in self.settings.assets:
@@ -206,9 +203,6 @@ class SyncApplier:
 
     def drift_event(self, monitor, msg: Synced):
         """A DRIFT alert when our figure and the venue's part beyond tolerance (once, until they agree)."""
-        from monitor.model import EventKind, LevelEvent
-        from monitor.risk.portfolio import to_native
-
         if msg.account in self.paper:
             return None  # paper trades make our book differ from the venue's on purpose
         acc = self.accounts[msg.account]

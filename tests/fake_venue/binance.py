@@ -98,7 +98,8 @@ class FakeBinance:
                     {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000.00000000", "stepSize": step},
                     {"filterType": "NOTIONAL", "minNotional": notional, "applyMinToMarket": True,
                      "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5}],
-                "permissions": [], "permissionSets": [["SPOT", "MARGIN"]], "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                "permissions": [], "permissionSets": [["SPOT", "MARGIN"]],
+                "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
                 "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]})
         return web.json_response({"timezone": "UTC", "serverTime": now_ms(), "rateLimits": [], "exchangeFilters": [],
                                   "symbols": symbols})
