@@ -33,8 +33,9 @@ PARTIAL_TOLERANCE = 1e-9
 
 
 def client_prefix(plan_id: str) -> str:
-    """Every order of a plan starts with this (venues allow 36 characters; this leaves room for the leg)."""
-    return f"cm-{plan_id[:24]}-"
+    """Every order of a plan starts with this. Letters and digits only, at most 32 characters
+    with the leg (OKX's limit; Bybit and Binance allow 36 and a few symbols)."""
+    return f"cm{plan_id[:24]}n"
 
 
 def client_order_id(plan_id: str, leg: int) -> str:
