@@ -165,15 +165,34 @@ async def test_timeout_after_the_order_reached_the_venue_leaves_exactly_one_orde
         await gw.close()
 
 
-async def test_rejection_is_an_alert_with_the_venues_reason(venue) -> None:
+async def test_an_order_lost_before_the_venue_is_not_doubled_and_trading_resumes(venue) -> None:
     fake, url = venue
     async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 5)
-        fake.reject = (170131, "Insufficient balance.")
+        fake.lose_next_create_s = 1.5  # longer than order_timeout_s: the client gives up, nothing was booked
         r.feed.push(fake, 34000)
         alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
-        assert "Insufficient balance" in alert.detail and "bybit" in alert.detail
+        assert "outcome unknown" in alert.detail and fake.orders == {}
+        await r.resync()  # reconciled: no order carries the plan's id, so the account may trade again
+        assert ACCOUNT in r.d.exchange.reconciled
+        r.feed.push(fake, 33990)
+        await until(lambda: len(fake.orders) == 1)
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        assert r.health() > 2
+
+
+@pytest.mark.parametrize("reject", [(170131, "Insufficient balance."), (10006, "Too many visits!"),
+                                    (170140, "Order value exceeded lower limit.")])
+async def test_rejection_is_an_alert_with_the_venues_reason(venue, reject) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        fake.reject = reject
+        r.feed.push(fake, 34000)
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert f"{reject[1]} (code {reject[0]})" in alert.detail and "bybit" in alert.detail
         assert fake.orders == {}
         assert KEY not in alert.detail and SECRET not in alert.detail
 

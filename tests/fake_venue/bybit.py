@@ -45,6 +45,7 @@ class FakeBybit:
     borrow_mmr: dict[str, float] = field(default_factory=dict)  # coin -> MM rate on its liability
     positions: list[dict] = field(default_factory=list)  # raw /v5/position/list items
     delay_create_s: float = 0.0
+    lose_next_create_s: float = 0.0
     reject: tuple[int, str] | None = None
     fill_ratio: float = 1.0
     orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order item
@@ -249,6 +250,10 @@ class FakeBybit:
 
     # -- orders ------------------------------------------------------------------------------------
     async def create_order(self, params: dict) -> web.Response:
+        if self.lose_next_create_s:  # the request dies on the way: never booked, answered too late
+            delay, self.lose_next_create_s = self.lose_next_create_s, 0.0
+            await asyncio.sleep(delay)
+            return self.envelope({}, 10016, "Server error.")
         link = params.get("orderLinkId", "")
         if link in self.orders:
             return self.envelope({}, 170141, "Duplicate clientOrderId.")
