@@ -312,6 +312,10 @@ class Monitor:
         sigma = abs(math.log(liq / p)) / vol if vol else None
         return ExposureStatus(asset, p, liq, (liq / p - 1) * 100, sigma)
 
+    def account_event(self, account: str, level: str, kind: EventKind, detail: str) -> LevelEvent:
+        """An event about `account` at its current health (execution outcomes, for the alerts)."""
+        return self._event(self.engine.account_index[account], level, kind, detail)
+
     def _event(self, i: int, level: str, kind: EventKind, detail: str) -> LevelEvent:
         book = self.engine.books[i]
         h = float(self.engine.health[i])

@@ -230,10 +230,8 @@ def apply_sync(d: Daemon, message: Synced) -> None:
 
 def report_errors(d: Daemon, done: Executed) -> None:
     """Each execution error (a rejection with the venue's reason, a partial fill) is an alert."""
-    m = d.monitor
-    i = m.engine.account_index[done.plan.account]
     for error in done.execution.errors:
-        d.alerts.submit(m._event(i, done.plan.level, EventKind.REJECTED, error))
+        d.alerts.submit(d.monitor.account_event(done.plan.account, done.plan.level, EventKind.REJECTED, error))
 
 
 def settle(d: Daemon, done: Executed) -> None:
@@ -361,7 +359,6 @@ def healthy(d: Daemon, within_s: float) -> bool:
 def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
     acc = next(a for a in d.settings.accounts if a.name == gw.account)
     ex = d.exchange
-
     handle = d.sync_handles[gw.account]
 
     async def start() -> None:
