@@ -1,4 +1,4 @@
-"""Command line: run, check-config, replay (and the store commands of monitor/cli_state.py).
+"""Command line: run, check-config, replay, sweep, stress (and the store commands of monitor/cli_state.py).
 
 User errors (bad config, bad price file, unknown asset) end with one line on
 stderr naming the culprit and exit status 2, never a traceback.
@@ -17,6 +17,8 @@ from pathlib import Path
 import orjson
 
 from monitor.accounts.static import build_books
+from monitor.analysis.commands import add_analysis_commands
+from monitor.analysis.replay_outputs import add_chart_arguments
 from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import UserError
@@ -92,30 +94,28 @@ def load_series(settings: Settings, prices: list[str], start_ms: int | None, end
     return series
 
 
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r  replay [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ticks")
-    sys.stderr.flush()
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
+    from monitor.analysis import replay_outputs as charts
+    from monitor.analysis.progress import progress_bar
     from monitor.replay import run_replay
 
     settings, _ = load_checked(args.config)
     start = parse_time(args.start, "--start") if args.start else None
     end = parse_time(args.end, "--end") if args.end else None
     series = load_series(settings, args.prices, start, end)
-    tty = sys.stderr.isatty()
-    report = run_replay(settings, series, _registry(), _progress if tty else None)
-    if tty:
-        sys.stderr.write("\n")
+    charts.check_chart_outputs(args, series)
+    sampler = charts.chart_sampler(args, settings, series)
+    bar = progress_bar("replay", "ticks")
+    report = run_replay(settings, series, _registry(), bar.update if bar else None, sampler)
+    if bar:
+        bar.close()
     if args.report:
         try:
             Path(args.report).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         except OSError as err:
             raise UserError(f"--report {args.report}: cannot write ({err.strerror})") from None
     print_summary(report)
+    charts.write_charts(args, settings, series, report, sampler)
     return 0
 
 
@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--start", help="ISO-8601 start (inclusive)")
     rep.add_argument("--end", help="ISO-8601 end (exclusive)")
     rep.add_argument("--report", metavar="OUT.json", help="write the JSON report here")
+    add_chart_arguments(rep)
     rep.set_defaults(func=cmd_replay)
+    add_analysis_commands(sub)
 
     from monitor import cli_state
     cli_state.register(sub)

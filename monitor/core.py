@@ -21,7 +21,7 @@ from monitor.risk.solve import liquidation_price
 from monitor.risk.trades import apply_fills, apply_repay
 from monitor.risk.volatility import VolatilityTracker
 from monitor.risk.weights import WeightSchedule
-from monitor.rules import RebalanceRequest, Rules, build_account_rules
+from monitor.rules import LevelSpec, RebalanceRequest, Rules, build_account_rules
 from strategies.base import Market, MarketView, PlanRequest, Strategy, StrategyRegistry, params_problem
 
 STALE_CHECK_MS = 1000  # how often (event time) staleness is re-evaluated
@@ -181,15 +181,8 @@ class Monitor:
     def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent | None:
         """A plan to execute, or an INEFFECTIVE alert (once until the level resolves or the book changes)."""
         i, lv = req.account, req.level
-        book = self.engine.books[i]
         h = float(self.engine.health[i])
-        request = PlanRequest(book, self.market_view(), lv.name, lv.target, req.ts_ms,
-                              self.account_stable(book.name), req.notional_budget, lv.params)
-        try:
-            plan = self.strategies[lv.strategy].plan(request)
-        except Exception as err:  # a strategy's bug must not cost the tick's other events
-            plan = Plan(book.name, lv.name, lv.strategy, req.ts_ms, h, h,
-                        note=f"strategy {lv.strategy} failed: {type(err).__name__}: {err}")
+        plan = self.plan_for(i, lv, req.ts_ms, req.notional_budget)
         if not plan.is_empty and plan.expected_health > h:
             return plan  # in flight until settle() or abandon()
         self.rules.release(i)
@@ -197,6 +190,18 @@ class Monitor:
             return None
         self._ineffective.add((i, lv.name))
         return self._event(i, lv.name, EventKind.INEFFECTIVE, plan.note or "the plan would not raise health")
+
+    def plan_for(self, i: int, lv: LevelSpec, ts_ms: int, budget: float | None) -> Plan:
+        """The plan the level's strategy makes for account i at the current prices (never raises)."""
+        book = self.engine.books[i]
+        h = float(self.engine.health[i])
+        request = PlanRequest(book, self.market_view(), lv.name, lv.target, ts_ms,
+                              self.account_stable(book.name), budget, lv.params)
+        try:
+            return self.strategies[lv.strategy].plan(request)
+        except Exception as err:  # a strategy's bug must not cost the tick's other events
+            return Plan(book.name, lv.name, lv.strategy, ts_ms, h, h,
+                        note=f"strategy {lv.strategy} failed: {type(err).__name__}: {err}")
 
     def abandon(self, plan: Plan) -> None:
         """An executor gave up on a plan: the account may be planned for again."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +23,12 @@ from monitor.risk.engine import RiskEngine
 from strategies.base import StrategyRegistry
 
 Progress = Callable[[int, int], None]  # (ticks done, ticks total)
+
+
+class Sampler(Protocol):
+    """Sees health as each tick left it (before any rescue trade), for charts."""
+
+    def record(self, run: str, idx: np.ndarray, health: np.ndarray, ts_ms: int) -> None: ...
 
 
 class HealthTrack:
@@ -56,8 +63,9 @@ def _num(x: float) -> float | None:
 
 
 class Replay:
-    def __init__(self, settings: Settings, registry: StrategyRegistry):
+    def __init__(self, settings: Settings, registry: StrategyRegistry, sampler: Sampler | None = None):
         self.settings = settings
+        self.sampler = sampler
         self.monitor = Monitor(settings, registry)
         m = self.monitor
         self.baseline = RiskEngine(list(m.engine.books), list(m.engine.assets), m.fixed_prices)
@@ -79,8 +87,13 @@ class Replay:
             return
         # Health as the tick left it, before any rescue trade: a wick below 1 is a liquidation.
         for k in m.assets_by_symbol.get(tick.symbol, ()):
-            self.track.update(m.engine.columns[k].idx, m.engine.health, tick.ts_ms)
-            self.base_track.update(self.baseline.apply(k, tick.price, tick.ts_ms), self.baseline.health, tick.ts_ms)
+            idx = m.engine.columns[k].idx
+            base_idx = self.baseline.apply(k, tick.price, tick.ts_ms)
+            self.track.update(idx, m.engine.health, tick.ts_ms)
+            self.base_track.update(base_idx, self.baseline.health, tick.ts_ms)
+            if self.sampler is not None:
+                self.sampler.record("protected", idx, m.engine.health, tick.ts_ms)
+                self.sampler.record("baseline", base_idx, self.baseline.health, tick.ts_ms)
         for item in outcomes:
             if isinstance(item, Plan):
                 self._execute(item)
@@ -144,16 +157,18 @@ class Replay:
 
 
 def run_replay(settings: Settings, series: Sequence[PriceSeries], registry: StrategyRegistry,
-               progress: Progress | None = None) -> dict:
+               progress: Progress | None = None, sampler: Sampler | None = None) -> dict:
     """Replays the merged series and returns the report (a dict ready for JSON)."""
     t0 = time.perf_counter()
-    replay = Replay(settings, registry)
+    replay = Replay(settings, registry, sampler)
     merged = merge_series(series)
     total = len(merged)
     for n, tick in enumerate(merged, 1):
         replay.step(tick)
         if progress is not None and n % 5000 == 0:
             progress(n, total)
+    if progress is not None and total:
+        progress(total, total)  # a bar ends full
     start = int(merged.ts_ms[0]) if total else None
     end = int(merged.ts_ms[-1]) if total else None
     return replay.report(total, sum(s.bad_rows for s in series), start, end, time.perf_counter() - t0)

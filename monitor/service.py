@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,9 @@ class Daemon:
     all_priced: asyncio.Event = field(default_factory=asyncio.Event)  # every account's health is known
     engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
     feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
-    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's fills are applied
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # state read from the store (warm start done)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's outcome is applied
+    not_executed: deque[Execution] = field(default_factory=lambda: deque(maxlen=100))  # refused, duplicate, failed
     owns_store: bool = True  # an injected store is closed by whoever made it
     gateways: dict[str, ExchangeGateway] = field(default_factory=dict)  # exchange-backed accounts
     exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
@@ -242,6 +245,8 @@ def settle(d: Daemon, done: Executed) -> None:
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
                     refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
+        d.not_executed.append(done.execution)
+        d.settled.set()
         return
     # An account traded on its venue shows the fills in its next sync; applying them here too would
     # count them twice when the venue's stream is quicker than this message.
@@ -374,6 +379,8 @@ def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
 
 async def warm_start(d: Daemon) -> None:
     """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
+    if d.lease is not None:  # who trades is known before the first tick
+        await d.lease.renew()
     restored = restore(d.monitor, await d.store.snapshots())
     reconciled = await reconcile_open_plans(d.store, d.executor)
     ks = await d.store.kill_switch()
@@ -389,6 +396,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
         await warm_start(d)
     except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
         log.error("state not loaded: starting from the config", error=str(err))
+    d.loaded.set()
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),

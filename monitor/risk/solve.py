@@ -116,3 +116,45 @@ def _root_above(f: Callable[[float], float], kinks: list[float], p0: float) -> f
     if slope <= 0:
         return None
     return far - f_far / slope
+
+
+def uniform_liquidation_shock(book: AccountBook, prices: dict[str, float], assets: Iterable[str]) -> float | None:
+    """The move s (a fraction, <= 0) of the prices of `assets` together, each to p * (1 + s),
+    at which health reaches 1; the other prices stay.
+
+    g(m) = scale*N - D with those prices scaled by m is piecewise linear in m, with
+    breakpoints where a holding crosses a weight tier (m = tier low / (qty * p)), so the
+    same exact solver applies. 0.0: already at or below h = 1. None: even at zero those
+    prices leave the account above h = 1.
+    """
+    moving = [a for a in assets if a in book.exposures and not book.exposures[a].is_empty]
+    if not moving:
+        return None
+    num = den = 0.0
+    for other, e in book.exposures.items():
+        if other not in moving and not e.is_empty:
+            n, d, _ = exposure_terms(book, other, prices[other])
+            num, den = num + n, den + d
+
+    def terms(m: float) -> tuple[float, float]:
+        n, d = num, den
+        for a in moving:
+            na, da, _ = exposure_terms(book, a, prices[a] * m)
+            n, d = n + na, d + da
+        return n, d
+
+    def g(m: float) -> float:
+        n, d = terms(m)
+        return book.scale * n - d
+
+    if not math.isfinite(g(1.0)):
+        return None
+    kinks = []
+    for a in moving:
+        value = book.exposures[a].qty * prices[a]
+        if value > 0:
+            kinks += [1.0 - low / value for low in book.schedule(a).lows[1:]]
+    t = solve_piecewise_linear(lambda t: -g(1.0 - t), kinks, 0.0, 1.0)
+    if t is None or not terms(1.0 - t)[1] > 0:
+        return None  # nothing left to cover (no debt, no margin): health is infinite, never 1
+    return -t

@@ -1,0 +1,1 @@
+"""Tools for choosing levels: replay charts, level sweeps and shock stress tests."""

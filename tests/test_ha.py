@@ -1,0 +1,107 @@
+"""Several instances on one Redis: one trades, the others watch; a dead or paused leader
+is replaced within the lease TTL and can no longer place an order."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+from monitor.config import parse_settings
+from monitor.execution.gate import TradingGate
+from monitor.lease import LeaseKeeper
+from monitor.model import Plan
+from monitor.service import build_daemon, run_daemon
+from monitor.store.redis import RedisStore
+from strategies import default_registry
+from tests.test_daemon import ListNotifier, ScriptedFeed, crash_ticks, fast_settings
+
+_prefixes = itertools.count()
+
+
+class GatedFeed(ScriptedFeed):
+    """Sends its ticks once `go` is set: both instances see the same market from the same start."""
+
+    def __init__(self, ticks, go: asyncio.Event):
+        super().__init__(ticks)
+        self.go = go
+
+    async def run(self, sink) -> None:
+        await self.go.wait()
+        await super().run(sink)
+
+
+def ha_settings(contract_config: Path, tmp_path: Path, instance: str, ttl_s: float):
+    raw = fast_settings(contract_config).model_dump(exclude_none=True)
+    raw["daemon"]["state_dir"] = str(tmp_path / instance)
+    raw["ha"] = {"enabled": True, "lease_ttl_s": ttl_s, "instance_id": instance}
+    return parse_settings(raw)
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_one_leader_trades_and_the_other_takes_over(redis_session, contract_config: Path,
+                                                           tmp_path: Path) -> None:
+    prefix = f"ha{next(_prefixes)}"
+    stores = [RedisStore(redis_session.url, prefix) for _ in range(2)]
+    go = asyncio.Event()
+    daemons = [build_daemon(ha_settings(contract_config, tmp_path, name, 0.6), default_registry(), store=store,
+                            feeds=[GatedFeed(crash_ticks(), go)], notifiers=[(ListNotifier(), None)])
+               for name, store in zip("AB", stores)]
+    a, b = daemons
+    stops = [asyncio.Event(), asyncio.Event()]
+    task_a = asyncio.create_task(run_daemon(a, stops[0]))
+    try:
+        await asyncio.wait_for(a.loaded.wait(), 10)
+        assert a.lease.leading
+        task_b = asyncio.create_task(run_daemon(b, stops[1]))
+        await asyncio.wait_for(b.loaded.wait(), 10)  # B has tried for the lease
+        go.set()
+        await asyncio.wait_for(a.settled.wait(), 10)
+        await asyncio.wait_for(b.settled.wait(), 10)  # B planned too, and was refused
+        assert not b.lease.leading
+        assert b.not_executed and all(e.refused == "not the leader: another instance trades" for e in b.not_executed)
+        journal = await stores[0].read_journal()
+        plan_ids = [e["plan_id"] for e in journal]
+        assert plan_ids and len(plan_ids) == len(set(plan_ids))  # each plan executed once, by A
+        token_a = a.lease.lease.token
+
+        stops[0].set()  # A goes away: B takes over within the lease TTL
+        assert await asyncio.wait_for(task_a, 10) == 0
+        await wait_until(lambda: b.lease.leading, timeout=3 * 0.6 + 2)
+        assert b.lease.lease.token > token_a
+    finally:
+        for s in stops:
+            s.set()
+        await asyncio.gather(task_a, *([task_b] if "task_b" in locals() else []), return_exceptions=True)
+        for s in stores:
+            await s.close()
+
+
+async def test_a_paused_leader_is_fenced_off(redis_session, tmp_path: Path) -> None:
+    prefix = f"ha{next(_prefixes)}"
+    store_a, store_b = RedisStore(redis_session.url, prefix), RedisStore(redis_session.url, prefix)
+    try:
+        a = LeaseKeeper(store_a, "A", ttl_s=0.3)
+        await a.renew()
+        assert a.leading and await a.may_trade()
+        # A pauses (no renewal) while B keeps trying, as its keeper loop does.
+        b = LeaseKeeper(store_b, "B", ttl_s=10)
+        b_loop = asyncio.create_task(b.run())
+        await wait_until(lambda: b.leading, timeout=5)
+        b_loop.cancel()
+        assert a.lease is not None  # A still believes it leads...
+        assert not await a.may_trade()  # ...but its token is no longer the one in force
+        gate = TradingGate(store_a, tmp_path, config_engaged=False, lease=a)
+        plan = Plan("main", "act", "repay_debt", 0, 1.1, 1.3)
+        assert await gate(plan) == "not the leader: another instance trades"
+        await a.renew()  # back from the pause: B holds the lease, A does not get it back
+        assert not a.leading
+    finally:
+        await store_a.close()
+        await store_b.close()
