@@ -98,3 +98,20 @@ def test_live_without_the_flag_is_a_one_line_error(tmp_path) -> None:
 
 def test_credentials_repr_is_safe() -> None:
     assert repr(Credentials("a" * 20, "b" * 20)) == "Credentials(<redacted>)"
+
+
+@pytest.mark.parametrize("name", ["bybit-testnet.toml", "binance-margin.toml"])
+def test_the_example_exchange_configs_are_valid(name) -> None:
+    import tomllib
+    from pathlib import Path
+
+    from monitor.core import Monitor, check_strategies
+    from strategies import default_registry
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / name).read_text())
+    assert data["feeds"][0]["driver"] == "ccxt"  # live prices come from the venue's feed
+    data.pop("feeds")  # the feed driver is the feeds' business; the accounts and levels are checked here
+    settings = parse_settings(data, name)
+    acc = settings.accounts[0]
+    assert acc.source in ("bybit", "binance") and acc.api_key_env and not acc.holdings
+    check_strategies(Monitor(settings, default_registry()))
