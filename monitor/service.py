@@ -291,8 +291,10 @@ def log_status(d: Daemon) -> None:
         st = m.status(i)
         worst = min((e for e in st.exposures if e.distance_pct is not None), key=lambda e: abs(e.distance_pct),
                     default=None)
+        handle = d.sync_handles.get(st.name)
+        venue = {} if handle is None else {"venue_synced": handle.syncs + handle.streamed > 0}  # else: holdings unknown
         log.info("account", account=st.name, health=round(st.health, 4), breach_level=st.level, stale=st.stale,
-                 equity=round(st.equity, 2),
+                 equity=round(st.equity, 2), **venue,
                  nearest_liquidation=None if worst is None else
                  f"{worst.asset} @ {worst.liquidation_price:.6g} ({worst.distance_pct:+.1f}%"
                  + (f", {worst.distance_sigma:.1f}σ daily)" if worst.distance_sigma is not None else ")"))
