@@ -55,17 +55,24 @@ def load_checked(path: str) -> tuple[Settings, Monitor]:
 # -- check-config ------------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, monitor = load_checked(args.file)
+    from monitor.service import build_feed
+    for f in settings.feeds:  # building a feed does no I/O, but rejects an unknown venue, sandbox or symbol
+        build_feed(f, settings)
     if args.prices:  # value the accounts at each file's last price
         for s in load_series(settings, args.prices, None, None):
             if len(s):
                 monitor.on_tick(PriceTick(s.symbol, float(s.price[-1]), int(s.ts_ms[-1])))
     print(f"{args.file}: OK — {len(settings.accounts)} account(s), {len(settings.assets)} asset(s), "
           f"{len(settings.feeds)} feed(s), mode {settings.execution.mode}")
+    for f in settings.feeds:
+        venue = "" if f.driver == "simulated" else f" {f.exchange}{' testnet' if f.testnet else ''}"
+        print(f"  feed {f.name}: {f.driver}{venue}, {', '.join(f.symbols)}")
     for i, acc in enumerate(settings.accounts):
         st = monitor.status(i)
         health = "needs live prices" if math.isnan(st.health) else f"{st.health:.4f} (native {st.native:.4f})"
-        synced = "" if acc.source == "config" else f", holdings synced from {acc.source}{' testnet' if acc.testnet else ''}"
-        print(f"  {acc.name}: {acc.model}{synced}, health {health}")
+        if acc.source != "config":  # holdings arrive with the first sync at run time
+            health = f"from the holdings synced from {acc.source}{' testnet' if acc.testnet else ''} at run time"
+        print(f"  {acc.name}: {acc.model}, health {health}")
         for lv in monitor.rules.accounts[i].levels:
             native = to_native(acc.model, monitor.engine.books[i].param, lv.threshold)
             what = lv.action if lv.action == "alert" else f"rebalance with {lv.strategy} to health {lv.target:.4g}"
@@ -138,6 +145,7 @@ def print_summary(report: dict) -> None:
 
 # -- run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.reload import Reloader
     from monitor.service import build_daemon, run_daemon
 
     settings, _ = load_checked(args.config)
@@ -155,6 +163,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        reloader = Reloader(args.config, _registry())
+        reloads: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
+
+        def on_hangup() -> None:
+            task = asyncio.create_task(reloader.reload(daemon))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
         return await run_daemon(daemon, stop)
 
     try:

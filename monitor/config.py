@@ -7,10 +7,12 @@ turns any validation problem into a one-line ConfigError naming the key path.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -254,10 +256,45 @@ class SimulatedFeedParams(Frozen):
 
 class FeedSettings(Frozen):
     name: str = Field(min_length=1)
-    driver: Literal["simulated"] = "simulated"
+    driver: Literal["ccxt", "native", "simulated"] = "simulated"
     symbols: list[str] = Field(min_length=1)
     simulated: SimulatedFeedParams = Field(default_factory=SimulatedFeedParams)
     stale_after_s: float = Field(default=30.0, gt=0)
+    # live drivers (ccxt, native)
+    exchange: str = "binance"  # a ccxt exchange id; native supports binance and bybit
+    price: Literal["mid", "last", "mark"] | None = None  # default: mark for perpetuals (":" in the symbol), else mid
+    testnet: bool = False  # the venue's sandbox (ccxt sandbox mode)
+    ws_url: str | None = None  # base (scheme://host:port) replacing the venue's; its paths are appended
+    rest_url: str | None = None
+    watchdog_s: float = Field(default=15.0, gt=0)  # no message on a connection this long -> reconnect
+    backoff_s: float = Field(default=0.5, gt=0)  # first reconnect delay; doubles (with jitter) per failure
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    rest_poll_s: float = Field(default=2.0, ge=0)  # REST polling while the socket is down (0 = off)
+    client: Literal["aiohttp", "websockets"] = "aiohttp"  # native driver's websocket client
+
+    @field_validator("ws_url", "rest_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
+                raise ValueError(f"{v!r} is not a base URL like wss://host:port or https://host")
+        return v
+
+    @model_validator(mode="after")
+    def _driver_keys(self) -> FeedSettings:
+        if self.driver == "native" and self.exchange not in ("binance", "bybit"):
+            raise ValueError(f"the native driver speaks binance and bybit; use driver = \"ccxt\" for {self.exchange!r}")
+        if self.price == "mark" and any(":" not in s for s in self.symbols):
+            raise ValueError("price = \"mark\" needs perpetual symbols (BASE/QUOTE:SETTLE)")
+        return self
+
+
+class CombineSettings(Frozen):
+    """How one symbol watched by several feeds becomes one price."""
+
+    rule: Literal["primary", "median"] = "primary"  # primary: the first live feed in config order
+    max_deviation: float = Field(default=0.05, gt=0)  # a price this far from the other live feeds is suspect
 
 
 class NotifierSettings(Frozen):
@@ -290,6 +327,47 @@ class HASettings(Frozen):
     instance_id: str | None = None  # default: host name and process id
 
 
+class HttpSettings(Frozen):
+    """The HTTP endpoint: /healthz, /metrics and the live status page."""
+
+    listen: str = "127.0.0.1:9108"  # host:port ([v6]:port); port 0 picks a free one
+    token_env: str | None = None  # env variable holding the bearer token; required off loopback
+    push_every_s: float = Field(default=1.0, gt=0)  # the status page is pushed at most this often
+    page_accounts: int = Field(default=200, gt=0)  # the status page lists this many accounts, least healthy first
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        listen_address(v)
+        return v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpSettings:
+        host, _ = listen_address(self.listen)
+        if self.token_env is None and not is_loopback(host):
+            raise ValueError(f"listen {self.listen!r} is not a loopback address: set token_env "
+                             "(the environment variable holding the bearer token)")
+        return self
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9108' or '[::1]:9108' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
 class DaemonSettings(Frozen):
     state_dir: str = "state"
     queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
@@ -307,9 +385,11 @@ class Settings(Frozen):
     assets: dict[str, AssetSettings]
     accounts: list[AccountSettings] = Field(min_length=1)
     feeds: list[FeedSettings] = Field(default_factory=list)
+    combine: CombineSettings = Field(default_factory=CombineSettings)
     notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
     store: StoreSettings = Field(default_factory=StoreSettings)
     ha: HASettings = Field(default_factory=HASettings)
+    http: HttpSettings | None = None  # off when absent
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -324,6 +404,10 @@ class Settings(Frozen):
             unknown = sorted(set(n.levels or ()) - levels)
             if unknown:
                 raise ValueError(f"notifiers[{i}] ({n.name}).levels: no account has a level named {unknown[0]!r}")
+        feed_names = [f.name for f in self.feeds]
+        dup_feeds = sorted({n for n in feed_names if feed_names.count(n) > 1})
+        if dup_feeds:
+            raise ValueError(f"duplicate feed name {dup_feeds[0]!r}")
         if self.ha.enabled and self.store.trade_during_outage:
             raise ValueError("store.trade_during_outage cannot be combined with ha.enabled: without the store "
                              "no instance can prove it is the only one trading")

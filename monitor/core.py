@@ -266,6 +266,25 @@ class Monitor:
             return f"on the latest prices it would not raise health ({now:.4f} -> {after:.4f})"
         return None
 
+    # -- a config reload ----------------------------------------------------------------
+    def carry_over(self, old: Monitor) -> list[LevelEvent | Plan]:
+        """Takes over the live state of `old`, the Monitor of the previous config: prices, their
+        times and volatility, quotes, event time, and each kept account's rules state. Returns
+        what the new levels say now (firing, resolving, acting), as a tick would."""
+        market = [a for k, a in enumerate(self.engine.assets) if not self.fixed[k]]
+        self.engine.adopt_prices(old.engine, market)
+        for asset in market:
+            if asset in old.engine.asset_index:
+                self.vol.copy_asset(old.vol, old.engine.asset_index[asset], self.engine.asset_index[asset])
+        self.quotes = {a: q for a, q in old.quotes.items() if a in self.engine.asset_index}
+        self.now_ms, self.start_ms, self.bad_ticks = old.now_ms, old.start_ms, old.bad_ticks
+        out: list = self.rules.carry_state(old.rules, old.engine.health, self.now_ms)
+        names = [b.name for b in old.engine.books]
+        self._ineffective = {(self.engine.account_index[names[i]], lv) for i, lv in old._ineffective
+                             if names[i] in self.engine.account_index}
+        out += self.check_stale()
+        return out + self._decide(np.arange(len(self.engine.books)))
+
     # -- views --------------------------------------------------------------------------
     def market_view(self) -> MarketView:
         prices = {a: float(p) for a, p in zip(self.engine.assets, self.engine.prices) if not math.isnan(p)}

@@ -30,13 +30,18 @@ def iso_ms(ts_ms: int | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class PriceTick:
-    """One price observation of a market symbol, in event time."""
+    """One price observation of a market symbol, in event time.
+
+    `ts_ms` is the venue's timestamp (the receive time when the venue sends none);
+    `recv_ms` is when our process received it (None for replayed and simulated prices).
+    """
 
     symbol: str
     price: float
     ts_ms: int
     bid: float | None = None
     ask: float | None = None
+    recv_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

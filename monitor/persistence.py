@@ -88,6 +88,12 @@ class SnapshotWriter:
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
 
+    def follow(self, monitor: Monitor) -> None:
+        """A config reload replaced the monitor (account indices may have moved): write every account anew."""
+        self.monitor = monitor
+        self._dirty = set(range(len(monitor.engine.books)))
+        self._wake.set()
+
     def mark(self, account_index: int) -> None:
         self._dirty.add(account_index)
         self._wake.set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -232,6 +232,46 @@ class Rules:
         st.actions_today += 1
         st.notional_today += notional
         st.capped_notified = False
+
+    # -- a config reload ----------------------------------------------------------------
+    def carry_state(self, old: Rules, old_health: np.ndarray, now_ms: int) -> list[LevelEvent]:
+        """Takes over `old`'s state for every account kept (by name): breaches firing or awaiting
+        confirmation (levels matched by name), timers, cooldown, daily counts, staleness and the
+        plan in flight. A firing level or account that the new config drops resolves. The next
+        evaluate() of these accounts settles their depth against the new thresholds."""
+        out: list[LevelEvent] = []
+        kept: dict[int, int] = {}  # old index -> new index
+        where = {a.name: j for j, a in enumerate(old.accounts)}
+        for i, acc in enumerate(self.accounts):
+            j = where.get(acc.name)
+            if j is None:
+                continue
+            kept[j] = i
+            o = old.state[j]
+            position = {lv.name: n for n, lv in enumerate(acc.levels)}
+            old_names = [lv.name for lv in old.accounts[j].levels]
+            renumber = {n: position[name] for n, name in enumerate(old_names) if name in position}
+            self.state[i] = replace(o, pending_since={renumber[n]: t for n, t in o.pending_since.items() if n in renumber},
+                                    firing_since={renumber[n]: t for n, t in o.firing_since.items() if n in renumber})
+            self.stale[i], self.min_health[i] = old.stale[j], old.min_health[j]
+            breached = self.state[i].firing_since.keys() | self.state[i].pending_since.keys()
+            self.depth[i] = max(breached, default=-1) + 1
+            self.entered[i] = -1  # differs from any count: the next evaluate() looks at this account
+            gone = [n for n in o.firing_since if n not in renumber]
+            out += old._resolve_dropped(j, gone, float(old_health[j]), now_ms, "level removed from the config")
+        for j in range(len(old.accounts)):
+            if j not in kept:
+                out += old._resolve_dropped(j, list(old.state[j].firing_since), float(old_health[j]), now_ms,
+                                            "account removed from the config")
+        for due, j in old._timers:
+            if j in kept:
+                self._schedule(due, kept[j])
+        return out
+
+    def _resolve_dropped(self, j: int, levels: list[int], h: float, now_ms: int, why: str) -> list[LevelEvent]:
+        acc = self.accounts[j]
+        return [self._event(j, acc.levels[n], EventKind.RESOLVED, h, now_ms, min_health=float(self.min_health[j]),
+                            since_ms=self.state[j].firing_since[n], detail=why) for n in levels]
 
     # -- staleness ----------------------------------------------------------------------
     def update_stale(self, mask: np.ndarray, health: np.ndarray, now_ms: int, assets_of) -> list[LevelEvent]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import structlog
 
@@ -26,6 +27,7 @@ class SystemdNotifier:
         # The watchdog applies to us only when no other pid was named.
         watched = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         self.watchdog_interval_s: float | None = int(usec) / 1e6 if watched else None
+        self.is_ready = False  # READY=1 sent: a reload may then say RELOADING=1 and READY=1 again
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +45,12 @@ class SystemdNotifier:
             log.warning("sd_notify failed", error=str(err))
 
     def ready(self, status: str) -> None:
+        self.is_ready = True
         self.notify(READY=1, STATUS=status)
+
+    def reloading(self) -> None:
+        # MONOTONIC_USEC lets systemd (Type=notify-reload) tell this reload from an earlier one.
+        self.notify(RELOADING=1, STATUS="reloading the config", MONOTONIC_USEC=time.monotonic_ns() // 1000)
 
     def status(self, status: str) -> None:
         self.notify(STATUS=status.replace("\n", " "))

@@ -11,10 +11,10 @@ import asyncio
 import itertools
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -35,7 +35,8 @@ from monitor.execution.journaled import JournaledExecutor
 from monitor.execution.modes import announce_mode, check_mode
 from monitor.execution.paper import PaperExecutor
 from monitor.execution.reconcile import reconcile_account
-from monitor.feeds.base import PriceFeed
+from monitor.feeds.base import FeedEvent, PriceFeed
+from monitor.feeds.combine import SourceCombiner, build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
@@ -45,6 +46,7 @@ from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
 from monitor.store import open_store, state_dir
 from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
+from monitor.telemetry import LatencyHistogram, LoopLagProbe, TickRate
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("daemon")
@@ -83,17 +85,31 @@ class Daemon:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)  # state read from the store (warm start done)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's outcome is applied
     not_executed: deque[Execution] = field(default_factory=lambda: deque(maxlen=100))  # refused, duplicate, failed
+    combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
     owns_store: bool = True  # an injected store is closed by whoever made it
     gateways: dict[str, ExchangeGateway] = field(default_factory=dict)  # exchange-backed accounts
     exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
     sync: SyncApplier | None = None
     sync_handles: dict[str, SyncHandle] = field(default_factory=dict)
     lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
+    # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
+    tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
+    feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
+    feed_lag_ms: dict[str, int] = field(default_factory=dict)  # feed name -> receipt minus event time, last tick
+    loop_lag: LoopLagProbe = field(default_factory=LoopLagProbe)
+    events: Counter[str] = field(default_factory=Counter)  # level events emitted, by kind
+    actions: Counter[str] = field(default_factory=Counter)  # plans by outcome: executed, failed
+    recent_actions: deque[tuple[Executed, float | None]] = field(default_factory=lambda: deque(maxlen=20))  # health after
+    changes: int = 0  # bumped whenever what the status page shows may have changed
+    http: Any = None  # the HTTP endpoint (monitor.http.server.HttpEndpoint) when [http] is set
     _last_status_ms: int = 0
     _last_resync_ms: int = 0
 
 
 def build_feed(fs: FeedSettings, settings: Settings) -> PriceFeed:
+    if fs.driver != "simulated":
+        from monitor.feeds.live import build_live_feed  # ccxt takes a second to import; offline runs skip it
+        return build_live_feed(fs)
     sim = fs.simulated
     missing = [s for s in fs.symbols if s not in sim.start and s not in sim.fixed]
     if missing:
@@ -125,6 +141,24 @@ def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
             for a in settings.accounts if a.source != "config"}
 
 
+def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int],
+                   lease: LeaseKeeper | None, exchange: ExchangeExecutor | None = None) -> JournaledExecutor:
+    """Every plan's path: the trading gate, the journal, the global caps, then the venue's orders
+    (`exchange`, testnet/live) or the paper ledger (priced by `monitor`)."""
+    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
+    inner: Executor = paper
+    if exchange is not None:
+        # The limit price is the paper fill price: bid/ask with the slippage cap, in quote units.
+        exchange.bind(paper, lambda plan: monitor.plan_still_helps(plan, paper.fill_price), paper.fill_price)
+        inner = exchange
+    ex = settings.execution
+    if ex.max_notional_per_action is not None or ex.max_notional_per_day is not None:
+        inner = CappedExecutor(inner, store, clock_ms, ex.max_notional_per_action, ex.max_notional_per_day)
+    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
+                       trade_without_store=settings.store.trade_during_outage)
+    return JournaledExecutor(inner, store, clock_ms, gate)
+
+
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
@@ -138,38 +172,37 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
     owns_store = store is None
     store = store if store is not None else open_store(settings)
-    paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
-    gateways = gateways if gateways is not None else build_gateways(settings)
-    exchange = None
-    inner: Executor = paper
-    if settings.execution.mode != "dry_run":
-        # The limit price is the paper fill price: bid/ask with the slippage cap, in quote units.
-        exchange = ExchangeExecutor(gateways, paper, lambda plan: monitor.plan_still_helps(plan, paper.fill_price),
-                                    paper.fill_price, clock_ms)
-        inner = exchange
     ha = settings.ha
     lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
-    gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
-                       trade_without_store=settings.store.trade_during_outage)
-    ex_cfg = settings.execution
-    if ex_cfg.max_notional_per_action is not None or ex_cfg.max_notional_per_day is not None:
-        inner = CappedExecutor(inner, store, clock_ms, ex_cfg.max_notional_per_action, ex_cfg.max_notional_per_day)
-    executor = JournaledExecutor(inner, store, clock_ms, gate)
+    gateways = gateways if gateways is not None else build_gateways(settings)
+    exchange = ExchangeExecutor(gateways, clock_ms) if settings.execution.mode != "dry_run" else None
+    executor = build_executor(settings, monitor, store, clock_ms, lease, exchange)
     alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
-    return Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
-                  asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-                  notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, gateways=gateways,
-                  exchange=exchange, sync=SyncApplier(settings) if gateways else None,
-                  sync_handles={name: SyncHandle(name) for name in gateways})
+    d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
+               asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, gateways=gateways,
+               exchange=exchange, sync=SyncApplier(settings) if gateways else None,
+               sync_handles={name: SyncHandle(name) for name in gateways})
+    stale_after = {f.name: f.stale_after_s for f in settings.feeds}
+    d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
+                                settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
+    if settings.http is not None:
+        from monitor.http.server import HttpEndpoint, bearer_token
+
+        d.http = HttpEndpoint(d, settings.http, bearer_token(settings.http))
+    return d
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
 async def engine_loop(d: Daemon) -> None:
     while True:
         message = await d.inbox.get()
+        started = time.perf_counter()
         try:
             handle(d, message)
+            if type(message) is PriceTick:
+                d.tick_latency.observe(time.perf_counter() - started)
         except Exception as err:  # one bad message must not stop monitoring
             log.error("engine message failed", message=type(message).__name__, error=f"{type(err).__name__}: {err}",
                       exc_info=err)
@@ -194,6 +227,11 @@ def handle(d: Daemon, message: object) -> None:
         settle(d, message)
     elif isinstance(message, Synced):
         apply_sync(d, message)
+    elif isinstance(message, FeedEvent):
+        # prices of a dead connection age into STALE by themselves; this is for the operator
+        log.info("feed event", feed=message.feed, change=message.kind, detail=message.detail[:300])
+    elif hasattr(message, "apply_to"):  # a control message that carries its own change (a config reload)
+        dispatch(d, message.apply_to(d))
     elif isinstance(message, ClockTick):
         m.now_ms = max(m.now_ms, message.now_ms)
         dispatch(d, m.check_stale())
@@ -217,15 +255,14 @@ def dispatch(d: Daemon, outcomes: list) -> None:
             except asyncio.QueueFull:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
+            d.events[item.kind.value] += 1
             d.alerts.submit(item)
 
 
 def apply_sync(d: Daemon, message: Synced) -> None:
     assert d.sync is not None
     dispatch(d, d.monitor.replace_book(d.sync.book(d.monitor, message)))
-    for event in (d.sync.drift_event(d.monitor, message), d.sync.verified(d.monitor, message)):
-        if event is not None:
-            d.alerts.submit(event)
+    dispatch(d, [e for e in (d.sync.drift_event(d.monitor, message), d.sync.verified(d.monitor, message)) if e])
     handle = d.sync_handles.get(message.account)
     if handle is not None:
         handle.synced.set()
@@ -233,15 +270,22 @@ def apply_sync(d: Daemon, message: Synced) -> None:
 
 def report_errors(d: Daemon, done: Executed) -> None:
     """Each execution error (a rejection with the venue's reason, a partial fill) is an alert."""
-    for error in done.execution.errors:
-        d.alerts.submit(d.monitor.account_event(done.plan.account, done.plan.level, EventKind.REJECTED, error))
+    dispatch(d, [d.monitor.account_event(done.plan.account, done.plan.level, EventKind.REJECTED, error)
+                 for error in done.execution.errors])
 
 
 def settle(d: Daemon, done: Executed) -> None:
+    d.changes += 1
+    if done.plan.account not in d.monitor.engine.account_index:  # removed by a config reload meanwhile
+        log.warning("plan settled for an account no longer configured", account=done.plan.account,
+                    plan_id=done.plan.plan_id)
+        return
     ex = done.execution
     if ex.errors:
         report_errors(d, done)
     if ex.duplicate or ex.refused or (ex.errors and not ex.fills and not ex.repays):
+        d.actions["failed"] += 1
+        d.recent_actions.append((done, None))
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
                     refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
@@ -256,6 +300,8 @@ def settle(d: Daemon, done: Executed) -> None:
     result = d.monitor.settle(done.plan, list(ex.fills), list(ex.repays), apply=not on_venue)
     if on_venue:
         d.sync.expect(done.plan, done.plan.health_before, list(ex.fills))
+    d.actions["executed"] += 1
+    d.recent_actions.append((done, result.health_after))
     d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
@@ -263,7 +309,7 @@ def settle(d: Daemon, done: Executed) -> None:
              fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
                     for f in done.execution.fills])
     if result.event is not None:
-        d.alerts.submit(result.event)
+        dispatch(d, [result.event])
     handle = d.sync_handles.get(done.plan.account)
     if handle is not None and d.exchange is not None:
         handle.kick.set()  # the venue's balances after the fills: verify against them, not our arithmetic
@@ -330,9 +376,17 @@ async def clock_loop(d: Daemon, interval_s: float = 1.0) -> None:
 
 
 def feed_component(d: Daemon, feed: PriceFeed) -> Component:
+    put = d.combiner.sink_for(feed.name) if d.combiner is not None else d.inbox.put_tick
+    rate = d.feed_rates.setdefault(feed.name, TickRate())
+
     def sink(tick: PriceTick) -> None:
         d.feed_seen[feed.name] = time.monotonic()
-        d.inbox.put_tick(tick)
+        rate.observe()
+        d.feed_lag_ms[feed.name] = (tick.recv_ms or wall_clock_ms()) - tick.ts_ms
+        put(tick)
+
+    if hasattr(feed, "events"):  # live feeds report connection changes
+        feed.events = d.inbox.put_control
 
     async def start() -> None:
         await feed.run(sink)
@@ -405,8 +459,12 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
                   Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
                   *([Component("lease", d.lease.run)] if d.lease is not None else []),
+                  Component("loop-lag", d.loop_lag.run),
                   *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]
+    if d.http is not None:
+        await d.http.start()  # binds now: a port in use is a one-line error before anything runs
+        components.append(Component("http-push", d.http.push_loop))
     tasks = [asyncio.create_task(sup.supervise(c), name=c.name) for c in components]
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info("daemon started", accounts=len(d.monitor.engine.books), feeds=[f.name for f in d.feeds],
@@ -443,6 +501,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if d.http is not None:
+        await d.http.stop()
     await d.snapshots.flush()
     if d.lease is not None:
         await d.lease.release()

@@ -61,6 +61,36 @@ class ScriptedFeed:
         await asyncio.Event().wait()
 
 
+class PushFeed:
+    """A live feed the test drives: `push` hands a tick to the daemon once `run` has started."""
+
+    def __init__(self, symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT"), name: str = "push"):
+        self.name = name
+        self.symbols = symbols
+        self.connected = asyncio.Event()
+        self._sink = None
+
+    async def run(self, sink) -> None:
+        self._sink = sink
+        self.connected.set()
+        await asyncio.Event().wait()
+
+    def push(self, *ticks: PriceTick) -> None:
+        for t in ticks:
+            self._sink(t)
+
+
+async def until(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Waits for a state the daemon reaches by itself (checked each loop turn), or fails after `timeout`."""
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.005)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
 class CrashingFeed:
     def __init__(self, crashes: int, then: list[PriceTick] | None = None):
         self.name = "crashing"

@@ -109,9 +109,8 @@ def test_the_example_exchange_configs_are_valid(name) -> None:
     from strategies import default_registry
 
     data = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / name).read_text())
-    assert data["feeds"][0]["driver"] == "ccxt"  # live prices come from the venue's feed
-    data.pop("feeds")  # the feed driver is the feeds' business; the accounts and levels are checked here
     settings = parse_settings(data, name)
+    assert settings.feeds[0].driver == "ccxt"  # live prices from the venue
     acc = settings.accounts[0]
     assert acc.source in ("bybit", "binance") and acc.api_key_env and not acc.holdings
     check_strategies(Monitor(settings, default_registry()))

@@ -24,12 +24,13 @@ class FakeSystemd:
         self.sock.setblocking(False)
         self.fields: list[dict[str, str]] = []
 
-    async def wait_for(self, key: str, value: str | None = None, timeout: float = 10) -> dict[str, str]:
+    async def wait_for(self, key: str, value: str | None = None, timeout: float = 10, after: int = 0) -> dict[str, str]:
+        """The first message (from the `after`-th on) that has `key` (= `value`)."""
         loop = asyncio.get_running_loop()
 
         async def read():
             while True:
-                for f in self.fields:
+                for f in self.fields[after:]:
                     if key in f and (value is None or f[key] == value):
                         return f
                 data = await loop.sock_recv(self.sock, 4096)

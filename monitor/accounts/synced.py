@@ -156,6 +156,11 @@ class SyncApplier:
                  expected_health=round(plan.expected_health, 4), ok=event is None)
         return event
 
+    def follow(self, settings: Settings) -> None:
+        """A reloaded config: new weights, tolerances and levels (the venue links cannot change)."""
+        self.settings = settings
+        self.accounts = {a.name: a for a in settings.accounts if a.source != "config"}
+
     def record_paper(self, account: str, fills: list, repays: list) -> None:
         if self.dry_run and account in self.accounts:
             self.paper.setdefault(account, []).append((fills, repays))

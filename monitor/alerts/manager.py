@@ -27,6 +27,10 @@ class AlertManager:
         self.sent = 0
         self.dropped = 0
 
+    def set_notifiers(self, notifiers: list[tuple[Notifier, frozenset[str] | None]]) -> None:
+        """New channels or routing (a config reload); what is firing stays firing."""
+        self._notifiers = notifiers
+
     def submit(self, event: LevelEvent) -> None:
         """Called from the tick path: never blocks."""
         try:

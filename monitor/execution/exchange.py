@@ -45,19 +45,24 @@ def client_order_id(plan_id: str, leg: int) -> str:
 class ExchangeExecutor:
     name = "exchange"
 
-    def __init__(self, gateways: dict[str, ExchangeGateway], fallback: Executor, recheck: Recheck,
-                 limit_price: LimitPrice, clock_ms: Callable[[], int]):
+    def __init__(self, gateways: dict[str, ExchangeGateway], clock_ms: Callable[[], int]):
         self.gateways = gateways
-        self._fallback = fallback
-        self._recheck = recheck
-        self._limit_price = limit_price
         self._clock_ms = clock_ms
+        self._fallback: Executor | None = None
+        self._recheck: Recheck = lambda plan: "no market view bound yet"
+        self._limit_price: LimitPrice = lambda order: order.price
         self.reconciled: set[str] = set()  # accounts whose earlier orders are accounted for
         self.unresolved: dict[str, set[str]] = {}  # account -> client id prefixes whose outcome is unknown
+
+    def bind(self, fallback: Executor, recheck: Recheck, limit_price: LimitPrice) -> None:
+        """The market view the orders are priced and re-checked on (again after a config reload:
+        the venue state, reconciled accounts and unresolved orders stay)."""
+        self._fallback, self._recheck, self._limit_price = fallback, recheck, limit_price
 
     async def execute(self, plan: Plan) -> Execution:
         gw = self.gateways.get(plan.account)
         if gw is None:
+            assert self._fallback is not None, "bind() before execute()"
             return await self._fallback.execute(plan)
         if plan.account not in self.reconciled:
             return Execution(plan.plan_id, errors=("not sent: the venue's orders are not reconciled yet "

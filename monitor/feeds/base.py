@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from monitor.model import PriceTick
@@ -22,3 +23,15 @@ class PriceFeed(Protocol):
     symbols: tuple[str, ...]
 
     async def run(self, sink: TickSink) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """A live feed's connection changed state: the engine hears of it (and logs it)."""
+
+    feed: str
+    kind: str  # "disconnected" | "connected" | "watchdog"
+    detail: str = ""
+
+
+FeedEventSink = Callable[[FeedEvent], None]

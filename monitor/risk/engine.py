@@ -181,15 +181,29 @@ class RiskEngine:
             np.add.at(self.equity, col.idx, col.eq)
         self._refresh_health(np.arange(len(self.books)))
 
+    def adopt_prices(self, old: RiskEngine, assets: list[str]) -> None:
+        """Carries `old`'s market state (last price and its time) for `assets` into this engine,
+        then recomputes every account exactly. A config reload builds a new engine from the new
+        books and keeps what the feeds already said."""
+        for asset in assets:
+            j = old.asset_index.get(asset)
+            if j is not None and asset in self.asset_index:
+                k = self.asset_index[asset]
+                self.prices[k], self.last_ts[k] = old.prices[j], old.last_ts[j]
+        self._build_columns()  # the unpriced counts and every sum, from the carried prices
+
     def set_book(self, book: AccountBook) -> None:
-        """Replace one account's holdings (a fill, an account sync) and recompute it exactly."""
+        """Replace one account's book (a fill, an account sync, a changed model or its parameter)
+        and recompute it exactly."""
         i = self.account_index[book.name]
         old = self.books[i]
         self.books[i] = book
+        self.scale[i] = book.scale
         held = {a for a, e in book.exposures.items() if not e.is_empty}
         was = {a for a, e in old.exposures.items() if not e.is_empty}
-        # Columns the account enters, leaves, or whose schedule changed are rebuilt; only those.
-        for asset in (held ^ was) | {a for a in held & was if book.schedule(a) != old.schedule(a)}:
+        # Columns the account enters, leaves, or whose schedule or model flag changed are rebuilt; only those.
+        changed = {a for a in held & was if book.schedule(a) != old.schedule(a) or book.unified != old.unified}
+        for asset in (held ^ was) | changed:
             self._rebuild_column(self.asset_index[asset], i, book)
         for asset in held:
             k = self.asset_index[asset]

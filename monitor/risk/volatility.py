@@ -36,6 +36,11 @@ class VolatilityTracker:
             self.bar[k] = bar
         self.close[k] = price
 
+    def copy_asset(self, old: VolatilityTracker, j: int, k: int) -> None:
+        """Asset k takes over the estimate `old` has for its asset j (a config reload)."""
+        for name in ("bar", "close", "prev_close", "var", "samples"):
+            getattr(self, name)[k] = getattr(old, name)[j]
+
     def daily(self, k: int) -> float | None:
         """Daily volatility (stdev of log returns), None until enough bars were seen."""
         if self.samples[k] < self.min_bars:

@@ -107,6 +107,15 @@ class RedisStore:
             self._writes.note_outage(err)
             raise StoreUnavailable(f"redis unavailable ({type(err).__name__})") from None
 
+    @property
+    def buffered_writes(self) -> int:
+        """Writes waiting for Redis, in memory or spilled (read by the metrics endpoint)."""
+        return len(self._writes)
+
+    @property
+    def in_outage(self) -> bool:
+        return self._writes.outage
+
     # -- writes: each an Op applied now or after the outage, in order -----------------------
     async def _apply(self, op: Op) -> None:
         name, args = op.name, op.args

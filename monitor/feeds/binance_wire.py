@@ -1,0 +1,125 @@
+"""Binance's public market streams: which stream carries which price, where it
+is served, and a parser from combined-stream frames straight to ticks.
+
+Frames (https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams,
+.../derivatives/usds-margined-futures/websocket-market-streams):
+  combined envelope  {"stream": "btcusdt@bookTicker", "data": {...}}
+  bookTicker         {"u", "s", "b", "B", "a", "A"} (futures add "e", "E", "T")
+  24hrTicker         {"e": "24hrTicker", "E", "s", "c" (last), "b", "a" (spot only), ...}
+  markPriceUpdate    {"e": "markPriceUpdate", "E", "s", "p" (mark), "i", "r", "T"}
+  replies            {"result": null, "id": 1} or {"error": {"code", "msg"}, "id": 1}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from monitor.errors import ConfigError
+from monitor.feeds.stats import TickGate
+
+SPOT_WS = {False: "wss://stream.binance.com:9443", True: "wss://stream.testnet.binance.vision"}
+FUTURES_WS = {False: "wss://fstream.binance.com", True: "wss://fstream.binancefuture.com"}
+# USDⓈ-M futures serve book tickers under /public and the other market streams under /market.
+STREAM_SUFFIX = {"mid": "bookTicker", "last": "ticker", "mark": "markPrice@1s"}
+MAX_STREAMS_PER_REQUEST = 200  # keep SUBSCRIBE messages small; Binance allows 1024 streams a connection
+
+MID, LAST, MARK = 0, 1, 2
+_KIND = {"mid": MID, "last": LAST, "mark": MARK}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # the combined-stream endpoint, e.g. wss://stream.binance.com:9443/stream
+    routes: dict[str, tuple[str, int]]  # stream name -> (our symbol, price kind)
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self.routes)
+
+
+def market_id(symbol: str, feed: str) -> str:
+    """BTC/USDT -> BTCUSDT (spot); BTC/USDT:USDT -> BTCUSDT (USDⓈ-M perpetual)."""
+    pair, _, settle = symbol.partition(":")
+    base, _, quote = pair.partition("/")
+    if not base or not quote or (settle and settle != quote):
+        raise ConfigError(f"feeds ({feed}).symbols: {symbol!r} is not a Binance spot (BASE/QUOTE) or "
+                          "USDⓈ-M perpetual (BASE/QUOTE:QUOTE) symbol")
+    return (base + quote).upper()
+
+
+def endpoints(symbols: dict[str, str], *, testnet: bool, ws_url: str | None, feed: str) -> list[Endpoint]:
+    """Connections needed for `symbols` (symbol -> price mode), one per endpoint URL."""
+    from monitor.feeds.ccxt_exchange import rebase  # pure URL helper
+
+    grouped: dict[str, dict[str, tuple[str, int]]] = {}
+    for symbol, mode in symbols.items():
+        perp = ":" in symbol
+        if mode == "mark" and not perp:
+            raise ConfigError(f"feeds ({feed}).price: mark prices exist only for perpetuals, not {symbol!r}")
+        if perp:
+            url = FUTURES_WS[testnet] + ("/public/stream" if mode == "mid" else "/market/stream")
+        else:
+            url = SPOT_WS[testnet] + "/stream"
+        if ws_url:
+            url = rebase(url, ws_url)
+        stream = f"{market_id(symbol, feed).lower()}@{STREAM_SUFFIX[mode]}"
+        grouped.setdefault(url, {})[stream] = (symbol, _KIND[mode])
+    return [Endpoint(url, routes) for url, routes in grouped.items()]
+
+
+def subscribe_messages(streams: list[str], first_id: int = 1) -> list[bytes]:
+    return [orjson.dumps({"method": "SUBSCRIBE", "params": streams[i:i + MAX_STREAMS_PER_REQUEST],
+                          "id": first_id + n})
+            for n, i in enumerate(range(0, len(streams), MAX_STREAMS_PER_REQUEST))]
+
+
+class BinanceParser:
+    """Frame -> tick for one connection; anything unexpected is counted and skipped."""
+
+    def __init__(self, routes: dict[str, tuple[str, int]], gate: TickGate) -> None:
+        self.routes = routes
+        self.gate = gate
+        self.acks = 0
+        self.errors = 0
+
+    def feed(self, raw: str | bytes, recv_ms: int) -> None:
+        try:
+            msg = orjson.loads(raw)
+            route = self.routes.get(msg["stream"])
+            if route is None:
+                self.gate.bad("unknown stream", msg["stream"])
+                return
+            data = msg["data"]
+            symbol, kind = route
+            if kind == MID:
+                bid, ask = float(data["b"]), float(data["a"])
+                price = (bid + ask) * 0.5
+            elif kind == MARK:
+                bid = ask = None
+                price = float(data["p"])
+            else:
+                price = float(data["c"])
+                bid, ask = (float(data["b"]), float(data["a"])) if "b" in data and "a" in data else (None, None)
+            ts = data.get("E", recv_ms)
+            if not isinstance(ts, int):
+                raise TypeError("E is not an integer")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            self._reply_or_bad(raw, err)
+            return
+        self.gate.emit(symbol, price, ts, bid, ask, recv_ms)
+
+    def _reply_or_bad(self, raw: str | bytes, err: Exception) -> None:
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            msg = None
+        if isinstance(msg, dict) and "id" in msg and ("result" in msg or "error" in msg):
+            if "error" in msg:
+                self.errors += 1
+                self.gate.bad("venue rejected a request", msg["error"])
+            else:
+                self.acks += 1
+            return
+        self.gate.bad(f"malformed frame ({type(err).__name__})", raw[:200])
