@@ -410,3 +410,24 @@ def test_live_needs_the_flag_and_the_config(venue) -> None:
     with pytest.raises(ConfigError, match="testnet = true"):
         build_daemon(settings_for(url, mode="live"), default_registry(), store=MemoryStore(), feeds=[PushFeed()],
                      live=True)
+
+
+async def test_a_reload_keeps_synced_holdings_and_trading_on_the_venue(venue) -> None:
+    from monitor.reload import Reconfigure, check_reloadable
+
+    fake, url = venue
+    settings = settings_for(url)
+    async with Running(settings) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5)
+        raw = settings.model_dump(exclude_none=True)
+        raw["accounts"][0]["levels"][0]["mm_rate"] = 0.55  # an edited level: the account's config changed
+        message = Reconfigure(parse_settings(raw), default_registry(), lambda s: [(r.notifier, None)])
+        r.d.inbox.put_control(message)
+        assert await asyncio.wait_for(message.done, 10) is None
+        assert r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(30000)  # not the config's (none)
+        r.feed.push(fake, 34000)  # MM rate 65%: act
+        await until(lambda: len(fake.orders) == 1)  # still the venue's executor, not paper
+    raw["accounts"][0]["rest_url"] = "http://127.0.0.1:1"
+    with pytest.raises(ConfigError, match="need a restart"):
+        check_reloadable(settings, parse_settings(raw))
