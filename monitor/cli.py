@@ -78,6 +78,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             what = lv.action if lv.action == "alert" else f"rebalance with {lv.strategy} to health {lv.target:.4g}"
             print(f"    {lv.name}: below health {lv.threshold:.4g} (native {native:.4g}), "
                   f"confirm {lv.confirm_ms / 1000:g}s -> {what}")
+    from monitor.alerts.build import channel_lines
+    for line in channel_lines(settings):
+        print(line)
     return 0
 
 
@@ -113,7 +116,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     charts.check_chart_outputs(args, series)
     sampler = charts.chart_sampler(args, settings, series)
     bar = progress_bar("replay", "ticks")
-    report = run_replay(settings, series, _registry(), bar.update if bar else None, sampler)
+    alerts: list = []
+    report = run_replay(settings, series, _registry(), bar.update if bar else None, sampler,
+                        _alert_collector(settings, alerts) if args.notify else None)
     if bar:
         bar.close()
     if args.report:
@@ -123,7 +128,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise UserError(f"--report {args.report}: cannot write ({err.strerror})") from None
     print_summary(report)
     charts.write_charts(args, settings, series, report, sampler)
+    if args.notify:  # only on request: a replay never sends by default
+        from monitor.alerts.commands import notify_replay
+        return asyncio.run(notify_replay(settings, alerts))
     return 0
+
+
+def _alert_collector(settings: Settings, into: list):
+    from monitor.alerts.content import Alert, describe
+
+    sources = {a.symbol: "replay" for a in settings.assets.values() if a.symbol}
+    return lambda monitor, ev: into.append(Alert.from_event(ev, describe(monitor, ev, sources)))
 
 
 def _h(x: float | None) -> str:
@@ -180,6 +195,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
 
 
+# -- alerting -----------------------------------------------------------------------------
+def cmd_silence(args: argparse.Namespace) -> int:
+    from monitor.alerts.commands import silence
+
+    settings = load_settings(args.config)
+    if args.list or args.expire:
+        if args.account or args.duration:
+            raise UserError("silence: --list and --expire take no ACCOUNT or --for")
+    return asyncio.run(silence(settings, args.account, args.level, args.duration, args.comment, args.list,
+                               args.expire))
+
+
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    from monitor.alerts.commands import test_alert
+
+    return asyncio.run(test_alert(load_settings(args.config)))
+
+
 # -- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collateral-monitor",
@@ -209,8 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--end", help="ISO-8601 end (exclusive)")
     rep.add_argument("--report", metavar="OUT.json", help="write the JSON report here")
     add_chart_arguments(rep)
+    rep.add_argument("--notify", action="store_true",
+                     help="send the replay's alerts through the configured notifiers (default: never sends)")
     rep.set_defaults(func=cmd_replay)
     add_analysis_commands(sub)
+
+    sil = sub.add_parser("silence", help="mute an account's notifications for a while (never its actions)")
+    sil.add_argument("account", nargs="?", metavar="ACCOUNT", help='an account name, or "*" for all')
+    sil.add_argument("level", nargs="?", metavar="LEVEL", help="one level (default: all), or 'stale'")
+    sil.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 30m, 2h, 1d")
+    sil.add_argument("--comment", default="", help="why (shown by --list)")
+    sil.add_argument("--list", action="store_true", help="list the silences in force")
+    sil.add_argument("--expire", metavar="ID", help="end a silence now")
+    sil.add_argument("--config", required=True)
+    sil.set_defaults(func=cmd_silence)
+
+    tst = sub.add_parser("test-alert", help="send one tagged test message to every configured channel")
+    tst.add_argument("--config", required=True)
+    tst.set_defaults(func=cmd_test_alert)
 
     from monitor import cli_state
     cli_state.register(sub)

@@ -297,10 +297,55 @@ class CombineSettings(Frozen):
     max_deviation: float = Field(default=0.05, gt=0)  # a price this far from the other live feeds is suspect
 
 
+NOTIFIER_SECRET = {"telegram": "token_env", "slack": "webhook_url_env", "webhook": "url_env"}
+
+
 class NotifierSettings(Frozen):
-    name: str = "console"
-    kind: Literal["console"] = "console"
+    name: str = Field(default="console", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["console", "telegram", "slack", "webhook"] = "console"
     levels: list[str] | None = None  # routing: which levels go here (default: all)
+    # Secrets are named, never written inline: an environment variable, else a key of alerts.secrets_file.
+    token_env: str | None = None  # telegram: the bot token
+    webhook_url_env: str | None = None  # slack: the incoming-webhook URL
+    url_env: str | None = None  # webhook: the URL to POST to
+    secret_env: str | None = None  # webhook: optional HMAC-SHA256 key that signs each body
+    chat_id: str | None = Field(default=None, pattern=r"^(-?[0-9]+|@[A-Za-z0-9_]{5,})$")  # telegram
+    api_base: str = Field(default="https://api.telegram.org", pattern=r"^https?://")  # telegram: self-hosted Bot API
+    control: bool = False  # telegram: accept /status /pause /resume /silence from allowed_chat_ids
+    allowed_chat_ids: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=10.0, gt=0)  # one HTTP request, then it counts as failed
+    min_interval_s: float | None = Field(default=None, ge=0)  # rate limit (default: the service's own)
+    max_per_minute: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> NotifierSettings:
+        need = NOTIFIER_SECRET.get(self.kind)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"a {self.kind} notifier needs {need} (the environment variable holding its secret)")
+        stray = [k for k in NOTIFIER_SECRET.values() if k != need and getattr(self, k) is not None]
+        if self.secret_env is not None and self.kind != "webhook":
+            stray.append("secret_env")
+        if stray:
+            raise ValueError(f"{stray[0]} does not apply to a {self.kind} notifier")
+        if self.kind == "telegram" and self.chat_id is None:
+            raise ValueError("a telegram notifier needs chat_id")
+        if self.control and (self.kind != "telegram" or not self.allowed_chat_ids):
+            raise ValueError("control needs a telegram notifier and a non-empty allowed_chat_ids")
+        return self
+
+
+class AlertSettings(Frozen):
+    """Alertmanager-style policy: repeats, grouping, retries; the heartbeat (dead-man's switch)."""
+    repeat_s: dict[str, float] = Field(default_factory=dict)  # level -> repeat interval while firing
+    default_repeat_s: float = Field(default=14400.0, gt=0)  # levels not in repeat_s (Alertmanager's 4 h)
+    group_wait_s: float = Field(default=2.0, ge=0)  # alerts arriving within this go out as one digest per channel
+    retry_base_s: float = Field(default=1.0, gt=0)  # first retry delay; doubles per failure
+    retry_max_s: float = Field(default=60.0, gt=0)
+    channel_failing_after_s: float = Field(default=120.0, ge=0)  # then the other channels are told
+    secrets_file: str | None = None  # KEY=VALUE lines (an EnvironmentFile) read when a variable is unset
+    heartbeat_url_env: str | None = None  # dead-man's switch: a URL fetched every heartbeat_every_s
+    heartbeat_every_s: float = Field(default=60.0, gt=0)
+    silence_poll_s: float = Field(default=5.0, gt=0)  # how soon a silence set from the CLI takes effect
 
 
 class StoreSettings(Frozen):
@@ -387,6 +432,7 @@ class Settings(Frozen):
     feeds: list[FeedSettings] = Field(default_factory=list)
     combine: CombineSettings = Field(default_factory=CombineSettings)
     notifiers: list[NotifierSettings] = Field(default_factory=lambda: [NotifierSettings()])
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     ha: HASettings = Field(default_factory=HASettings)
     http: HttpSettings | None = None  # off when absent
@@ -408,6 +454,7 @@ class Settings(Frozen):
         dup_feeds = sorted({n for n in feed_names if feed_names.count(n) > 1})
         if dup_feeds:
             raise ValueError(f"duplicate feed name {dup_feeds[0]!r}")
+        _check_alert_refs(self, levels)
         if self.ha.enabled and self.store.trade_during_outage:
             raise ValueError("store.trade_during_outage cannot be combined with ha.enabled: without the store "
                              "no instance can prove it is the only one trading")
@@ -460,6 +507,19 @@ def _check_source(acc: AccountSettings) -> None:
         raise ValueError(f"source {acc.source!r} needs api_key_env and api_secret_env (names, not the secrets)")
     if acc.holdings or acc.borrowed or acc.positions:
         raise ValueError(f"source {acc.source!r}: holdings come from the exchange; remove holdings/borrowed/positions")
+
+
+def _check_alert_refs(settings: Settings, levels: set[str]) -> None:
+    names = [n.name for n in settings.notifiers]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"notifiers: duplicate name {dup[0]!r}")
+    unknown = sorted(set(settings.alerts.repeat_s) - levels - {"stale"})
+    if unknown:
+        raise ValueError(f"alerts.repeat_s: no account has a level named {unknown[0]!r}")
+    bad = sorted(k for k, v in settings.alerts.repeat_s.items() if not v > 0)
+    if bad:
+        raise ValueError(f"alerts.repeat_s.{bad[0]}: must be a positive number of seconds")
 
 
 def position_asset(symbol: str, symbols: dict[str, str], assets: dict[str, Any]) -> str | None:

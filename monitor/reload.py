@@ -19,18 +19,18 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from monitor.accounts.static import build_book
-from monitor.alerts.notifiers import Notifier
 from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import ConfigError, UserError
 from monitor.model import LevelEvent, Plan
 from monitor.persistence import config_digest
 from monitor.risk.portfolio import AccountBook
-from monitor.service import Daemon, build_executor, build_notifiers, status_line
+from monitor.alerts.build import Routed, build_alert_manager, build_notifiers
+from monitor.service import Daemon, build_executor, level_order, status_line
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("reload")
-NotifierFactory = Callable[[Settings], list[tuple[Notifier, frozenset[str] | None]]]
+NotifierFactory = Callable[[Settings], list[Routed]]
 RESTART_ONLY = ("daemon", "feeds", "store", "ha", "http")  # sections bound to running resources
 
 
@@ -56,6 +56,14 @@ def carried_books(d: Daemon, settings: Settings) -> list[AccountBook]:
 def venue_links(settings: Settings) -> dict[str, tuple]:
     keys = ("source", "api_key_env", "api_secret_env", "secrets_file", "testnet", "rest_url", "ws_url", "stream")
     return {a.name: tuple(getattr(a, k) for k in keys) for a in settings.accounts if a.source != "config"}
+
+
+def unchanged_channels(old: Settings, new: Settings) -> frozenset[str]:
+    """Channels whose settings (and alert secrets file) a reload leaves as they were."""
+    if old.alerts.secrets_file != new.alerts.secrets_file:
+        return frozenset()
+    before = {n.name: n for n in old.notifiers}
+    return frozenset(n.name for n in new.notifiers if before.get(n.name) == n)
 
 
 def check_reloadable(running: Settings, new: Settings) -> list[str]:
@@ -86,13 +94,16 @@ class Reconfigure:
         except Exception as err:  # the running config stays whatever went wrong
             self.done.set_result(err)
             return []
+        old_settings = d.settings
         d.monitor, d.settings = new, self.settings
         # also the kill switch; the venue executor keeps its reconciled state and is re-pointed at `new`
         d.executor = build_executor(self.settings, new, d.store, d.clock_ms, d.lease, d.exchange)
         if d.sync is not None:
             d.sync.follow(self.settings)
         d.snapshots.follow(new)
-        d.alerts.set_notifiers(self.notifiers(self.settings))
+        channels = build_alert_manager(self.settings, d.store, level_order(new), self.notifiers(self.settings),
+                                       clock_ms=d.clock_ms)
+        d.alerts.reconfigure(channels, unchanged_channels(old_settings, self.settings))
         d.changes += 1
         self.done.set_result(None)
         return outcomes

@@ -23,6 +23,7 @@ from monitor.risk.engine import RiskEngine
 from strategies.base import StrategyRegistry
 
 Progress = Callable[[int, int], None]  # (ticks done, ticks total)
+EventHook = Callable[[Monitor, LevelEvent], None]  # sees each event with the state it happened in
 
 
 class Sampler(Protocol):
@@ -63,9 +64,11 @@ def _num(x: float) -> float | None:
 
 
 class Replay:
-    def __init__(self, settings: Settings, registry: StrategyRegistry, sampler: Sampler | None = None):
+    def __init__(self, settings: Settings, registry: StrategyRegistry, sampler: Sampler | None = None,
+                 on_event: EventHook | None = None):
         self.settings = settings
         self.sampler = sampler
+        self.on_event = on_event
         self.monitor = Monitor(settings, registry)
         m = self.monitor
         self.baseline = RiskEngine(list(m.engine.books), list(m.engine.assets), m.fixed_prices)
@@ -124,6 +127,8 @@ class Replay:
 
     def _record_event(self, ev: LevelEvent) -> None:
         i = self.monitor.engine.account_index[ev.account]
+        if self.on_event is not None:
+            self.on_event(self.monitor, ev)
         if ev.kind in (EventKind.FIRING, EventKind.RESOLVED):
             self.alerts[i].append({"at": iso_ms(ev.ts_ms), "level": ev.level, "state": ev.kind.value,
                                    "health": _num(ev.health)})
@@ -157,10 +162,11 @@ class Replay:
 
 
 def run_replay(settings: Settings, series: Sequence[PriceSeries], registry: StrategyRegistry,
-               progress: Progress | None = None, sampler: Sampler | None = None) -> dict:
+               progress: Progress | None = None, sampler: Sampler | None = None,
+               on_event: EventHook | None = None) -> dict:
     """Replays the merged series and returns the report (a dict ready for JSON)."""
     t0 = time.perf_counter()
-    replay = Replay(settings, registry, sampler)
+    replay = Replay(settings, registry, sampler, on_event)
     merged = merge_series(series)
     total = len(merged)
     for n, tick in enumerate(merged, 1):

@@ -19,8 +19,9 @@ from typing import Any
 import structlog
 
 from monitor.accounts.synced import SyncApplier, Synced, SyncHandle, stream_loop, sync_loop
+from monitor.alerts.build import Routed, build_alert_manager
+from monitor.alerts.content import Alert, describe, refreshed
 from monitor.alerts.manager import AlertManager
-from monitor.alerts.notifiers import ConsoleNotifier, Notifier
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
@@ -40,6 +41,7 @@ from monitor.feeds.combine import SourceCombiner, build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
+from monitor.risk.portfolio import to_native
 from monitor.sdnotify import SystemdNotifier
 from monitor.lease import LeaseKeeper, default_instance_id
 from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
@@ -91,6 +93,9 @@ class Daemon:
     exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
     sync: SyncApplier | None = None
     sync_handles: dict[str, SyncHandle] = field(default_factory=dict)
+    price_sources: dict[str, str] = field(default_factory=dict)  # symbol -> the feed that prices it
+    tick_times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when recent ticks were applied
+    extra: list[Component] = field(default_factory=list)  # optional components (heartbeat, telegram control)
     lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
     # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
     tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
@@ -129,8 +134,9 @@ def market_clock(start_ms: int, step_ms: int) -> Callable[[], int]:
     return lambda: start_ms + next(steps) * step_ms
 
 
-def build_notifiers(settings: Settings) -> list[tuple[Notifier, frozenset[str] | None]]:
-    return [(ConsoleNotifier(n.name), frozenset(n.levels) if n.levels is not None else None) for n in settings.notifiers]
+def level_order(monitor: Monitor) -> dict[str, list[str]]:
+    """Per account, its level names mildest first (the rules keep them by threshold, highest first)."""
+    return {acc.name: [lv.name for lv in acc.levels] for acc in monitor.rules.accounts}
 
 
 def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
@@ -161,7 +167,7 @@ def build_executor(settings: Settings, monitor: Monitor, store: StateStore, cloc
 
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
-                 notifiers: list[tuple[Notifier, frozenset[str] | None]] | None = None,
+                 notifiers: list[Routed] | None = None,
                  clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None,
                  gateways: dict[str, ExchangeGateway] | None = None, live: bool = False) -> Daemon:
     """Dependencies may be injected (tests); by default they come from settings."""
@@ -171,19 +177,28 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     if not feeds:
         raise ConfigError("feeds: the daemon needs at least one [[feeds]] section")
     owns_store = store is None
-    store = store if store is not None else open_store(settings)
+    relay: list[AlertManager] = []  # the store may report an outage once alerting exists
+    store = store if store is not None else open_store(
+        settings, on_outage=lambda down, detail: relay[0].store_outage(down, detail) if relay else None)
     ha = settings.ha
     lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
     gateways = gateways if gateways is not None else build_gateways(settings)
     exchange = ExchangeExecutor(gateways, clock_ms) if settings.execution.mode != "dry_run" else None
     executor = build_executor(settings, monitor, store, clock_ms, lease, exchange)
-    alerts = AlertManager(notifiers if notifiers is not None else build_notifiers(settings), settings.daemon.queue_size)
+    sources = {sym: f.name for f in settings.feeds for sym in f.symbols} | {
+        sym: f.name for f in feeds for sym in getattr(f, "symbols", ())}
+    running: list[Daemon] = []  # reminders read the monitor in use, which a reload replaces
+    alerts = build_alert_manager(settings, store, level_order(monitor), notifiers, clock_ms=clock_ms,
+                                 refresh=lambda a: refreshed(running[0].monitor if running else monitor, a, sources))
+    relay.append(alerts)
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s)
     d = Daemon(settings, monitor, EngineInbox(), alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, gateways=gateways,
-               exchange=exchange, sync=SyncApplier(settings) if gateways else None,
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, price_sources=sources,
+               gateways=gateways, exchange=exchange, sync=SyncApplier(settings) if gateways else None,
                sync_handles={name: SyncHandle(name) for name in gateways})
+    running.append(d)
+    d.extra = optional_components(d, notifiers is None)
     stale_after = {f.name: f.stale_after_s for f in settings.feeds}
     d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
                                 settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
@@ -192,6 +207,14 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
 
         d.http = HttpEndpoint(d, settings.http, bearer_token(settings.http))
     return d
+
+
+def optional_components(d: Daemon, configured: bool) -> list[Component]:
+    """The heartbeat and Telegram control, when configured (not with injected notifiers: tests)."""
+    from monitor.alerts.extras import control_components, heartbeat_component
+    if not configured:
+        return []
+    return [*heartbeat_component(d), *control_components(d)]
 
 
 # -- the engine loop: the only code that touches risk state ------------------------------
@@ -220,9 +243,11 @@ def handle(d: Daemon, message: object) -> None:
                             ask=message.ask, ts_ms=message.ts_ms, bad_ticks=m.bad_ticks)
             return
         d.ticks_applied += 1
+        d.tick_times.append(d.engine_seen)
         d.first_tick.set()
         if not d.all_priced.is_set() and not m.engine.missing.any():
             d.all_priced.set()
+            d.alerts.reconcile(breached_now(d))
     elif isinstance(message, Executed):
         settle(d, message)
     elif isinstance(message, Synced):
@@ -256,7 +281,23 @@ def dispatch(d: Daemon, outcomes: list) -> None:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
             d.events[item.kind.value] += 1
-            d.alerts.submit(item)
+            d.alerts.submit(item, describe(d.monitor, item, d.price_sources))
+
+
+def breached_now(d: Daemon) -> Callable[[str], tuple[frozenset[str], Alert] | None]:
+    """For an account: the levels breached now, and a resolved notice for alerts restored from the
+    store that no longer are (they cleared while the daemon was stopped)."""
+    m = d.monitor
+
+    def lookup(account: str) -> tuple[frozenset[str], Alert] | None:
+        i = m.engine.account_index.get(account)
+        if i is None:
+            return None
+        acc, h = m.rules.accounts[i], float(m.engine.health[i])
+        native = to_native(acc.model, acc.param, h) if not math.isnan(h) else math.nan
+        ev = LevelEvent(account, "", EventKind.RESOLVED, h, native, m.now_ms, m.rules.dry_run)
+        return frozenset(lv.name for lv in acc.levels[:int(m.rules.depth[i])]), Alert.from_event(ev)
+    return lookup
 
 
 def apply_sync(d: Daemon, message: Synced) -> None:
@@ -309,7 +350,8 @@ def settle(d: Daemon, done: Executed) -> None:
              fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
                     for f in done.execution.fills])
     if result.event is not None:
-        dispatch(d, [result.event])
+        d.events[result.event.kind.value] += 1
+        d.alerts.submit(result.event, describe(d.monitor, result.event, d.price_sources))
     handle = d.sync_handles.get(done.plan.account)
     if handle is not None and d.exchange is not None:
         handle.kick.set()  # the venue's balances after the fills: verify against them, not our arithmetic
@@ -458,7 +500,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
                   Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
-                  *([Component("lease", d.lease.run)] if d.lease is not None else []),
+                  *([Component("lease", d.lease.run)] if d.lease is not None else []), *d.extra,
                   Component("loop-lag", d.loop_lag.run),
                   *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]
@@ -497,7 +539,7 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     try:  # let the engine apply what is queued and the alert worker deliver it
         await asyncio.wait_for(_drain(d), DRAIN_TIMEOUT_S)
     except TimeoutError:
-        log.warning("shutdown: undelivered alerts left", queued=d.alerts.queue.qsize())
+        log.warning("shutdown: undelivered alerts kept in the outbox for the next start", queued=d.alerts.pending())
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -508,6 +550,7 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
         await d.lease.release()
     for gw in d.gateways.values():
         await gw.close()
+    await d.alerts.close()
     if d.owns_store:
         await d.store.close()
     d.notifier.close()
@@ -518,4 +561,4 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
 async def _drain(d: Daemon) -> None:
     while len(d.inbox):
         await asyncio.sleep(0)
-    await d.alerts.queue.join()
+    await d.alerts.drain()

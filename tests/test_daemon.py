@@ -12,30 +12,34 @@ import pytest
 
 from monitor.config import load_settings, parse_settings
 from monitor.inbox import EngineInbox
-from monitor.model import EventKind, LevelEvent, PriceTick
+from monitor.alerts.content import Alert
+from monitor.alerts.message import Message
+from monitor.model import EventKind, PriceTick
 from monitor.service import build_daemon, run_daemon
 from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
 
 
 class ListNotifier:
-    """Collects alerts; `wait_for` resolves when a matching one arrives."""
+    """Collects the alerts of each message; `wait_for` resolves when a matching one arrives."""
 
-    def __init__(self, fail_first: int = 0):
-        self.name = "list"
-        self.events: list[LevelEvent] = []
+    def __init__(self, fail_first: int = 0, name: str = "list"):
+        self.name = name
+        self.events: list[Alert] = []
+        self.messages: list[Message] = []
         self.fail_first = fail_first
         self.attempts = 0
         self._changed = asyncio.Event()
 
-    async def send(self, event: LevelEvent) -> None:
+    async def send(self, message: Message) -> None:
         self.attempts += 1
         if self.attempts <= self.fail_first:
             raise ConnectionError("notifier down")
-        self.events.append(event)
+        self.messages.append(message)
+        self.events.extend(message.alerts)
         self._changed.set()
 
-    async def wait_for(self, pred, timeout: float = 10.0) -> LevelEvent:
+    async def wait_for(self, pred, timeout: float = 10.0) -> Alert:
         async def find():
             while True:
                 for e in self.events:

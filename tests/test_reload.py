@@ -15,7 +15,7 @@ import structlog
 
 from monitor.accounts.static import build_books
 from monitor.config import load_settings
-from monitor.model import EventKind
+from monitor.model import EventKind, wall_clock_ms
 from monitor.reload import Reloader
 from monitor.risk.engine import RiskEngine
 from monitor.risk.portfolio import evaluate
@@ -59,7 +59,7 @@ async def test_reload_keeps_state_applies_changes_and_rejects_a_bad_file(tmp_pat
     reloader = Reloader(str(cfg), default_registry(), notifiers=lambda settings: [(notifier, None)])
     try:
         await asyncio.wait_for(feed.connected.wait(), 10)
-        ticks = iter(crash_ticks())
+        ticks = iter(crash_ticks(wall_clock_ms()))  # event time now: the daemon's clock never makes them stale
         while not d.monitor.rules.state[0].firing_since:  # down through warn
             await push_each(d, feed, [next(ticks), next(ticks)])
         old = d.monitor
@@ -83,8 +83,9 @@ async def test_reload_keeps_state_applies_changes_and_rejects_a_bad_file(tmp_pat
         assert levels == ["watch", "warn", "act"]
         assert m.rules.state[main].firing_since[levels.index("warn")] == state_before.firing_since[0]
         assert m.rules.accounts[main].levels[2].threshold == 1.12
-        await notifier.wait_for(lambda e: (e.account, e.level) == ("main", "watch") and e.kind == EventKind.FIRING)
+        assert levels.index("watch") in m.rules.state[main].firing_since  # the new level fires at once...
         await notifier.wait_for(lambda e: (e.account, e.level) == ("second", "warn2") and e.kind == EventKind.FIRING)
+        assert firing(notifier, "main", "watch") == []  # ...but warn, deeper, inhibits its notice
         assert m.engine.health[second] == pytest.approx(prices["BTC"] * 0.95 / 20000)
         assert len(firing(notifier, "main", "warn")) == 1  # still firing: not announced again
 
@@ -101,10 +102,10 @@ async def test_reload_keeps_state_applies_changes_and_rejects_a_bad_file(tmp_pat
         assert list(d.monitor.engine.account_index) == ["main"]
         assert d.monitor.engine.books[0].exposures == book_before.exposures
         assert d.monitor.rules.state[0].actions_today == actions_before
-        watch = await notifier.wait_for(lambda e: (e.account, e.level, e.kind) == ("main", "watch", EventKind.RESOLVED))
-        assert watch.detail == "level removed from the config"
         gone = await notifier.wait_for(lambda e: (e.account, e.kind) == ("second", EventKind.RESOLVED))
         assert gone.detail == "account removed from the config"
+        await d.alerts.drain()  # the dropped level's resolution came in the same batch
+        assert "watch" not in d.alerts.policy.active.get("main", {})
 
         # A bad file: one log line naming the culprit; the running config stays.
         running = d.monitor
@@ -180,3 +181,37 @@ async def test_sighup_reloads_with_sd_notify(tmp_path: Path) -> None:
     rejected = [line for line in lines if "config reload rejected" in line]
     assert len(rejected) == 1 and "helth: unknown key" in rejected[0]
     assert not any("Traceback" in line for line in lines)
+
+
+async def test_reload_starts_new_channels_and_stops_removed_ones(contract_config: Path) -> None:
+    from monitor.alerts.build import build_alert_manager
+    from monitor.config import parse_settings
+    from monitor.model import LevelEvent
+
+    raw = load_settings(contract_config).model_dump(exclude_none=True)
+    raw["alerts"] = {"group_wait_s": 0}
+    settings = parse_settings(raw)
+    store, order = MemoryStore(), {"main": ["warn", "act"]}
+    a, b = ListNotifier(name="a"), ListNotifier(name="b")
+
+    def manager(*channels):
+        return build_alert_manager(settings, store, order, [(n, None) for n in channels], clock_ms=lambda: 0)
+
+    m = manager(a)
+    task = asyncio.create_task(m.run())
+    try:
+        m.submit(LevelEvent("main", "warn", EventKind.FIRING, 1.25, 1.25, 1_000))
+        await a.wait_for(lambda e: e.level == "warn")
+        m.reconfigure(manager(a, b), unchanged=frozenset({"a"}))  # b is new; a keeps its worker
+        m.submit(LevelEvent("main", "act", EventKind.FIRING, 1.1, 1.1, 2_000))
+        await b.wait_for(lambda e: e.level == "act")
+        await a.wait_for(lambda e: e.level == "act")
+        m.reconfigure(manager(b))  # a removed
+        m.submit(LevelEvent("main", "act", EventKind.RESOLVED, 1.5, 1.5, 3_000, min_health=1.1, since_ms=2_000))
+        await b.wait_for(lambda e: e.kind == EventKind.RESOLVED)
+        await m.drain()
+        assert [e.kind for e in a.events] == [EventKind.FIRING, EventKind.FIRING]  # nothing after its removal
+        assert len(firing(a, "main", "warn")) == 1  # what fired before the reload is not announced again
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

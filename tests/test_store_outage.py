@@ -29,7 +29,7 @@ async def test_outage_buffers_in_order_and_flushes_on_return(redis_server, tmp_p
             await store.journal("execution", "main", 1 + n, {"n": n})
         for h in (1.3, 1.2, 1.1):  # last write wins: coalesced while queued
             await store.put_snapshot(AccountSnapshot("main", 9, h, None, {}, ""))
-        assert store.buffered == 6
+        assert store.buffered_writes == 6
         with pytest.raises(StoreUnavailable):
             await store.read_journal()
         with pytest.raises(StoreUnavailable):  # no order without its idempotency key
@@ -37,7 +37,7 @@ async def test_outage_buffers_in_order_and_flushes_on_return(redis_server, tmp_p
         assert reports == [(True, reports[0][1])]
 
         redis_server.start()
-        await until(lambda: store.buffered == 0)
+        await until(lambda: store.buffered_writes == 0)
         assert [e["n"] for e in await store.read_journal()] == list(range(6))
         assert (await store.snapshots())["main"].health == 1.1
         assert [r[0] for r in reports] == [True, False]  # the outage and the recovery, once each
@@ -51,14 +51,14 @@ async def test_overflow_spills_to_disk_and_survives_a_restart(redis_server, tmp_
     redis_server.stop()
     for n in range(10):
         await store.journal("execution", "main", n, {"n": n})
-    assert store.buffered == 10 and spill.exists()
+    assert store.buffered_writes == 10 and spill.exists()
     await store.close()  # the daemon stops during the outage: what is queued goes to the spill file
 
     redis_server.start()
     again = RedisStore(redis_server.url, "cm", buffer_max=3, spill_path=spill, timeout_s=0.5)
     try:
         await again.journal("execution", "main", 10, {"n": 10})  # after the spilled writes, not before
-        await until(lambda: again.buffered == 0)
+        await until(lambda: again.buffered_writes == 0)
         assert [e["n"] for e in await again.read_journal()] == list(range(11))
         assert not spill.exists()
     finally:
@@ -72,8 +72,24 @@ async def test_trading_in_an_outage_only_when_allowed(redis_server, tmp_path: Pa
         assert await store.claim_plan("p1", "main", 1)
         assert not await store.claim_plan("p1", "main", 1)  # still never twice
         redis_server.start()
-        await until(lambda: store.buffered == 0)
+        await until(lambda: store.buffered_writes == 0)
         assert not await store.claim_plan("p1", "main", 1)  # the key reached Redis
         assert [p.plan_id for p in await store.open_plans()] == ["p1"]
+    finally:
+        await store.close()
+
+
+async def test_an_outage_seen_only_by_reads_is_reported_once(redis_server, tmp_path: Path) -> None:
+    reports: list[bool] = []
+    store = RedisStore(redis_server.url, "cm", timeout_s=0.5, on_outage=lambda down, detail: reports.append(down))
+    try:
+        redis_server.stop()
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable):
+                await store.snapshots()
+        assert reports == [True] and store.in_outage  # nothing queued is no proof Redis is back
+        redis_server.start()
+        await until(lambda: reports == [True, False])
+        assert await store.snapshots() == {}
     finally:
         await store.close()

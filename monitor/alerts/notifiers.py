@@ -1,32 +1,45 @@
-"""Notifiers: where alerts go. The console notifier is the embedded default."""
+"""Notifiers: where alerts go. Each delivers a Message or raises DeliveryError.
+
+HTTP notifiers (Slack, Telegram, webhook) live in their own modules; this one
+holds the protocol, the error type and the console notifier (the embedded default).
+"""
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Protocol, TextIO
 
-from monitor.model import LevelEvent, iso_ms
+from monitor.alerts.content import Alert
+from monitor.alerts.message import Message
+from monitor.alerts.render import PLAIN, facts, render
+
+
+class DeliveryError(Exception):
+    """A channel did not accept a message. The text never holds a secret (no URL, no token).
+
+    `rejected`: the service refused this message itself (a retry cannot help);
+    otherwise the failure is transient or the channel's, and the message is retried.
+    """
+
+    def __init__(self, reason: str, retry_after_s: float | None = None, rejected: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.rejected = rejected
 
 
 class Notifier(Protocol):
     name: str
 
-    async def send(self, event: LevelEvent) -> None:
-        """Delivers one alert; raises on failure (the manager retries)."""
+    async def send(self, message: Message) -> None:
+        """Delivers one message; raises DeliveryError (or any error) on failure: the worker retries."""
 
 
-def render_text(ev: LevelEvent) -> str:
-    """One readable line per alert: account, level, state, health, the native figure, time."""
-    dry = " [dry-run]" if ev.dry_run else ""
-    health = "unknown" if math.isnan(ev.health) else f"{ev.health:.4f}"
-    native = "" if math.isnan(ev.native) or ev.native == ev.health else f" (native {ev.native:.4f})"
-    text = f"{ev.kind.value.upper()}{dry} {ev.account}/{ev.level}: health {health}{native} at {iso_ms(ev.ts_ms)}"
-    if ev.min_health is not None and ev.since_ms is not None:
-        text += f"; lowest {ev.min_health:.4f}, breached for {(ev.ts_ms - ev.since_ms) / 1000:.0f}s"
-    if ev.detail:
-        text += f"; {ev.detail}"
-    return text
+def console_line(alert: Alert) -> str:
+    dry = " [dry-run]" if alert.dry_run else ""
+    again = f" (reminder {alert.repeat})" if alert.repeat else ""
+    body = "; ".join(f"{label} {value}" for label, value in facts(alert))
+    return f"{alert.kind.value.upper()}{dry} {alert.account}/{alert.level}{again}: {body}"
 
 
 class ConsoleNotifier:
@@ -34,7 +47,13 @@ class ConsoleNotifier:
         self.name = name
         self._stream = stream
 
-    async def send(self, event: LevelEvent) -> None:
+    async def send(self, message: Message) -> None:
         stream = self._stream or sys.stdout
-        stream.write(render_text(event) + "\n")
+        if message.notices:
+            stream.write(render(Message(notices=message.notices, test=message.test), PLAIN) + "\n")
+        for alert in message.alerts:
+            stream.write(console_line(alert) + "\n")
         stream.flush()
+
+    async def close(self) -> None:
+        return None

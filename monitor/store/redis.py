@@ -12,7 +12,6 @@ reads the store only at start and keeps its working state in memory).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,21 +81,13 @@ class RedisStore:
         self.prefix = prefix
         self.allow_trading_in_outage = allow_trading_in_outage
         self._claimed_in_outage: set[str] = set()
-        self._writes = WriteBuffer(self._apply, OUTAGE_ERRORS, buffer_max, spill_path, on_outage)
+        self._writes = WriteBuffer(self._apply, OUTAGE_ERRORS, buffer_max, spill_path, on_outage, self._r.ping)
         self._scripts = {name: self._r.register_script(src) for name, src in (
             ("outbox_add", _OUTBOX_ADD), ("outbox_done", _OUTBOX_DONE), ("outbox_retry", _OUTBOX_RETRY),
             ("lease_acquire", _LEASE_ACQUIRE), ("lease_release", _LEASE_RELEASE))}
 
     def k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
-
-    @property
-    def buffered(self) -> int:
-        """Writes waiting for Redis (0 when it is up)."""
-        return len(self._writes)
-
-    async def ping(self) -> None:
-        await self._read(self._r.ping())
 
     async def _read(self, aw: Any) -> Any:
         try:
@@ -297,10 +288,3 @@ class RedisStore:
         await self._writes.close()
         await self._r.aclose()
 
-
-async def wait_for_redis(store: RedisStore, timeout_s: float) -> None:
-    """At start: a Redis that is down is an outage to ride out, not a reason to refuse to start."""
-    try:
-        await asyncio.wait_for(store.ping(), timeout_s)
-    except (StoreUnavailable, TimeoutError):
-        pass

@@ -40,8 +40,11 @@ class Op:
 class WriteBuffer:
     def __init__(self, apply: Callable[[Op], Awaitable[None]], outage_errors: tuple[type[BaseException], ...],
                  buffer_max: int = 100_000, spill_path: Path | None = None,
-                 on_outage: Callable[[bool, str], None] | None = None):
+                 on_outage: Callable[[bool, str], None] | None = None,
+                 probe: Callable[[], Awaitable[object]] | None = None):
+        """`probe()` must succeed before an outage noticed by a read (nothing queued) counts as over."""
         self._apply = apply
+        self._probe = probe
         self._errors = outage_errors
         self._max = buffer_max
         self._spill_path = spill_path
@@ -115,10 +118,14 @@ class WriteBuffer:
 
     async def _flush(self) -> None:
         attempt = 0
-        while len(self):
+        while True:
             try:
+                if not len(self) and self.outage and self._probe is not None:
+                    await self._probe()
                 await self._flush_memory()
                 await self._flush_spill()
+                if not len(self):
+                    break
             except self._errors as err:
                 self.note_outage(err)
                 await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)])

@@ -1,0 +1,151 @@
+"""One delivery worker per channel, off the tick path.
+
+The worker's in-memory queue is authoritative while the daemon runs; the store's
+outbox mirrors it (an item is added when created, marked done once the channel
+accepted it), so a restart delivers what was pending late rather than never. Items
+waiting together go out as one message (a digest) after `group_wait_s`, within the
+channel's rate limit; failures are retried with exponential backoff, or after the
+service's own retry_after / Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from monitor.alerts.message import from_payload, message_of
+from monitor.alerts.notifiers import DeliveryError, Notifier
+from monitor.alerts.ratelimit import RateLimiter
+from monitor.store.base import OutboxItem, StateStore
+
+log = structlog.get_logger("alerts")
+MAX_BATCH = 2000  # items in one message: a crash over thousands of accounts is still a few digests
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    group_wait_s: float = 2.0
+    retry_base_s: float = 1.0
+    retry_max_s: float = 60.0
+    failing_after_s: float = 120.0  # a failure streak this long is reported on the other channels
+
+
+# (channel, failing, reason): failing True once a streak lasts failing_after_s, False when it ends,
+# None for a message the service refused outright.
+Report = Callable[[str, bool | None, str], None]
+
+
+class ChannelWorker:
+    def __init__(self, notifier: Notifier, store: StateStore, limiter: RateLimiter, policy: DeliveryPolicy,
+                 report: Report, clock: Callable[[], float] = time.monotonic):
+        self.notifier = notifier
+        self.name = notifier.name
+        self._store = store
+        self._limiter = limiter
+        self._policy = policy
+        self._report = report
+        self._clock = clock
+        self._pending: deque[tuple[float, OutboxItem]] = deque()  # (when it arrived, item)
+        self._keys: set[str] = set()  # pending here: one copy of each
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.messages_sent = 0
+        self.items_sent = 0
+        self.failures = 0
+        self._failing_since: float | None = None
+        self._reported = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def held(self) -> list[OutboxItem]:
+        """What waits here for delivery (a reload hands it to the channel's new worker)."""
+        return [item for _, item in self._pending]
+
+    def put(self, item: OutboxItem) -> bool:
+        if item.key in self._keys:
+            return False
+        self._keys.add(item.key)
+        self._pending.append((self._clock(), item))
+        self._idle.clear()
+        self._wake.set()
+        return True
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            while not self._pending:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+            wait = self._pending[0][0] + self._policy.group_wait_s - self._clock()
+            if wait > 0:  # let the rest of a burst arrive: one digest, not one message each
+                await asyncio.sleep(wait)
+            batch = [item for _, item in list(self._pending)[:MAX_BATCH]]
+            await self._deliver(batch)
+            for _ in batch:
+                _, item = self._pending.popleft()
+                self._keys.discard(item.key)
+            await self._mark_done(batch)
+
+    async def _deliver(self, batch: list[OutboxItem]) -> None:
+        message = message_of([from_payload(i.payload) for i in batch])
+        attempt = 0
+        while True:
+            await self._limiter.acquire()
+            try:
+                await self.notifier.send(message)
+                self._succeeded(len(batch))
+                return
+            except asyncio.CancelledError:
+                raise
+            except DeliveryError as err:
+                if err.rejected:  # retrying the same message cannot help: report it, do not block the channel
+                    log.error("alert refused by channel", channel=self.name, reason=err.reason, items=len(batch))
+                    self._report(self.name, None, err.reason)
+                    return
+                reason, delay = err.reason, err.retry_after_s
+            except Exception as err:  # a notifier's bug must not stop the channel
+                reason, delay = type(err).__name__, None
+            attempt += 1
+            self.failures += 1
+            if delay is None:
+                delay = min(self._policy.retry_base_s * 2 ** (attempt - 1), self._policy.retry_max_s)
+            self._failed(reason)
+            log.warning("alert delivery failed, retrying", channel=self.name, reason=reason, attempt=attempt,
+                        retry_in_s=round(delay, 3), items=len(batch))
+            await asyncio.sleep(delay)
+
+    def _succeeded(self, items: int) -> None:
+        self.messages_sent += 1
+        self.items_sent += items
+        if self._reported:
+            self._report(self.name, False, "")
+        self._failing_since, self._reported = None, False
+
+    def _failed(self, reason: str) -> None:
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        if not self._reported and now - self._failing_since >= self._policy.failing_after_s:
+            self._reported = True
+            self._report(self.name, True, reason)
+
+    async def _mark_done(self, batch: list[OutboxItem]) -> None:
+        try:  # the channel has it: it must never be sent again, even after a restart
+            for n, item in enumerate(batch):
+                await asyncio.shield(self._store.outbox_done(self.name, item.key))
+                if n % 64 == 63:
+                    await asyncio.sleep(0)  # inline SQLite writes: leave the engine its turns
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("outbox not updated", channel=self.name, error=type(err).__name__)
