@@ -25,6 +25,7 @@ from monitor.store.base import AccountSnapshot, StateStore
 
 log = structlog.get_logger("persistence")
 RULES_FIELDS = ("last_action_ms", "day", "actions_today", "notional_today")
+SNAPSHOT_CHUNK = 500
 
 
 def config_digest(acc: AccountSettings) -> str:
@@ -110,10 +111,15 @@ class SnapshotWriter:
             await self.write(due)
 
     async def write(self, indices) -> None:
-        now = self.clock_ms()
-        snaps = [snapshot_of(self.monitor, i, now) for i in sorted(indices)]  # read in one go: no await between
-        for snap in snaps:
-            await self.store.put_snapshot(snap)
+        """In chunks, each read and written without a pause, with the engine's turn between them
+        (a SQLite write does not yield by itself)."""
+        indices = sorted(indices)
+        for start in range(0, len(indices), SNAPSHOT_CHUNK):
+            now = self.clock_ms()
+            m = self.monitor
+            chunk = [snapshot_of(m, i, now) for i in indices[start:start + SNAPSHOT_CHUNK] if i < len(m.engine.books)]
+            await self.store.put_snapshots(chunk)
+            await asyncio.sleep(0)
 
     async def flush(self) -> None:
         await self.write(range(len(self.monitor.engine.books)))

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import WSMsgType, web
 
+from tests.loopback import LoopbackServer
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -96,7 +98,7 @@ class Connection:
     streams: set[str] = field(default_factory=set)
 
 
-class BinanceServer:
+class BinanceServer(LoopbackServer):
     """Start with `await server.start()`; `ws_url` / `rest_url` are the bases to point a feed at."""
 
     def __init__(self, pairs: list[tuple[str, str]] = (("BTC", "USDT"), ("ETH", "USDT"))) -> None:
@@ -109,8 +111,6 @@ class BinanceServer:
         self.rest_ok = True
         self.ws_ok = True  # False: websocket upgrades are refused (503), as during a venue outage
         self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,24 +121,11 @@ class BinanceServer:
         app.router.add_get("/api/v3/ticker/bookTicker", self._spot_book)
         app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
         app.router.add_get("/{path:.*}", self._websocket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        await self.serve(app)
 
     async def stop(self) -> None:
         await self.drop_all()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        await self.shut()
 
     # -- what tests do -----------------------------------------------------------------
     async def wait_until(self, predicate, timeout: float = 10.0) -> None:

@@ -17,6 +17,8 @@ from aiohttp import WSMsgType, web
 
 from tests.binance_server import now_ms
 
+from tests.loopback import LoopbackServer
+
 
 def linear_ticker(symbol_id: str, last: float, mark: float, bid: float, ask: float) -> dict:
     return {"symbol": symbol_id, "tickDirection": "PlusTick", "price24hPcnt": "0.017103", "lastPrice": f"{last:.2f}",
@@ -49,40 +51,25 @@ def spot_instrument(base: str, quote: str) -> dict:
             "riskParameters": {"limitParameter": "0.03", "marketParameter": "0.03"}}
 
 
-class BybitServer:
+class BybitServer(LoopbackServer):
     def __init__(self, pairs=(("BTC", "USDT"), ("ETH", "USDT"))) -> None:
         self.pairs = list(pairs)
         self.sockets: list[tuple[web.WebSocketResponse, set[str]]] = []
         self.requests: list[dict] = []
         self.rest_hits: dict[str, int] = {}
         self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self._seq = 0
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v5/market/instruments-info", self._instruments)
         app.router.add_get("/v5/public/{category}", self._websocket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        await self.serve(app)
 
     async def stop(self) -> None:
         for ws, _ in list(self.sockets):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        await self.shut()
 
     async def wait_subscribed(self, topic: str, timeout: float = 10.0) -> None:
         async def loop():

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 HANG = "hang"
 
 
@@ -37,13 +39,11 @@ class Received:
 
 
 @dataclass
-class FakeServer:
+class FakeServer(LoopbackServer):
     """A scripted aiohttp server on 127.0.0.1; `script` answers requests in order, then `default`."""
     script: deque = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
     hung: list[asyncio.Event] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    port: int = 0
 
     def __post_init__(self) -> None:
         self._changed = asyncio.Event()
@@ -52,21 +52,13 @@ class FakeServer:
     def wake(self) -> None:
         """Lets long-held requests see that the server is closing."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
 
     async def start(self) -> FakeServer:
         app = web.Application()
         app.add_routes(self.routes())
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        await self.serve(app)
         return self
 
     async def stop(self) -> None:
@@ -74,8 +66,7 @@ class FakeServer:
         self.wake()
         for ev in self.hung:
             ev.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.shut()
 
     async def record(self, request: web.Request) -> Received:
         r = Received(request.path, await request.read(), dict(request.headers), time.monotonic())

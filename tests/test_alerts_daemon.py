@@ -299,7 +299,7 @@ async def test_alerting_goes_on_from_memory_through_a_redis_outage(fakes, redis_
                         and any(t.startswith("State store unavailable") for t in notices(h)), 20)
     redis_server.start()
     await hook.wait_for(lambda h: any(t.startswith("State store back") for t in notices(h)), 20)
-    await eventually(lambda: run.d.store.buffered == 0, 20)
+    await eventually(lambda: run.d.store.buffered_writes == 0, 20)
     assert sorted((r.account, r.level) for r in await run.d.store.alerts()) == [("acct-0000", "critical"), ("acct-0000", "warn")]
     assert await run.d.store.outbox_depth() == {}  # the buffered add and done landed in order
     assert await run.close() == 0

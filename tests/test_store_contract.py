@@ -155,3 +155,11 @@ async def test_redis_prefixes_keep_deployments_apart(redis_session) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_snapshots_in_bulk(store) -> None:
+    snaps = [AccountSnapshot(f"a{i}", i, 1.0 + i, None, {"BTC": {"qty": float(i)}}, "d") for i in range(5)]
+    await store.put_snapshots(snaps)
+    await store.put_snapshots([])
+    got = await store.snapshots()
+    assert [got[f"a{i}"].book["BTC"]["qty"] for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -51,7 +51,8 @@ async def test_overflow_spills_to_disk_and_survives_a_restart(redis_server, tmp_
     redis_server.stop()
     for n in range(10):
         await store.journal("execution", "main", n, {"n": n})
-    assert store.buffered_writes == 10 and spill.exists()
+    await store.put_snapshots([AccountSnapshot("main", 1, 1.2, None, {"BTC": {"qty": 1.0}}, "")])
+    assert store.buffered_writes == 11 and spill.exists()
     await store.close()  # the daemon stops during the outage: what is queued goes to the spill file
 
     redis_server.start()
@@ -60,6 +61,7 @@ async def test_overflow_spills_to_disk_and_survives_a_restart(redis_server, tmp_
         await again.journal("execution", "main", 10, {"n": 10})  # after the spilled writes, not before
         await until(lambda: again.buffered_writes == 0)
         assert [e["n"] for e in await again.read_journal()] == list(range(11))
+        assert (await again.snapshots())["main"].book == {"BTC": {"qty": 1.0}}  # bytes survive the spill file
         assert not spill.exists()
     finally:
         await again.close()

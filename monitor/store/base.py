@@ -130,6 +130,9 @@ class StateStore(Protocol):
 
     # -- account snapshots -----------------------------------------------------------------
     async def put_snapshot(self, snap: AccountSnapshot) -> None: ...
+    async def put_snapshots(self, snaps: list[AccountSnapshot]) -> None:
+        """Many at once: one transaction (SQLite) or one round trip (Redis)."""
+
     async def snapshots(self) -> dict[str, AccountSnapshot]: ...
     async def delete_snapshot(self, account: str) -> None: ...
 

@@ -117,6 +117,8 @@ class RedisStore:
                                              "record": orjson.dumps(record)})
         elif name == "hset":
             await r.hset(self.k(args[0]), args[1], args[2])
+        elif name == "hset_many":
+            await r.hset(self.k(args[0]), mapping=args[1])
         elif name == "hdel":
             await r.hdel(self.k(args[0]), args[1])
         elif name == "claim":
@@ -186,6 +188,10 @@ class RedisStore:
     # -- snapshots, alerts, silences, kill switch (last write wins: coalesced in an outage) ---
     async def put_snapshot(self, snap: AccountSnapshot) -> None:
         await self._write("hset", "snapshots", snap.account, dump(snap), coalesce=f"snap:{snap.account}")
+
+    async def put_snapshots(self, snaps: list[AccountSnapshot]) -> None:
+        if snaps:
+            await self._write("hset_many", "snapshots", {s.account: dump(s) for s in snaps})
 
     async def delete_snapshot(self, account: str) -> None:
         await self._write("hdel", "snapshots", account, coalesce=f"snap:{account}")

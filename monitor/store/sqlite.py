@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS kv (space TEXT NOT NULL, key TEXT NOT NULL, value BLO
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, key TEXT NOT NULL,
     item BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0, UNIQUE (channel, key));
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (channel, done, seq);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL);
 """
@@ -45,6 +46,7 @@ _MIGRATIONS = (
 )
 _SNAPSHOT, _ALERT, _SILENCE, _CONTROL = "snapshot", "alert", "silence", "control"
 _DELIVERED_KEEP = 10_000  # delivered outbox keys kept per channel, so a late duplicate add is refused
+_TRIM_EVERY = 1_000
 
 
 class SqliteStore:
@@ -56,6 +58,7 @@ class SqliteStore:
         if self.path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._clock_ms = clock_ms
+        self._done_since_trim = 0
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -126,6 +129,10 @@ class SqliteStore:
     async def put_snapshot(self, snap: AccountSnapshot) -> None:
         self._put(_SNAPSHOT, snap.account, dump(snap))
 
+    async def put_snapshots(self, snaps: list[AccountSnapshot]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", [(_SNAPSHOT, s.account, dump(s)) for s in snaps])
+
     async def snapshots(self) -> dict[str, AccountSnapshot]:
         snaps = [load(AccountSnapshot, v) for v in self._values(_SNAPSHOT)]
         return {s.account: s for s in snaps}
@@ -155,11 +162,13 @@ class SqliteStore:
         return [load(OutboxItem, v) for (v,) in rows]
 
     async def outbox_done(self, channel: str, key: str) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE outbox SET done = 1 WHERE channel = ? AND key = ?", (channel, key))
-            db.execute("DELETE FROM outbox WHERE channel = ? AND done = 1 AND seq <= "
-                       "(SELECT seq FROM outbox WHERE channel = ? AND done = 1 ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                       (channel, channel, _DELIVERED_KEEP))
+        self._db.execute("UPDATE outbox SET done = 1 WHERE channel = ? AND key = ?", (channel, key))
+        self._done_since_trim += 1
+        if self._done_since_trim >= _TRIM_EVERY:  # trimming walks the kept keys: not on every delivery
+            self._done_since_trim = 0
+            self._db.execute("DELETE FROM outbox WHERE channel = ? AND done = 1 AND seq <= "
+                             "(SELECT seq FROM outbox WHERE channel = ? AND done = 1 ORDER BY seq DESC "
+                             "LIMIT 1 OFFSET ?)", (channel, channel, _DELIVERED_KEEP))
 
     async def outbox_retry(self, channel: str, key: str) -> None:
         row = self._db.execute("SELECT item FROM outbox WHERE channel = ? AND key = ? AND done = 0",

@@ -190,4 +190,8 @@ def _bytes_to_str(value: Any) -> Any:
 
 
 def _str_to_bytes(value: Any) -> Any:
-    return value["__b"].encode() if isinstance(value, dict) and set(value) == {"__b"} else value
+    if isinstance(value, dict):
+        if set(value) == {"__b"}:
+            return value["__b"].encode()
+        return {k: _str_to_bytes(v) for k, v in value.items()}
+    return value
