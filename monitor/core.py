@@ -173,10 +173,16 @@ class Monitor:
         if since is None:  # no tick yet: the grace for first prices starts now, not at epoch 0
             since = self.start_ms = self.now_ms
         mask = e.stale_accounts(self.now_ms, self.rules.stale_after_ms, self.fixed, since)
-        return self.rules.update_stale(
-            mask, e.health, self.now_ms,
-            lambda i: e.stale_assets_of(i, self.now_ms, self.rules.stale_after_ms[i], self.fixed, since),
-        )
+
+        def stale_of(i: int) -> tuple[list[str], int]:
+            """The stale assets, and the moment they went stale: it follows from the prices, not
+            from this process's clock, so instances sharing a store agree on the alert's time."""
+            after = self.rules.stale_after_ms[i]
+            assets = e.stale_assets_of(i, self.now_ms, after, self.fixed, since)
+            seen = [int(e.last_ts[e.asset_index[a]]) for a in assets]
+            went = min((t if t >= 0 else since) for t in seen) + int(after) if seen else self.now_ms
+            return assets, min(went, self.now_ms)
+        return self.rules.update_stale(mask, e.health, self.now_ms, stale_of)
 
     def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent | None:
         """A plan to execute, or an INEFFECTIVE alert (once until the level resolves or the book changes)."""

@@ -133,3 +133,17 @@ def test_no_stale_alarm_before_the_first_tick_has_had_its_grace() -> None:
     assert m.check_stale() == []
     m.now_ms += 121_000
     assert [e.kind for e in m.check_stale()] == [EventKind.STALE]
+
+
+def test_the_stale_alert_carries_the_moment_prices_went_stale_not_when_it_was_noticed() -> None:
+    """Instances sharing a store notice staleness on their own clocks; the alert's time (and so
+    its outbox key) must be the same for all of them."""
+    times = []
+    for noticed_at in (130_000, 175_000):
+        m = Monitor(settings([ACT]), default_registry())
+        m.on_tick(PriceTick("BTC/USDT", 60000, 5_000))
+        m.now_ms = noticed_at
+        stale = [e for e in m.check_stale() if e.kind == EventKind.STALE]
+        assert stale and stale[0].stale_assets == ("BTC",)
+        times.append(stale[0].ts_ms)
+    assert times == [5_000 + 120_000] * 2

@@ -10,7 +10,7 @@ from pathlib import Path
 from monitor.config import parse_settings
 from monitor.execution.gate import TradingGate
 from monitor.lease import LeaseKeeper
-from monitor.model import Plan
+from monitor.model import EventKind, Plan
 from monitor.service import build_daemon, run_daemon
 from monitor.store.redis import RedisStore
 from strategies import default_registry
@@ -50,9 +50,10 @@ async def test_one_leader_trades_and_the_other_takes_over(redis_session, contrac
     prefix = f"ha{next(_prefixes)}"
     stores = [RedisStore(redis_session.url, prefix) for _ in range(2)]
     go = asyncio.Event()
+    channels = [ListNotifier(name="ops"), ListNotifier(name="ops")]  # one channel, seen from each instance
     daemons = [build_daemon(ha_settings(contract_config, tmp_path, name, 0.6), default_registry(), store=store,
-                            feeds=[GatedFeed(crash_ticks(), go)], notifiers=[(ListNotifier(), None)])
-               for name, store in zip("AB", stores)]
+                            feeds=[GatedFeed(crash_ticks(), go)], notifiers=[(channel, None)])
+               for name, store, channel in zip("AB", stores, channels)]
     a, b = daemons
     stops = [asyncio.Event(), asyncio.Event()]
     task_a = asyncio.create_task(run_daemon(a, stops[0]))
@@ -70,6 +71,11 @@ async def test_one_leader_trades_and_the_other_takes_over(redis_session, contrac
         plan_ids = [e["plan_id"] for e in journal]
         assert plan_ids and len(plan_ids) == len(set(plan_ids))  # each plan executed once, by A
         token_a = a.lease.lease.token
+        await a.alerts.drain()
+        await b.alerts.drain()
+        sent = [(e.account, e.level, e.kind) for c in channels for e in c.events]
+        assert ("main", "warn", EventKind.FIRING) in sent
+        assert len(sent) == len(set(sent))  # deduplicated across the instances through the shared outbox
 
         stops[0].set()  # A goes away: B takes over within the lease TTL
         assert await asyncio.wait_for(task_a, 10) == 0

@@ -263,7 +263,7 @@ def tick(engine: RiskEngine, rules: Rules, fixed, asset: str, price: float, t: i
     idx = engine.apply(engine.asset_index[asset], price, t)
     mask = engine.stale_accounts(t, rules.stale_after_ms, fixed)
     out = rules.update_stale(mask, engine.health, t,
-                             lambda i: engine.stale_assets_of(i, t, rules.stale_after_ms[i], fixed))
+                             lambda i: (engine.stale_assets_of(i, t, rules.stale_after_ms[i], fixed), None))
     return out + rules.evaluate(idx, engine.health, t)
 
 
