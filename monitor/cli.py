@@ -70,6 +70,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for i, acc in enumerate(settings.accounts):
         st = monitor.status(i)
         health = "needs live prices" if math.isnan(st.health) else f"{st.health:.4f} (native {st.native:.4f})"
+        if acc.source != "config":  # holdings arrive with the first sync at run time
+            health = f"from the holdings synced from {acc.source}{' testnet' if acc.testnet else ''} at run time"
         print(f"  {acc.name}: {acc.model}, health {health}")
         for lv in monitor.rules.accounts[i].levels:
             native = to_native(acc.model, monitor.engine.books[i].param, lv.threshold)
@@ -164,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings, _ = load_checked(args.config)
 
     async def main() -> int:
-        daemon = build_daemon(settings, _registry())
+        daemon = build_daemon(settings, _registry(), live=args.live)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, help="the TOML config file")
+    run.add_argument("--live", action="store_true",
+                     help="allow real-money orders (the config must also say execution.mode = \"live\")")
     run.set_defaults(func=cmd_run)
 
     chk = sub.add_parser("check-config", help="validate a config and print a summary")

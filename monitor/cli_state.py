@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 
 from monitor.config import load_settings
+from monitor.durations import parse_duration_ms
 from monitor.errors import UserError
 from monitor.lease import LEASE_NAME, default_instance_id
 from monitor.model import iso_ms, wall_clock_ms
@@ -22,16 +22,6 @@ from monitor.store import open_store
 from monitor.store.base import KillSwitch, StateStore, StoreUnavailable
 
 T = TypeVar("T")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def parse_duration_ms(text: str, flag: str) -> int:
-    """'90s', '15m', '2h', '1d', '1w' -> milliseconds."""
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise UserError(f"{flag}: not a duration like 90s, 15m, 2h or 1d: {text!r}")
-    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
 
 
 def with_store(config: str, use: Callable[[StateStore], Awaitable[T]]) -> T:

@@ -142,7 +142,17 @@ class LevelSettings(Frozen):
 class AccountSettings(Frozen):
     name: str = Field(min_length=1)
     model: Model = "health_factor"
-    source: Literal["config"] = "config"
+    source: str = "config"  # config (holdings written here) | an exchange id (monitor/exchange/venues.py)
+    # -- exchange-backed accounts (source = an exchange): credentials by name, never inline --
+    api_key_env: str | None = None  # the environment variable (or secrets file key) holding the API key
+    api_secret_env: str | None = None
+    secrets_file: str | None = None  # a TOML file of NAME = "value" lines, mode 0600
+    testnet: bool = False  # the exchange's sandbox
+    rest_url: str | None = None  # endpoint overrides; the venue's standard paths are appended
+    ws_url: str | None = None
+    sync_every_s: float = Field(default=10.0, gt=0)
+    stream: bool = True  # also apply every update of the venue's private balance stream (websocket)
+    drift_tolerance: float = Field(default=0.05, gt=0)  # |ours - venue's| / venue's native figure before alerting
     holdings: dict[str, float] = Field(default_factory=dict)  # negative = borrowed
     borrowed: dict[str, float] = Field(default_factory=dict)  # gross liabilities beside positive holdings
     weights: dict[str, WeightSpec] = Field(default_factory=dict)  # per-account weight overrides
@@ -160,6 +170,16 @@ class AccountSettings(Frozen):
     @classmethod
     def _weights(cls, v: dict[str, WeightSpec]) -> dict[str, WeightSpec]:
         return {k: _check_weight(w) for k, w in v.items()}
+
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from urllib.parse import urlsplit
+            parts = urlsplit(v)
+            if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc or "@" in parts.netloc:
+                raise ValueError(f"{v!r} is not a base URL like https://host:port (and holds no credentials)")
+        return v
 
     @field_validator("borrowed")
     @classmethod
@@ -190,6 +210,7 @@ class AccountSettings(Frozen):
             raise ValueError(f"a unified account nets each coin: write {both[0]} as one net amount in holdings")
         if self.borrow_mmr and self.model != "unified":
             raise ValueError("borrow_mmr is only meaningful on unified accounts")
+        _check_source(self)
         names = [lv.name for lv in self.levels]
         if len(set(names)) != len(names):
             raise ValueError("level names must be unique within an account")
@@ -208,6 +229,9 @@ class ExecutionSettings(Frozen):
     slippage: float = Field(default=0.0005, ge=0, lt=0.1)
     verify_offset: float = Field(default=0.05, ge=0)  # allowed overshoot of the target health after execution
     kill_switch: bool = False  # true: no order is placed (monitoring and alerting go on)
+    order_timeout_s: float = Field(default=10.0, gt=0)  # one exchange call; a timeout is resolved by client order id
+    max_notional_per_action: float | None = Field(default=None, gt=0)  # all accounts together, quote units
+    max_notional_per_day: float | None = Field(default=None, gt=0)  # all accounts together, per UTC day
 
 
 class SimulatedFeedParams(Frozen):
@@ -463,6 +487,26 @@ def _check_account_assets(settings: Settings, i: int, acc: AccountSettings) -> N
             raise ValueError(f"{where}.positions: no asset is priced by {p.symbol!r}")
     if acc.stable is not None and acc.stable not in settings.assets:
         raise ValueError(f"{where}.stable: unknown asset {acc.stable!r}")
+
+
+def _check_source(acc: AccountSettings) -> None:
+    from monitor.exchange.venues import NO_TESTNET, VENUE_MODELS  # the venues the exchange gateway speaks
+
+    if acc.source == "config":
+        if acc.api_key_env or acc.api_secret_env or acc.secrets_file or acc.testnet or acc.rest_url or acc.ws_url:
+            raise ValueError("exchange keys (api_key_env, testnet, rest_url, ...) need source = an exchange id")
+        return
+    if acc.source not in VENUE_MODELS:
+        raise ValueError(f"source: {acc.source!r} is not 'config' or a supported exchange "
+                         f"({', '.join(sorted(VENUE_MODELS))})")
+    if acc.model not in VENUE_MODELS[acc.source]:
+        raise ValueError(f"source {acc.source!r}: model must be {' or '.join(VENUE_MODELS[acc.source])}")
+    if acc.testnet and acc.source in NO_TESTNET:
+        raise ValueError(f"testnet: {NO_TESTNET[acc.source]}")
+    if not (acc.api_key_env and acc.api_secret_env):
+        raise ValueError(f"source {acc.source!r} needs api_key_env and api_secret_env (names, not the secrets)")
+    if acc.holdings or acc.borrowed or acc.positions:
+        raise ValueError(f"source {acc.source!r}: holdings come from the exchange; remove holdings/borrowed/positions")
 
 
 def _check_alert_refs(settings: Settings, levels: set[str]) -> None:

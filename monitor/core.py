@@ -16,7 +16,7 @@ from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick, Repay
 from monitor.risk.engine import RiskEngine
-from monitor.risk.portfolio import AccountBook, to_native
+from monitor.risk.portfolio import AccountBook, evaluate, to_native
 from monitor.risk.solve import liquidation_price
 from monitor.risk.trades import apply_fills, apply_repay
 from monitor.risk.volatility import VolatilityTracker
@@ -112,6 +112,8 @@ class Monitor:
         """Rebalance levels whose strategy can never raise the account's health (check-config)."""
         problems = []
         for acc, book in zip(self.settings.accounts, self.engine.books):
+            if acc.source != "config":
+                continue  # holdings come from the venue at run time: nothing to judge them by yet
             for lv in acc.levels:
                 if lv.action == "rebalance":
                     strategy = self.strategies[lv.strategy]
@@ -212,27 +214,63 @@ class Monitor:
         self.rules.release(self.engine.account_index[plan.account])
 
     # -- fills come back -----------------------------------------------------------------
-    def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay]) -> Settlement:
+    def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay], apply: bool = True) -> Settlement:
         """Applies what was executed, recomputes the account exactly, verifies the outcome
-        (improved, and not past the target by more than verify_offset, as DeFi automations check)."""
+        (improved, and not past the target by more than verify_offset, as DeFi automations check).
+
+        apply=False: the venue's own balances will show the fills (an exchange-synced account);
+        the action is counted now and `verify` runs on the first sync taken after the fills."""
         i = self.engine.account_index[plan.account]
-        target = next((lv.target for lv in self.rules.accounts[i].levels if lv.name == plan.level), None)
         before = float(self.engine.health[i])
-        book = apply_fills(self.engine.books[i], fills, self.schedules)
-        for r in repays:
-            book = apply_repay(book, r)
-        self.engine.set_book(book)
+        if apply:
+            book = apply_fills(self.engine.books[i], fills, self.schedules)
+            for r in repays:
+                book = apply_repay(book, r)
+            self.engine.set_book(book)
         self.rules.record_action(i, sum(f.notional for f in fills))
         self.rules.release(i)
         self._ineffective = {k for k in self._ineffective if k[0] != i}  # a new book: news again
         after = float(self.engine.health[i])
-        event = None
+        return Settlement(before, after, self.verify(plan, before, after) if apply else None)
+
+    def verify(self, plan: Plan, before: float, after: float) -> LevelEvent | None:
+        """VERIFY_FAILED when health did not improve, or overshot the target by more than verify_offset."""
+        i = self.engine.account_index[plan.account]
+        target = next((lv.target for lv in self.rules.accounts[i].levels if lv.name == plan.level), None)
         offset = self.settings.execution.verify_offset
         if not after > before:
-            event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"health did not improve ({before:.4f} -> {after:.4f})")
-        elif target is not None and after > target * (1 + offset) and plan.expected_health <= target * (1 + offset):
-            event = self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
-        return Settlement(before, after, event)
+            return self._event(i, plan.level, EventKind.VERIFY_FAILED, f"health did not improve ({before:.4f} -> {after:.4f})")
+        if target is not None and after > target * (1 + offset) and plan.expected_health <= target * (1 + offset):
+            return self._event(i, plan.level, EventKind.VERIFY_FAILED, f"overshot the target {target:.4f}: {after:.4f}")
+        return None
+
+    def replace_book(self, book: AccountBook) -> list[LevelEvent | Plan]:
+        """An account's holdings as its venue reports them: recomputed exactly, then its levels
+        evaluated at once (a sync that shows a breach must not wait for the next tick)."""
+        i = self.engine.account_index[book.name]
+        self.engine.set_book(book)
+        self._ineffective = {k for k in self._ineffective if k[0] != i}
+        if math.isnan(self.engine.health[i]) or self.start_ms is None:
+            return []
+        return self._decide(np.array([i], dtype=np.int64))
+
+    def plan_still_helps(self, plan: Plan, fill_price) -> str | None:
+        """Why `plan`, filled at `fill_price(order)` on the latest prices, would not raise the
+        account's health now (prices moved since it was planned), or None when it still does."""
+        i = self.engine.account_index[plan.account]
+        now = float(self.engine.health[i])
+        fee = self.settings.execution.fee_rate
+        fills = [Fill(o, o.amount, (px := fill_price(o)), o.amount * px * fee, self.now_ms) for o in plan.orders]
+        book = apply_fills(self.engine.books[i], fills, self.schedules)
+        for r in plan.repays:
+            book = apply_repay(book, r)
+        prices = self.engine.price_map()
+        if any(math.isnan(prices.get(a, math.nan)) for a, e in book.exposures.items() if not e.is_empty):
+            return "a price the plan needs is unknown"
+        after = evaluate(book, prices).health
+        if not after > now:
+            return f"on the latest prices it would not raise health ({now:.4f} -> {after:.4f})"
+        return None
 
     # -- a config reload ----------------------------------------------------------------
     def carry_over(self, old: Monitor) -> list[LevelEvent | Plan]:
@@ -303,6 +341,10 @@ class Monitor:
         vol = self.vol.daily(k)
         sigma = abs(math.log(liq / p)) / vol if vol else None
         return ExposureStatus(asset, p, liq, (liq / p - 1) * 100, sigma)
+
+    def account_event(self, account: str, level: str, kind: EventKind, detail: str) -> LevelEvent:
+        """An event about `account` at its current health (execution outcomes, for the alerts)."""
+        return self._event(self.engine.account_index[account], level, kind, detail)
 
     def _event(self, i: int, level: str, kind: EventKind, detail: str) -> LevelEvent:
         book = self.engine.books[i]

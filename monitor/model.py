@@ -122,6 +122,8 @@ class EventKind(str, Enum):
     INEFFECTIVE = "ineffective"  # a rebalance was due but the strategy cannot raise health
     CAPPED = "capped"  # a rebalance was due but a cooldown or daily cap holds it back
     VERIFY_FAILED = "verify_failed"  # after execution health did not improve as planned
+    REJECTED = "rejected"  # an order or repay was refused (the venue's reason in detail), or only partly filled
+    DRIFT = "drift"  # the venue's own risk figure disagrees with ours beyond the account's tolerance
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,12 +44,18 @@ def carried_books(d: Daemon, settings: Settings) -> list[AccountBook]:
     for acc in settings.accounts:
         book = build_book(settings, acc)
         before = old_cfg.get(acc.name)
-        if before is not None and config_digest(before) == config_digest(acc):
+        synced = acc.source != "config"  # holdings come from the venue, whatever else the edit changed
+        if before is not None and (synced or config_digest(before) == config_digest(acc)):
             live = engine.books[engine.account_index[acc.name]]
             if set(live.exposures) <= set(settings.assets):
                 book = replace(book, exposures=live.exposures)
         out.append(book)
     return out
+
+
+def venue_links(settings: Settings) -> dict[str, tuple]:
+    keys = ("source", "api_key_env", "api_secret_env", "secrets_file", "testnet", "rest_url", "ws_url", "stream")
+    return {a.name: tuple(getattr(a, k) for k in keys) for a in settings.accounts if a.source != "config"}
 
 
 def unchanged_channels(old: Settings, new: Settings) -> frozenset[str]:
@@ -65,6 +71,9 @@ def check_reloadable(running: Settings, new: Settings) -> list[str]:
     if new.execution.mode != running.execution.mode:
         raise ConfigError(f"execution.mode: {running.execution.mode!r} -> {new.execution.mode!r} "
                           "needs a restart, not a reload")
+    if venue_links(new) != venue_links(running):  # a connection (and its credentials) opens at start
+        raise ConfigError("accounts: exchange accounts added, removed or re-pointed (source, credentials, "
+                          "testnet, URLs) need a restart, not a reload")
     return [s for s in RESTART_ONLY if getattr(new, s) != getattr(running, s)]
 
 
@@ -83,13 +92,16 @@ class Reconfigure:
             check_strategies(new)  # with the checks above, all that check-config runs
             channels = build_alert_manager(self.settings, d.store, level_order(new), self.notifiers(self.settings),
                                            clock_ms=d.clock_ms)
-            executor = build_executor(self.settings, new, d.store, d.clock_ms, d.lease)  # also the kill switch
             outcomes = new.carry_over(d.monitor)
         except Exception as err:  # the running config stays whatever went wrong
             self.done.set_result(err)
             return []
         old_settings = d.settings
-        d.monitor, d.settings, d.executor = new, self.settings, executor
+        d.monitor, d.settings = new, self.settings
+        # also the kill switch; the venue executor keeps its reconciled state and is re-pointed at `new`
+        d.executor = build_executor(self.settings, new, d.store, d.clock_ms, d.lease, d.exchange)
+        if d.sync is not None:
+            d.sync.follow(self.settings)
         d.snapshots.follow(new)
         d.alerts.reconfigure(channels, unchanged_channels(old_settings, self.settings))
         d.changes += 1

@@ -18,16 +18,24 @@ from typing import Any
 
 import structlog
 
+from monitor.accounts.synced import SyncApplier, Synced, SyncHandle, stream_loop, sync_loop
 from monitor.alerts.build import Routed, build_alert_manager
 from monitor.alerts.content import Alert, describe, refreshed
 from monitor.alerts.manager import AlertManager
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
 from monitor.errors import ConfigError
-from monitor.execution.base import Execution
+from monitor.exchange.credentials import load_credentials
+from monitor.exchange.gateway import ExchangeGateway
+from monitor.exchange.open import open_gateway
+from monitor.execution.base import Execution, Executor
+from monitor.execution.caps import CappedExecutor
+from monitor.execution.exchange import ExchangeExecutor
 from monitor.execution.gate import TradingGate
 from monitor.execution.journaled import JournaledExecutor
+from monitor.execution.modes import announce_mode, check_mode
 from monitor.execution.paper import PaperExecutor
+from monitor.execution.reconcile import reconcile_account
 from monitor.feeds.base import FeedEvent, PriceFeed
 from monitor.feeds.combine import SourceCombiner, build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
@@ -81,6 +89,10 @@ class Daemon:
     not_executed: deque[Execution] = field(default_factory=lambda: deque(maxlen=100))  # refused, duplicate, failed
     combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
     owns_store: bool = True  # an injected store is closed by whoever made it
+    gateways: dict[str, ExchangeGateway] = field(default_factory=dict)  # exchange-backed accounts
+    exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
+    sync: SyncApplier | None = None
+    sync_handles: dict[str, SyncHandle] = field(default_factory=dict)
     price_sources: dict[str, str] = field(default_factory=dict)  # symbol -> the feed that prices it
     tick_times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when recent ticks were applied
     extra: list[Component] = field(default_factory=list)  # optional components (heartbeat, telegram control)
@@ -128,23 +140,39 @@ def level_order(monitor: Monitor) -> dict[str, list[str]]:
     return {acc.name: [lv.name for lv in acc.levels] for acc in monitor.rules.accounts}
 
 
+def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
+    """One gateway per exchange-backed account (credentials read now: a missing one is a ConfigError)."""
+    timeout = settings.execution.order_timeout_s
+    symbols = tuple(sorted({a.symbol for a in settings.assets.values() if a.symbol and a.tradable}))
+    return {a.name: open_gateway(a, load_credentials(a), timeout, symbols)
+            for a in settings.accounts if a.source != "config"}
+
+
 def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int],
-                   lease: LeaseKeeper | None) -> JournaledExecutor:
-    """Every plan's path: the trading gate, the journal, the paper ledger (priced by `monitor`)."""
+                   lease: LeaseKeeper | None, exchange: ExchangeExecutor | None = None) -> JournaledExecutor:
+    """Every plan's path: the trading gate, the journal, the global caps, then the venue's orders
+    (`exchange`, testnet/live) or the paper ledger (priced by `monitor`)."""
     paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
+    inner: Executor = paper
+    if exchange is not None:
+        # The limit price is the paper fill price: bid/ask with the slippage cap, in quote units.
+        exchange.bind(paper, lambda plan: monitor.plan_still_helps(plan, paper.fill_price), paper.fill_price)
+        inner = exchange
+    ex = settings.execution
+    if ex.max_notional_per_action is not None or ex.max_notional_per_day is not None:
+        inner = CappedExecutor(inner, store, clock_ms, ex.max_notional_per_action, ex.max_notional_per_day)
     gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
                        trade_without_store=settings.store.trade_during_outage)
-    return JournaledExecutor(paper, store, clock_ms, gate)
+    return JournaledExecutor(inner, store, clock_ms, gate)
 
 
 def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: StateStore | None = None,
                  feeds: list[PriceFeed] | None = None,
                  notifiers: list[Routed] | None = None,
-                 clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None) -> Daemon:
+                 clock_ms: Callable[[], int] = wall_clock_ms, notifier: SystemdNotifier | None = None,
+                 gateways: dict[str, ExchangeGateway] | None = None, live: bool = False) -> Daemon:
     """Dependencies may be injected (tests); by default they come from settings."""
-    if settings.execution.mode != "dry_run":
-        raise ConfigError(f"execution.mode: {settings.execution.mode!r} needs an exchange executor, "
-                          "which this version does not have yet; use 'dry_run'")
+    check_mode(settings, live)
     monitor = Monitor(settings, registry)
     feeds = feeds if feeds is not None else [build_feed(f, settings) for f in settings.feeds]
     if not feeds:
@@ -155,7 +183,9 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
         settings, on_outage=lambda down, detail: relay[0].store_outage(down, detail) if relay else None)
     ha = settings.ha
     lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
-    executor = build_executor(settings, monitor, store, clock_ms, lease)
+    gateways = gateways if gateways is not None else build_gateways(settings)
+    exchange = ExchangeExecutor(gateways, clock_ms) if settings.execution.mode != "dry_run" else None
+    executor = build_executor(settings, monitor, store, clock_ms, lease, exchange)
     sources = {sym: f.name for f in settings.feeds for sym in f.symbols} | {
         sym: f.name for f in feeds for sym in getattr(f, "symbols", ())}
     running: list[Daemon] = []  # reminders read the monitor in use, which a reload replaces
@@ -167,7 +197,9 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
                                writing=lambda: lease is None or lease.leading, adopt=inbox.put_control)
     d = Daemon(settings, monitor, inbox, alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, price_sources=sources)
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, price_sources=sources,
+               gateways=gateways, exchange=exchange, sync=SyncApplier(settings) if gateways else None,
+               sync_handles={name: SyncHandle(name) for name in gateways})
     running.append(d)
     d.extra = optional_components(d, notifiers is None)
     stale_after = {f.name: f.stale_after_s for f in settings.feeds}
@@ -221,6 +253,8 @@ def handle(d: Daemon, message: object) -> None:
             d.alerts.reconcile(breached_now(d))
     elif isinstance(message, Executed):
         settle(d, message)
+    elif isinstance(message, Synced):
+        apply_sync(d, message)
     elif isinstance(message, FeedEvent):
         # prices of a dead connection age into STALE by themselves; this is for the operator
         log.info("feed event", feed=message.feed, change=message.kind, detail=message.detail[:300])
@@ -270,13 +304,31 @@ def breached_now(d: Daemon) -> Callable[[str], tuple[frozenset[str], Alert] | No
     return lookup
 
 
+def apply_sync(d: Daemon, message: Synced) -> None:
+    assert d.sync is not None
+    dispatch(d, d.monitor.replace_book(d.sync.book(d.monitor, message)))
+    dispatch(d, [e for e in (d.sync.drift_event(d.monitor, message), d.sync.verified(d.monitor, message)) if e])
+    handle = d.sync_handles.get(message.account)
+    if handle is not None:
+        handle.synced.set()
+
+
+def report_errors(d: Daemon, done: Executed) -> None:
+    """Each execution error (a rejection with the venue's reason, a partial fill) is an alert."""
+    dispatch(d, [d.monitor.account_event(done.plan.account, done.plan.level, EventKind.REJECTED, error)
+                 for error in done.execution.errors])
+
+
 def settle(d: Daemon, done: Executed) -> None:
     d.changes += 1
     if done.plan.account not in d.monitor.engine.account_index:  # removed by a config reload meanwhile
         log.warning("plan settled for an account no longer configured", account=done.plan.account,
                     plan_id=done.plan.plan_id)
         return
-    if done.execution.duplicate or done.execution.errors or done.execution.refused:
+    ex = done.execution
+    if ex.errors:
+        report_errors(d, done)
+    if ex.duplicate or ex.refused or (ex.errors and not ex.fills and not ex.repays):
         d.actions["failed"] += 1
         d.recent_actions.append((done, None))
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
@@ -285,7 +337,14 @@ def settle(d: Daemon, done: Executed) -> None:
         d.not_executed.append(done.execution)
         d.settled.set()
         return
-    result = d.monitor.settle(done.plan, list(done.execution.fills), list(done.execution.repays))
+    # An account traded on its venue shows the fills in its next sync; applying them here too would
+    # count them twice when the venue's stream is quicker than this message.
+    on_venue = d.exchange is not None and done.plan.account in d.gateways
+    if d.sync is not None:
+        d.sync.record_paper(done.plan.account, list(ex.fills), list(ex.repays))
+    result = d.monitor.settle(done.plan, list(ex.fills), list(ex.repays), apply=not on_venue)
+    if on_venue:
+        d.sync.expect(done.plan, done.plan.health_before, list(ex.fills))
     d.actions["executed"] += 1
     d.recent_actions.append((done, result.health_after))
     d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
@@ -297,6 +356,9 @@ def settle(d: Daemon, done: Executed) -> None:
     if result.event is not None:
         d.events[result.event.kind.value] += 1
         d.alerts.submit(result.event, describe(d.monitor, result.event, d.price_sources))
+    handle = d.sync_handles.get(done.plan.account)
+    if handle is not None and d.exchange is not None:
+        handle.kick.set()  # the venue's balances after the fills: verify against them, not our arithmetic
     d.settled.set()
 
 
@@ -321,14 +383,23 @@ def log_status(d: Daemon) -> None:
         st = m.status(i)
         worst = min((e for e in st.exposures if e.distance_pct is not None), key=lambda e: abs(e.distance_pct),
                     default=None)
+        handle = d.sync_handles.get(st.name)
+        venue = {} if handle is None else {"venue_synced": handle.syncs + handle.streamed > 0}  # else: holdings unknown
         log.info("account", account=st.name, health=round(st.health, 4), breach_level=st.level, stale=st.stale,
-                 equity=round(st.equity, 2),
+                 equity=round(st.equity, 2), **venue,
                  nearest_liquidation=None if worst is None else
                  f"{worst.asset} @ {worst.liquidation_price:.6g} ({worst.distance_pct:+.1f}%"
                  + (f", {worst.distance_sigma:.1f}σ daily)" if worst.distance_sigma is not None else ")"))
 
 
 # -- workers off the tick path -----------------------------------------------------------
+async def reconcile(d: Daemon, account: str) -> None:
+    """An account's orders of plans a crash left open, or whose outcome a disconnect hid, are
+    accounted for; until then its plans are not sent (its sync loop runs this first)."""
+    assert d.exchange is not None
+    await reconcile_account(d.exchange, d.store, account, d.clock_ms)
+
+
 async def execution_worker(d: Daemon) -> None:
     while True:
         plan = await d.plans.get()
@@ -399,6 +470,22 @@ def healthy(d: Daemon, within_s: float) -> bool:
     return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
+def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
+    acc = next(a for a in d.settings.accounts if a.name == gw.account)
+    ex = d.exchange
+    handle = d.sync_handles[gw.account]
+
+    async def start() -> None:
+        loops = [sync_loop(gw, acc.sync_every_s, d.inbox.put_control, handle, d.clock_ms,
+                           reconcile=(lambda a: reconcile(d, a)) if ex is not None else None,
+                           needs_reconcile=lambda a: ex is not None and a not in ex.reconciled)]
+        if acc.stream and gw.has_stream:
+            loops.append(stream_loop(gw, d.inbox.put_control, handle, d.clock_ms,
+                                     on_disconnect=lambda a: ex.reconciled.discard(a) if ex is not None else None))
+        await asyncio.gather(*loops)
+    return Component(f"sync:{gw.account}", start)
+
+
 async def warm_start(d: Daemon) -> None:
     """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
     if d.lease is not None:  # who trades is known before the first tick
@@ -422,6 +509,7 @@ async def take_over(d: Daemon) -> None:
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
+    announce_mode(d.settings)
     try:
         await warm_start(d)
     except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
@@ -434,6 +522,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
                   Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
                   *([Component("lease", d.lease.run)] if d.lease is not None else []), *d.extra,
                   Component("loop-lag", d.loop_lag.run),
+                  *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]
     if d.http is not None:
         await d.http.start()  # binds now: a port in use is a one-line error before anything runs
@@ -479,6 +568,8 @@ async def shutdown(d: Daemon, tasks: list[asyncio.Task], stopper: asyncio.Task) 
     await d.snapshots.flush()
     if d.lease is not None:
         await d.lease.release()
+    for gw in d.gateways.values():
+        await gw.close()
     await d.alerts.close()
     if d.owns_store:
         await d.store.close()

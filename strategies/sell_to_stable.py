@@ -59,7 +59,9 @@ class SellToStable:
             if receive not in request.market.stables:
                 draft.note(f"{asset}: its market quotes in {receive}, not a stable; not sold")
                 continue
-            makers.append(partial(sale_leg, asset=asset, receive=receive, repay=False))
+            # A unified account nets each coin (Bybit UTA): proceeds in a coin it owes pay that
+            # liability off, which lowers the maintenance margin too. Plan it as the venue does it.
+            makers.append(partial(sale_leg, asset=asset, receive=receive, repay=book.unified))
         if not makers:
             return draft.empty(self.name, "no volatile collateral to sell")
         draft.run(makers)

@@ -59,13 +59,14 @@ def test_parser_and_server_match_recorded_book_tickers(shared_data: Path, captur
     routes = {f["stream"]: (f["data"]["s"], 0) for f in books}
     stats, got = FeedStats(), Collector()
     parser = BinanceParser(routes, TickGate("rec", stats, got))
+    received = 2_000_000_000_000  # replayed after every frame's own time
     for f in frames:
-        parser.feed(orjson.dumps(f), 1_600_000_000_000)
+        parser.feed(orjson.dumps(f), received)
     assert len(got.ticks) + stats.out_of_order == len(books)
     first = books[0]["data"]
     assert got.ticks[0].bid == float(first["b"]) and got.ticks[0].ask == float(first["a"])
     assert got.ticks[0].price == pytest.approx((float(first["b"]) + float(first["a"])) / 2)
-    assert got.ticks[0].ts_ms == first.get("E", 1_600_000_000_000)  # spot book tickers carry no event time
+    assert got.ticks[0].ts_ms == first.get("E", received)  # spot book tickers carry no event time
     assert stats.bad_frames == len(others)  # streams not subscribed are counted, never used
 
 
@@ -338,3 +339,12 @@ async def test_native_bybit_v5_tickers_snapshot_delta_and_ping(client: str) -> N
 def bybit_wire_fast_ping(venue):
     from dataclasses import replace
     return replace(venue, ping_every_s=0.05)
+
+
+def test_a_tick_from_the_future_is_skipped() -> None:
+    """Its time would become event time for good: every other asset stale, every true tick old."""
+    got, stats = [], FeedStats()
+    gate = TickGate("f", stats, got.append)
+    gate.emit("BTC/USDT", 100.0, 1_000_000 + 3_600_000, None, None, recv_ms=1_000_000)  # an hour ahead
+    gate.emit("BTC/USDT", 101.0, 1_000_000 + 2_000, None, None, recv_ms=1_000_000)  # clocks seconds apart: fine
+    assert [t.price for t in got] == [101.0] and stats.bad_frames == 1

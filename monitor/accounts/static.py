@@ -16,16 +16,19 @@ def account_scale(acc: AccountSettings) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def build_book(settings: Settings, acc: AccountSettings) -> AccountBook:
+def build_book(settings: Settings, acc: AccountSettings, holdings: dict[str, float] | None = None,
+               borrowed: dict[str, float] | None = None, positions: list | None = None) -> AccountBook:
+    """The account's book from its config, or from holdings synced from its venue (same shapes:
+    holdings negative = borrowed, borrowed gross, positions with symbol/size/entry/mmr)."""
     qty: dict[str, float] = {}
     debt: dict[str, float] = {}
-    for asset, amount in acc.holdings.items():
+    for asset, amount in (acc.holdings if holdings is None else holdings).items():
         (qty if amount >= 0 else debt)[asset] = abs(amount)
-    for asset, amount in acc.borrowed.items():
+    for asset, amount in (acc.borrowed if borrowed is None else borrowed).items():
         debt[asset] = debt.get(asset, 0.0) + amount
     perps: dict[str, list[float]] = {}
     symbols = {a.symbol: n for n, a in settings.assets.items() if a.symbol}
-    for p in acc.positions:
+    for p in (acc.positions if positions is None else positions):
         asset = position_asset(p.symbol, symbols, settings.assets)
         s = perps.setdefault(asset, [0.0, 0.0, 0.0])
         s[0] += p.size

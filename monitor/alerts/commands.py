@@ -11,7 +11,8 @@ from monitor.alerts.build import build_alert_manager, build_notifiers
 from monitor.alerts.content import Alert
 from monitor.alerts.message import Message, Notice
 from monitor.alerts.notifiers import DeliveryError
-from monitor.alerts.silences import check_target, new_silence, parse_duration_ms
+from monitor.alerts.silences import check_target, new_silence
+from monitor.durations import parse_duration_ms
 from monitor.config import Settings
 from monitor.errors import UserError
 from monitor.model import iso_ms, wall_clock_ms
@@ -49,7 +50,7 @@ async def silence(settings: Settings, account: str | None, level: str | None, du
         if account is None or duration is None:
             raise UserError("silence: give ACCOUNT [LEVEL] --for DURATION, or --list, or --expire ID")
         check_target(account, level, levels_of(settings))
-        s = new_silence(account, level, parse_duration_ms(duration), now, comment)
+        s = new_silence(account, level, parse_duration_ms(duration, "--for"), now, comment)
         await store.put_silence(s)
         out(f"silence {s.id}: {account}/{level or '*'} muted until {iso_ms(s.until_ms)} (actions are not affected)")
         return 0

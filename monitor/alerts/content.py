@@ -150,6 +150,10 @@ def _action(monitor: Monitor, i: int, ev: LevelEvent) -> str:
         return "no trading until prices are fresh"
     if ev.kind in (EventKind.INEFFECTIVE, EventKind.CAPPED, EventKind.VERIFY_FAILED):
         return "no further action until this changes" if ev.kind != EventKind.VERIFY_FAILED else f"executed{dry}; check it"
+    if ev.kind == EventKind.REJECTED:  # the venue's reason is in the detail
+        return "not executed as planned; planned again on fresh prices after the cooldown"
+    if ev.kind == EventKind.DRIFT:
+        return "check the weights and borrow_mmr against the venue before trusting actions"
     if ev.kind != EventKind.FIRING:
         return "none"
     lv = next((lv for lv in monitor.rules.accounts[i].levels if lv.name == ev.level), None)

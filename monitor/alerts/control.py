@@ -15,7 +15,8 @@ import structlog
 
 from monitor.alerts.http import HttpPoster
 from monitor.alerts.notifiers import DeliveryError
-from monitor.alerts.silences import check_target, new_silence, parse_duration_ms
+from monitor.alerts.silences import check_target, new_silence
+from monitor.durations import parse_duration_ms
 from monitor.alerts.telegram import TelegramNotifier, api_url
 from monitor.errors import UserError
 from monitor.model import iso_ms, wall_clock_ms

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from monitor.errors import UserError
 from monitor.store.base import Silence
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-
-
-def parse_duration_ms(text: str) -> int:
-    """'90s', '30m', '2h', '1d', '1w' -> milliseconds."""
-    m = _DURATION.match(text)
-    if not m or float(m.group(1)) <= 0:
-        raise UserError(f"--for: not a duration like 30m, 2h or 1d: {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)] * 1000)
-
 
 def new_silence(account: str, level: str | None, for_ms: int, now_ms: int, comment: str = "") -> Silence:
     return Silence(uuid.uuid4().hex[:8], account, level, now_ms + for_ms, now_ms, comment)

@@ -48,6 +48,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+MAX_FUTURE_MS = 60_000  # venue clocks and ours may disagree by seconds, not by a minute
+
+
 class TickGate:
     """Validates, orders and counts ticks of one feed before they reach the sink."""
 
@@ -68,6 +71,11 @@ class TickGate:
              recv_ms: int) -> None:
         if not 0 < price < math.inf or (bid is not None and ask is not None and not 0 < bid <= ask < math.inf):
             self.bad("price not positive and finite, or bid/ask crossed", f"{symbol} {price} {bid} {ask}")
+            return
+        if ts_ms > recv_ms + MAX_FUTURE_MS:
+            # One tick from the future would move event time ahead for good: every other asset
+            # would look stale, and every true tick of this symbol would look old.
+            self.bad("timestamp ahead of our clock", f"{symbol} ts {ts_ms} received {recv_ms}")
             return
         last = self._last_ts.get(symbol)
         if last is not None and ts_ms < last:

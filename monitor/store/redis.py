@@ -116,7 +116,8 @@ class RedisStore:
         except OUTAGE_ERRORS as err:
             if hasattr(aw, "close"):
                 aw.close()
-            self._writes.note_outage(err)
+            if self.buffer_writes:  # a command just fails; the daemon rides the outage out
+                self._writes.note_outage(err)
             raise StoreUnavailable(f"redis unavailable ({type(err).__name__})") from None
 
     @property

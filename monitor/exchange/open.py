@@ -1,0 +1,17 @@
+"""The gateway for an account's venue."""
+
+from __future__ import annotations
+
+from monitor.config import AccountSettings
+from monitor.exchange.binance import BinanceMarginGateway
+from monitor.exchange.bybit import BybitGateway
+from monitor.exchange.credentials import Credentials
+from monitor.exchange.gateway import ExchangeGateway
+
+GATEWAYS: dict[str, type[ExchangeGateway]] = {"bybit": BybitGateway, "binance": BinanceMarginGateway}
+
+
+def open_gateway(acc: AccountSettings, creds: Credentials, timeout_s: float,
+                 symbols: tuple[str, ...] = ()) -> ExchangeGateway:
+    """No I/O: markets load on the first call."""
+    return GATEWAYS[acc.source](acc, creds, timeout_s, symbols)

@@ -1,0 +1,104 @@
+"""What each supported venue's account looks like, in our terms (no ccxt here: pure parsing).
+
+A venue's raw account payload (as ccxt hands it over in `info`) becomes a VenueState:
+holdings, liabilities (borrowed plus accrued interest), perpetual positions and the
+venue's own risk figure in the account model's native unit, so the drift check can
+compare it with ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Which margin models each venue's account maps onto (config validation uses this).
+VENUE_MODELS: dict[str, tuple[str, ...]] = {
+    "bybit": ("unified",),
+    "binance": ("margin_level",),  # classic cross margin
+}
+NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or live"}
+
+
+@dataclass(frozen=True, slots=True)
+class VenuePosition:
+    symbol: str  # ccxt's unified symbol, e.g. BTC/USDT:USDT
+    size: float  # signed: < 0 is short
+    entry: float
+    mmr: float  # maintenance margin as a fraction of the position's value
+
+
+@dataclass(frozen=True, slots=True)
+class VenueState:
+    """One account as the venue reports it."""
+    holdings: dict[str, float]  # unified: net per coin (negative = borrowed); others: gross held
+    borrowed: dict[str, float] = field(default_factory=dict)  # gross liabilities incl. interest (non-netting models)
+    positions: tuple[VenuePosition, ...] = ()
+    native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
+    ts_ms: int = 0
+    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # coin -> ((min_qty, ratio), ...)
+
+
+def _num(raw: Any) -> float:
+    try:
+        return float(raw) if raw not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """GET /v5/spot-margin-trade/collateral ("Get Tiered Collateral Ratio", public): per coin, the
+    collateral ratio of each band of the holding's quantity, progressive (lower bound, ratio)."""
+    out = {}
+    for item in result.get("list") or []:
+        bands = sorted(((_num(b.get("minQty")), _num(b.get("collateralRatio")))
+                        for b in item.get("collateralRatioList") or []), key=lambda b: b[0])
+        if bands and bands[0][0] == 0:
+            out[str(item.get("currency"))] = tuple(bands)
+    return out
+
+
+def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
+                        tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
+    """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list.
+
+    Bybit's unified account nets each coin: a borrowed coin shows a negative walletBalance
+    (borrowAmount is the same liability, positive); interest accrued but not yet charged is
+    accruedInterest, owed on top. The account maintenance-margin rate accountMMRate is
+    total maintenance margin / margin balance, liquidation at 100% (Bybit help centre,
+    "Unified Trading Account: margin calculation"; API docs "Get Wallet Balance").
+    """
+    holdings: dict[str, float] = {}
+    for coin in wallet.get("coin") or []:
+        net = _num(coin.get("walletBalance")) - _num(coin.get("accruedInterest"))
+        if net != 0:
+            holdings[str(coin.get("coin"))] = net
+    rate = wallet.get("accountMMRate")
+    native = _num(rate) if rate not in (None, "") else None
+    out = []
+    for p in positions:
+        size = _num(p.get("contracts"))
+        value = _num(p["info"].get("positionValue"))
+        if size == 0 or value == 0:
+            continue
+        signed = -size if p.get("side") == "short" else size
+        out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPrice")),
+                                 _num(p["info"].get("positionMM")) / value))
+    return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms, tiers or {})
+
+
+def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
+    """GET /sapi/v1/margin/account (classic cross margin): each asset's free + locked is held,
+    borrowed + interest is owed; marginLevel = total asset value / total liabilities, with
+    liquidation at 1.1 (Binance "Margin Level" FAQ). Without liabilities Binance reports a
+    placeholder level (999): no figure then."""
+    holdings, borrowed = {}, {}
+    for a in account.get("userAssets") or []:
+        held = _num(a.get("free")) + _num(a.get("locked"))
+        owed = _num(a.get("borrowed")) + _num(a.get("interest"))
+        if held:
+            holdings[str(a.get("asset"))] = held
+        if owed:
+            borrowed[str(a.get("asset"))] = owed
+    level = _num(account.get("marginLevel"))
+    native = level if borrowed and level > 0 else None
+    return VenueState(holdings, borrowed, (), native, ts_ms)

@@ -1,0 +1,341 @@
+"""A Bybit v5 unified trading account on loopback, for ccxt (unmodified) to talk to.
+
+It speaks the real request and response shapes of the endpoints the daemon uses
+(instruments, coin info, wallet balance, positions, order create / realtime / history /
+cancel, no-convert repay) and checks every private request's signature the way Bybit
+does: HMAC-SHA256 over timestamp + api key + recv window + (query string | JSON body),
+hex, in X-BAPI-SIGN. A wrong key or signing set-up gets retCode 10003/10004, as on Bybit.
+
+Orders match immediate-or-cancel against the fake's own bid/ask. Knobs for tests:
+`delay_create_s` (answer an order only after it was booked: a client timeout), `reject`
+(the next create fails with a real Bybit retCode/retMsg), `fill_ratio` (partial fills).
+The account's MM rate is computed from the fake's own collateral ratios, so a test can
+make the venue disagree with the daemon's model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+FEE_RATE = 0.001
+SPOT = {"BTCUSDT": ("BTC", "USDT", "0.000001", "0.000048", "1", "0.01"),
+        "ETHUSDT": ("ETH", "USDT", "0.00001", "0.00062", "1", "0.01")}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class FakeBybit:
+    api_key: str
+    secret: str
+    wallet: dict[str, float] = field(default_factory=dict)  # coin -> walletBalance (negative = borrowed)
+    interest: dict[str, float] = field(default_factory=dict)  # coin -> accruedInterest
+    book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (bid, ask)
+    collateral_ratio: dict[str, float] = field(default_factory=dict)  # coin -> the venue's weight
+    borrow_mmr: dict[str, float] = field(default_factory=dict)  # coin -> MM rate on its liability
+    positions: list[dict] = field(default_factory=list)  # raw /v5/position/list items
+    delay_create_s: float = 0.0
+    lose_next_create_s: float = 0.0
+    reject: tuple[int, str] | None = None
+    fill_ratio: float = 1.0
+    orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order item
+    bad_signatures: int = 0
+    publish_ratios: bool = True  # GET /v5/spot-margin-trade/collateral lists collateral_ratio
+    stream_connections: int = 0
+    subscribers: dict[str, set] = field(default_factory=dict)  # topic -> open websockets
+    down: bool = False  # every request answered 503
+    down_after_create: bool = False  # the venue goes down right after booking the next order
+    repays: list[tuple[str, float]] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    created: asyncio.Event = field(default_factory=asyncio.Event)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    # -- wire helpers ----------------------------------------------------------------------
+    @staticmethod
+    def envelope(result: dict, code: int = 0, msg: str = "OK") -> web.Response:
+        body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now_ms()}
+        return web.json_response(body)
+
+    async def authed(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+        """The request's parameters, or Bybit's error answer for a bad key or signature."""
+        h = request.headers
+        body = await request.text() if request.method == "POST" else ""
+        if h.get("X-BAPI-API-KEY") != self.api_key:
+            self.bad_signatures += 1
+            return None, self.envelope({}, 10003, "API key is invalid.")
+        payload = h.get("X-BAPI-TIMESTAMP", "") + self.api_key + h.get("X-BAPI-RECV-WINDOW", "")
+        payload += body if request.method == "POST" else request.rel_url.raw_query_string
+        expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, h.get("X-BAPI-SIGN", "")):
+            self.bad_signatures += 1
+            return None, self.envelope({}, 10004, "error sign! origin_string[" + payload + "]")
+        return (json.loads(body) if body else dict(request.query)), None
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def outage(request: web.Request, handler):
+            if self.down:  # a gateway in front of a venue that is down answers like this
+                return web.Response(status=503, text="<html><body>503 Service Temporarily Unavailable</body></html>")
+            return await handler(request)
+
+        app = web.Application(middlewares=[outage])
+        r = app.router
+        r.add_get("/v5/market/instruments-info", self.instruments)
+        r.add_get("/v5/spot-margin-trade/collateral", self.collateral)
+        r.add_get("/v5/asset/coin/query-info", self.private(self.coin_info))
+        r.add_get("/v5/account/wallet-balance", self.private(self.wallet_balance))
+        r.add_get("/v5/position/list", self.private(self.position_list))
+        r.add_post("/v5/order/create", self.private(self.create_order))
+        r.add_get("/v5/order/realtime", self.private(self.open_orders))
+        r.add_get("/v5/order/history", self.private(self.order_history))
+        r.add_post("/v5/order/cancel", self.private(self.cancel_order))
+        r.add_post("/v5/account/no-convert-repay", self.private(self.repay))
+        r.add_get("/v5/private", self.private_stream)
+        return app
+
+    # -- the private websocket (auth, subscribe, ping; pushes wallet and order topics) ----------------
+    async def private_stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        conn = f"fake-{next(self._ids)}"
+        authed = False
+        self.stream_connections += 1
+        try:
+            async for msg in ws:
+                req = json.loads(msg.data)
+                op = req.get("op")
+                reply = {"success": True, "ret_msg": "", "conn_id": conn, "op": op}
+                if "req_id" in req:
+                    reply["req_id"] = req["req_id"]
+                if op == "auth":
+                    key, expires, sig = req["args"]
+                    good = hmac.new(self.secret.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
+                    authed = key == self.api_key and hmac.compare_digest(good, sig) and int(expires) > now_ms()
+                    if not authed:
+                        self.bad_signatures += 1
+                        reply.update(success=False, ret_msg="Request not authorized")
+                elif op == "subscribe":
+                    if not authed:
+                        reply.update(success=False, ret_msg="Request not authorized")
+                    else:
+                        for topic in req.get("args", []):
+                            self.subscribers.setdefault(topic, set()).add(ws)
+                elif op == "ping":
+                    reply["ret_msg"] = "pong"
+                await ws.send_str(json.dumps(reply))
+        finally:
+            for subs in self.subscribers.values():
+                subs.discard(ws)
+        return ws
+
+    async def publish(self, topic: str, data: list) -> None:
+        message = json.dumps({"id": f"{topic}-{next(self._ids)}", "topic": topic, "creationTime": now_ms(),
+                              "data": data})
+        for ws in list(self.subscribers.get(topic, ())):
+            await ws.send_str(message)
+
+    async def push_wallet(self) -> None:
+        await self.publish("wallet", [self.account_state()])
+
+    async def drop_streams(self) -> None:
+        """Closes every private stream connection (a venue restart, a network blip)."""
+        for ws in {w for subs in self.subscribers.values() for w in subs}:
+            await ws.close()
+
+    def private(self, handler):
+        async def wrapped(request: web.Request) -> web.Response:
+            self.requests.append((request.method, request.path))
+            params, error = await self.authed(request)
+            return error if error is not None else await handler(params)
+        return wrapped
+
+    # -- public ------------------------------------------------------------------------------
+    async def instruments(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        category = request.query.get("category")
+        items = []
+        if category == "spot":
+            for sym, (base, quote, step, min_qty, min_amt, tick) in SPOT.items():
+                items.append({"symbol": sym, "baseCoin": base, "quoteCoin": quote, "innovation": "0",
+                              "status": "Trading", "marginTrading": "utaOnly", "stTag": "0",
+                              "lotSizeFilter": {"basePrecision": step, "quotePrecision": "0.00000001",
+                                                "minOrderQty": min_qty, "maxOrderQty": "1000",
+                                                "minOrderAmt": min_amt, "maxOrderAmt": "5000000"},
+                              "priceFilter": {"tickSize": tick},
+                              "riskParameters": {"priceLimitRatioX": "0.05", "priceLimitRatioY": "0.05"}})
+        elif category == "linear":
+            items.append({"symbol": "BTCUSDT", "contractType": "LinearPerpetual", "status": "Trading",
+                          "baseCoin": "BTC", "quoteCoin": "USDT", "launchTime": "1585526400000",
+                          "deliveryTime": "0", "deliveryFeeRate": "", "priceScale": "2",
+                          "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+                          "priceFilter": {"minPrice": "0.10", "maxPrice": "1999999.80", "tickSize": "0.10"},
+                          "lotSizeFilter": {"maxOrderQty": "1190.000", "minOrderQty": "0.001", "qtyStep": "0.001",
+                                            "postOnlyMaxOrderQty": "1190.000", "maxMktOrderQty": "500.000",
+                                            "minNotionalValue": "5"},
+                          "unifiedMarginTrade": True, "fundingInterval": 480, "settleCoin": "USDT",
+                          "copyTrading": "both", "upperFundingRate": "0.005", "lowerFundingRate": "-0.005"})
+        return self.envelope({"category": category, "list": items, "nextPageCursor": ""})
+
+    async def collateral(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        items = [{"currency": coin, "collateralRatioList": [{"minQty": "0", "maxQty": "", "collateralRatio": str(r)}]}
+                 for coin, r in self.collateral_ratio.items() if self.publish_ratios]
+        return self.envelope({"list": items})
+
+    # -- account -------------------------------------------------------------------------------
+    async def coin_info(self, params: dict) -> web.Response:
+        rows = [{"name": c, "coin": c, "remainAmount": "1000000", "chains": []} for c in ("BTC", "ETH", "USDT")]
+        return self.envelope({"rows": rows})
+
+    def price(self, coin: str) -> float:
+        if coin in ("USDT", "USDC"):
+            return 1.0
+        bid, ask = self.book[coin + "USDT"]
+        return (bid + ask) / 2
+
+    def mm_rate(self) -> float:
+        """Bybit's account MM rate: maintenance margin / margin balance, on the fake's own ratios."""
+        balance = mm = 0.0
+        for coin, qty in self.wallet.items():
+            net = qty - self.interest.get(coin, 0.0)
+            value = net * self.price(coin)
+            balance += value * self.collateral_ratio.get(coin, 1.0) if net > 0 else value
+            mm += -value * self.borrow_mmr.get(coin, 0.0) if net < 0 else 0.0
+        for p in self.positions:
+            size = float(p["size"]) * (1 if p["side"] == "Buy" else -1)
+            balance += size * (self.price("BTC") - float(p["avgPrice"]))
+            mm += float(p["positionMM"])
+        return mm / balance if balance > 0 else 0.0
+
+    def account_state(self) -> dict:
+        """One UNIFIED account as wallet-balance and the wallet stream carry it."""
+        coins = []
+        for coin, qty in self.wallet.items():
+            usd = qty * self.price(coin)
+            coins.append({"coin": coin, "equity": f"{qty:.10f}", "usdValue": f"{usd:.6f}",
+                          "walletBalance": f"{qty:.10f}", "free": "", "locked": "0",
+                          "borrowAmount": f"{max(-qty, 0):.10f}", "availableToBorrow": "",
+                          "availableToWithdraw": "", "accruedInterest": f"{self.interest.get(coin, 0.0):.10f}",
+                          "totalOrderIM": "0", "totalPositionIM": "0", "totalPositionMM": "0",
+                          "unrealisedPnl": "0", "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": True,
+                          "marginCollateral": True, "spotHedgingQty": "0"})
+        total = sum(q * self.price(c) for c, q in self.wallet.items())
+        return {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": f"{self.mm_rate():.6f}",
+                "accountLTV": "0", "totalEquity": f"{total:.4f}", "totalWalletBalance": f"{total:.4f}",
+                "totalMarginBalance": f"{total:.4f}", "totalAvailableBalance": f"{total:.4f}",
+                "totalPerpUPL": "0", "totalInitialMargin": "0", "totalMaintenanceMargin": "0", "coin": coins}
+
+    async def wallet_balance(self, params: dict) -> web.Response:
+        if params.get("accountType") != "UNIFIED":
+            return self.envelope({}, 10001, "accountType only support UNIFIED.")
+        return self.envelope({"list": [self.account_state()]})
+
+    async def position_list(self, params: dict) -> web.Response:
+        return self.envelope({"category": params.get("category", "linear"), "list": self.positions,
+                              "nextPageCursor": ""})
+
+    async def repay(self, params: dict) -> web.Response:
+        self.repays.append((params["coin"], float(params.get("amount") or 0)))  # a netted coin repays itself
+        return self.envelope({"resultStatus": "SU"})
+
+    # -- orders ------------------------------------------------------------------------------------
+    async def create_order(self, params: dict) -> web.Response:
+        if self.lose_next_create_s:  # the request dies on the way: never booked, answered too late
+            delay, self.lose_next_create_s = self.lose_next_create_s, 0.0
+            await asyncio.sleep(delay)
+            return self.envelope({}, 10016, "Server error.")
+        link = params.get("orderLinkId", "")
+        if link in self.orders:
+            return self.envelope({}, 170141, "Duplicate clientOrderId.")
+        if self.reject is not None:
+            code, msg = self.reject
+            self.reject = None
+            return self.envelope({}, code, msg)
+        sym, side = params["symbol"], params["side"]
+        base, quote = SPOT[sym][:2]
+        qty, limit = float(params["qty"]), float(params["price"])
+        if qty * limit < float(SPOT[sym][4]):
+            return self.envelope({}, 170140, "Order value exceeded lower limit.")
+        have = self.wallet.get(base if side == "Sell" else quote, 0.0)
+        if have < (qty if side == "Sell" else qty * limit):
+            return self.envelope({}, 170131, "Insufficient balance.")
+        bid, ask = self.book[sym]
+        crosses = bid >= limit if side == "Sell" else ask <= limit
+        filled = qty * self.fill_ratio if crosses else 0.0
+        avg = bid if side == "Sell" else ask
+        fee_coin, fee = (quote, filled * avg * FEE_RATE) if side == "Sell" else (base, filled * FEE_RATE)
+        sign = -1 if side == "Sell" else 1
+        self.wallet[base] = self.wallet.get(base, 0.0) + sign * filled - (fee if fee_coin == base else 0)
+        self.wallet[quote] = self.wallet.get(quote, 0.0) - sign * filled * avg - (fee if fee_coin == quote else 0)
+        status = "Filled" if filled >= qty else ("PartiallyFilledCanceled" if filled > 0 else "Cancelled")
+        order_id = str(1_700_000_000_000_000_000 + next(self._ids))
+        ts = str(now_ms())
+        self.orders[link] = {
+            "orderId": order_id, "orderLinkId": link, "blockTradeId": "", "symbol": sym, "price": params["price"],
+            "qty": params["qty"], "side": side, "isLeverage": "0", "positionIdx": 0, "orderStatus": status,
+            "cancelType": "UNKNOWN" if status == "Filled" else "CancelByUser", "rejectReason": "EC_NoError",
+            "avgPrice": f"{avg:.2f}" if filled else "", "leavesQty": "0", "leavesValue": "0",
+            "cumExecQty": f"{filled:.8f}", "cumExecValue": f"{filled * avg:.8f}", "cumExecFee": f"{fee:.10f}",
+            "cumFeeDetail": {fee_coin: f"{fee:.10f}"} if filled else {},
+            "timeInForce": params.get("timeInForce", "GTC"), "orderType": params.get("orderType", "Limit"),
+            "stopOrderType": "", "orderIv": "", "triggerPrice": "0.00", "takeProfit": "", "stopLoss": "",
+            "tpTriggerBy": "", "slTriggerBy": "", "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "",
+            "reduceOnly": False, "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "",
+            "placeType": "", "createdTime": ts, "updatedTime": ts}
+        self.created.set()
+        await self.publish("order", [{**self.orders[link], "category": "spot"}])
+        if filled:
+            await self.push_wallet()
+        if self.down_after_create:
+            self.down_after_create, self.down = False, True
+        if self.delay_create_s:
+            await asyncio.sleep(self.delay_create_s)  # booked, but the answer comes too late
+        return self.envelope({"orderId": order_id, "orderLinkId": link})
+
+    def _select(self, params: dict, final: bool) -> list[dict]:
+        out = []
+        for o in self.orders.values():
+            done = o["orderStatus"] in ("Filled", "Cancelled", "PartiallyFilledCanceled", "Rejected")
+            if done != final:
+                continue
+            if params.get("orderLinkId") and o["orderLinkId"] != params["orderLinkId"]:
+                continue
+            if params.get("symbol") and o["symbol"] != params["symbol"]:
+                continue
+            out.append(o)
+        return sorted(out, key=lambda o: o["createdTime"], reverse=True)
+
+    async def open_orders(self, params: dict) -> web.Response:
+        return self.envelope({"category": params.get("category"), "list": self._select(params, False),
+                              "nextPageCursor": ""})
+
+    async def order_history(self, params: dict) -> web.Response:
+        return self.envelope({"category": params.get("category"), "list": self._select(params, True),
+                              "nextPageCursor": ""})
+
+    async def cancel_order(self, params: dict) -> web.Response:
+        o = self.orders.get(params.get("orderLinkId", ""))
+        if o is None or o["orderStatus"] not in ("New", "PartiallyFilled"):
+            return self.envelope({}, 170213, "Order does not exist.")
+        o["orderStatus"] = "Cancelled" if o["cumExecQty"].strip("0.") == "" else "PartiallyFilledCanceled"
+        return self.envelope({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
+
+
+async def serve(fake: FakeBybit) -> tuple[web.AppRunner, str]:
+    """Starts the fake on a free loopback port; returns the runner and its base URL."""
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}"
