@@ -5,16 +5,21 @@ from __future__ import annotations
 from aiohttp import web
 
 
+async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serves `app` on a free loopback port: its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 class LoopbackServer:
     port: int = 0
     _runner: web.AppRunner | None = None
 
     async def serve(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await start_app(app)
 
     async def shut(self) -> None:
         if self._runner is not None:

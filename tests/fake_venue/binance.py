@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.loopback import start_app
+
 FEE_RATE = 0.001
 MARKETS = {"BTCUSDT": ("BTC", "USDT", "0.00001000", "0.01000000", "5.00000000")}
 
@@ -206,8 +208,5 @@ class FakeBinance:
 
 
 async def serve(fake: FakeBinance) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    runner, port = await start_app(fake.app())
+    return runner, f"http://127.0.0.1:{port}"

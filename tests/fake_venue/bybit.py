@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.loopback import start_app
+
 FEE_RATE = 0.001
 SPOT = {"BTCUSDT": ("BTC", "USDT", "0.000001", "0.000048", "1", "0.01"),
         "ETHUSDT": ("ETH", "USDT", "0.00001", "0.00062", "1", "0.01")}
@@ -333,9 +335,5 @@ class FakeBybit:
 
 async def serve(fake: FakeBybit) -> tuple[web.AppRunner, str]:
     """Starts the fake on a free loopback port; returns the runner and its base URL."""
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await start_app(fake.app())
     return runner, f"http://127.0.0.1:{port}"
