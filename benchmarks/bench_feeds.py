@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,9 +39,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+from bench_replay import COINS, make_settings  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
-from bench_replay import COINS, make_settings  # noqa: E402
 from monitor.config import FeedSettings  # noqa: E402
 from monitor.core import Monitor  # noqa: E402
 from monitor.feeds import binance_wire  # noqa: E402

@@ -40,11 +40,11 @@ from monitor.feeds.base import FeedEvent, PriceFeed
 from monitor.feeds.combine import SourceCombiner, build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
 from monitor.inbox import EngineInbox
+from monitor.lease import LeaseKeeper, default_instance_id
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
+from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
 from monitor.risk.portfolio import to_native
 from monitor.sdnotify import SystemdNotifier
-from monitor.lease import LeaseKeeper, default_instance_id
-from monitor.persistence import SnapshotWriter, reconcile_open_plans, restore
 from monitor.store import open_store, state_dir
 from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor

@@ -16,7 +16,6 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from tests.binance_server import now_ms
-
 from tests.loopback import LoopbackServer
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import load_settings, parse_settings
-from monitor.inbox import EngineInbox
 from monitor.alerts.content import Alert
 from monitor.alerts.message import Message
+from monitor.config import load_settings, parse_settings
+from monitor.inbox import EngineInbox
 from monitor.model import EventKind, PriceTick
 from monitor.service import build_daemon, run_daemon
 from monitor.store.sqlite import MemoryStore

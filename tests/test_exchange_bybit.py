@@ -14,8 +14,8 @@ import pytest
 from monitor.config import parse_settings
 from monitor.errors import ConfigError
 from monitor.exchange.bybit import BybitGateway
-from monitor.exchange.gateway import VenueRejected
 from monitor.exchange.credentials import Credentials
+from monitor.exchange.gateway import VenueRejected
 from monitor.execution.exchange import client_order_id
 from monitor.model import EventKind, Plan, PriceTick
 from monitor.service import build_daemon, run_daemon

@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import load_settings, parse_settings
 from monitor.errors import ConfigError
+from monitor.feeds.stats import FeedStats
+from monitor.http.metrics import daemon_registry, outbox_depth
 from monitor.model import PriceTick, wall_clock_ms
 from monitor.service import build_daemon, run_daemon
 from monitor.store.sqlite import MemoryStore
-from monitor.feeds.stats import FeedStats
-from monitor.http.metrics import daemon_registry, outbox_depth
 from monitor.telemetry import LatencyHistogram, TickRate
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, until

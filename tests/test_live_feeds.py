@@ -16,7 +16,7 @@ from monitor.model import EventKind
 from monitor.service import build_daemon
 from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
-from tests.binance_server import BinanceServer, book_ticker, mark_price, ticker_24hr
+from tests.binance_server import BinanceServer, book_ticker, mark_price
 from tests.feed_helpers import Collector, cancel, live_feed, settings_with, start_task
 from tests.test_daemon import ListNotifier, run_until
 

@@ -22,8 +22,15 @@ from monitor.alerts.webhook import SIGNATURE_HEADER, WebhookNotifier
 from monitor.model import EventKind
 from monitor.store.base import OutboxItem
 from monitor.store.sqlite import MemoryStore
-from tests.fake_services import (HANG, SLACK_PATH, TELEGRAM_TOKEN, FakeSlack, FakeTelegram, FakeWebhook,
-                                 telegram_html_problem)
+from tests.fake_services import (
+    HANG,
+    SLACK_PATH,
+    TELEGRAM_TOKEN,
+    FakeSlack,
+    FakeTelegram,
+    FakeWebhook,
+    telegram_html_problem,
+)
 
 T0 = 1_700_000_000_000
 CHAT = "-1001234567890"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from itertools import groupby
 from collections.abc import Callable
+from itertools import groupby
 
 from monitor.alerts.build import build_alert_manager, build_notifiers
 from monitor.alerts.content import Alert
 from monitor.alerts.message import Message, Notice
 from monitor.alerts.notifiers import DeliveryError
 from monitor.alerts.silences import check_target, new_silence
-from monitor.durations import parse_duration_ms
 from monitor.config import Settings
+from monitor.durations import parse_duration_ms
 from monitor.errors import UserError
 from monitor.model import iso_ms, wall_clock_ms
 from monitor.store import open_store

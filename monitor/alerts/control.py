@@ -16,8 +16,8 @@ import structlog
 from monitor.alerts.http import HttpPoster
 from monitor.alerts.notifiers import DeliveryError
 from monitor.alerts.silences import check_target, new_silence
-from monitor.durations import parse_duration_ms
 from monitor.alerts.telegram import TelegramNotifier, api_url
+from monitor.durations import parse_duration_ms
 from monitor.errors import UserError
 from monitor.model import iso_ms, wall_clock_ms
 from monitor.store.base import KillSwitch, Silence, StateStore

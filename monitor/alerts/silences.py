@@ -7,6 +7,7 @@ import uuid
 from monitor.errors import UserError
 from monitor.store.base import Silence
 
+
 def new_silence(account: str, level: str | None, for_ms: int, now_ms: int, comment: str = "") -> Silence:
     return Silence(uuid.uuid4().hex[:8], account, level, now_ms + for_ms, now_ms, comment)
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import structlog
 
+from monitor.execution.base import Execution
 from monitor.execution.exchange import ExchangeExecutor, fills_of
 from monitor.execution.journaled import execution_record_fills
-from monitor.execution.base import Execution
 from monitor.store.base import StateStore
 
 log = structlog.get_logger("reconcile")

@@ -6,9 +6,9 @@ import asyncio
 from functools import partial
 
 from monitor.config import FeedSettings
+from monitor.feeds import binance_wire, bybit_wire
 from monitor.feeds.backoff import Backoff
 from monitor.feeds.base import PriceFeed
-from monitor.feeds import binance_wire, bybit_wire
 from monitor.feeds.ccxt_exchange import make_exchange, market_type
 from monitor.feeds.ccxt_feed import CcxtFeed
 from monitor.feeds.native import NativeFeed

@@ -18,9 +18,9 @@ from typing import Any
 
 import structlog
 
+from monitor.feeds import binance_wire, bybit_wire
 from monitor.feeds.backoff import Backoff
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
-from monitor.feeds import binance_wire, bybit_wire
 from monitor.feeds.binance_wire import Endpoint
 from monitor.feeds.rest_fallback import RestFallback
 from monitor.feeds.stats import FeedStats, RateLimitedLog, TickGate, now_ms

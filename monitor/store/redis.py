@@ -21,8 +21,18 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from monitor.store.base import (AccountSnapshot, AlertRecord, KillSwitch, Lease, OutboxItem, PlanRecord, Silence,
-                                StoreUnavailable, dump, load)
+from monitor.store.base import (
+    AccountSnapshot,
+    AlertRecord,
+    KillSwitch,
+    Lease,
+    OutboxItem,
+    PlanRecord,
+    Silence,
+    StoreUnavailable,
+    dump,
+    load,
+)
 from monitor.store.writebuffer import Op, WriteBuffer
 
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)

@@ -18,8 +18,17 @@ from typing import Any
 import orjson
 
 from monitor.model import wall_clock_ms
-from monitor.store.base import (AccountSnapshot, AlertRecord, KillSwitch, Lease, OutboxItem, PlanRecord, Silence,
-                                dump, load)
+from monitor.store.base import (
+    AccountSnapshot,
+    AlertRecord,
+    KillSwitch,
+    Lease,
+    OutboxItem,
+    PlanRecord,
+    Silence,
+    dump,
+    load,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS plans (
