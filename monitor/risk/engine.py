@@ -96,6 +96,40 @@ class _Column:
     def _schedule_at(self, pos: int) -> WeightSchedule:
         return next(g.schedule for g in self.groups if g.start <= pos < g.stop)
 
+    # -- one account enters or leaves: array edits, not a rebuild (the first sync of
+    # thousands of accounts must not be quadratic) -------------------------------------
+    _ARRAYS = ("idx", "unified", *_FIELDS, "num", "den", "eq", "a", "b", "e", "c")
+
+    def without(self, account: int) -> None:
+        """Removes the account's entry; every other entry keeps its cached contribution."""
+        pos = self.where[account]
+        for name in self._ARRAYS:
+            setattr(self, name, np.delete(getattr(self, name), pos))
+        groups = []
+        for g in self.groups:
+            start, stop = g.start - (g.start > pos), g.stop - (g.stop > pos)
+            if stop > start:
+                groups.append(_Group(start, stop, g.schedule))
+        self.groups = groups
+        self.where = dict(zip(self.idx.tolist(), range(len(self.idx)), strict=True))
+
+    def with_entry(self, account: int, exposure: Exposure, schedule: WeightSchedule, unified: bool) -> None:
+        """Adds the account at the end of its schedule's run (a new run if none); its
+        contribution is zero until the caller prices it."""
+        group = next((g for g in self.groups if g.schedule == schedule), None)
+        pos = group.stop if group is not None else len(self.idx)
+        values = {"idx": account, "unified": float(unified), **{f: getattr(exposure, f) for f in _FIELDS}}
+        for name in self._ARRAYS:
+            arr = getattr(self, name)
+            setattr(self, name, np.insert(arr, pos, values.get(name, 0.0)).astype(arr.dtype, copy=False))
+        if group is None:
+            self.groups.append(_Group(pos, pos + 1, schedule))
+        else:
+            self.groups = [_Group(g.start + (g.start >= pos and g is not group), g.stop + (g.stop >= pos), g.schedule)
+                           for g in self.groups]
+        self.where = dict(zip(self.idx.tolist(), range(len(self.idx)), strict=True))
+        self.refresh_coefficients(np.array([pos]))
+
 
 class RiskEngine:
     """Owns every account's risk state. One task calls it; it needs no locks."""
@@ -221,20 +255,13 @@ class RiskEngine:
         """Column k with account i's entry replaced, added or removed; other entries keep
         their cached contributions, so the other accounts' sums stay exactly as they were."""
         col = self.columns[k]
-        keep = [pos for pos, a in enumerate(col.idx.tolist()) if a != i]
-        entries = [(int(col.idx[p]), Exposure(*(float(getattr(col, f)[p]) for f in _FIELDS)),
-                    col._schedule_at(p), bool(col.unified[p])) for p in keep]
-        cached = {int(col.idx[p]): (col.num[p], col.den[p], col.eq[p]) for p in keep}
         asset = self.assets[k]
         exp = book.exposures.get(asset)
         had, has = i in col.where, exp is not None and not exp.is_empty
+        if had:
+            col.without(i)
         if has:
-            entries.append((i, exp, book.schedule(asset), book.unified))
-        new = _Column(entries)
-        for pos, a in enumerate(new.idx.tolist()):
-            if a in cached:
-                new.num[pos], new.den[pos], new.eq[pos] = cached[a]
-        self.columns[k] = new
+            col.with_entry(i, exp, book.schedule(asset), book.unified)
         if math.isnan(self.prices[k]) and had != has:
             self.missing[i] += 1 if has else -1
 
