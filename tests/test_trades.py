@@ -34,6 +34,18 @@ def test_sell_moves_base_to_quote_minus_fee() -> None:
     assert b.exposures["BTC"].qty == 1.0  # the input book is untouched
 
 
+def test_a_unified_account_nets_each_coin_as_the_venue_does() -> None:
+    """Bybit's unified account: proceeds in a coin it owes pay that liability off at once."""
+    b = book("unified", BTC=Exposure(qty=1.0), USDT=Exposure(debt=10000.0))
+    after = apply_order(b, BTC_SPOT, 39990.0, 20.0)
+    assert after.exposures["USDT"] == Exposure(qty=19975.0 - 10000.0, debt=0.0)
+    small = apply_order(b, Order("BTC/USDT", "sell", 0.1, 40000.0, "BTC", "USDT"), 40000.0, 0.0)
+    assert small.exposures["USDT"] == Exposure(qty=0.0, debt=6000.0)
+    buy_back = Order("BTC/USDT", "buy", 0.1, 40000.0, "BTC", "USDT")
+    owes_btc = book("unified", BTC=Exposure(debt=0.25), USDT=Exposure(qty=10000.0))
+    assert apply_order(owes_btc, buy_back, 40000.0, 0.0).exposures["BTC"] == Exposure(qty=0.0, debt=0.15)
+
+
 def test_sell_more_than_held_raises() -> None:
     b = book(BTC=Exposure(qty=0.4))
     with pytest.raises(ValueError, match="holds"):

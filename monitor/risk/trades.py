@@ -10,7 +10,8 @@ Conventions:
 - A balance that would go negative (a buy costing more quote than is held, a
   realized perp loss bigger than the settle balance) becomes debt: that is a
   margin borrow on the venue. Holding and owing the same asset at once is kept
-  gross; repaying is always an explicit Repay.
+  gross, and repaying is an explicit Repay, except on unified accounts, which net
+  each coin as the venue does: a credit there pays the coin's liability first.
 - A perpetual order is recognized by its symbol in ccxt's swap notation,
   "BASE/QUOTE:SETTLE" (e.g. "BTC/USDT:USDT"); it can only reduce a position.
 """
@@ -49,10 +50,12 @@ def _put(book: AccountBook, asset: str, exposure: Exposure,
 
 def adjust_balance(book: AccountBook, asset: str, delta: float,
                    schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
-    """Add `delta` (signed) to an asset's balance; what a debit cannot take from qty becomes debt."""
+    """Add `delta` (signed) to an asset's balance; what a debit cannot take from qty becomes debt.
+    A unified account nets each coin (Bybit UTA): a credit pays that coin's liability first."""
     e = book.exposures.get(asset, Exposure())
     if delta >= 0:
-        return _put(book, asset, replace(e, qty=e.qty + delta), schedules)
+        pay = min(e.debt, delta) if book.unified else 0.0
+        return _put(book, asset, replace(e, qty=e.qty + delta - pay, debt=e.debt - pay), schedules)
     take = min(e.qty, -delta)
     return _put(book, asset, replace(e, qty=e.qty - take, debt=e.debt + (-delta - take)), schedules)
 
