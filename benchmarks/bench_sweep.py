@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from monitor.analysis.sweep import parse_vary, run_sweep  # noqa: E402
-from monitor.cli import load_checked, load_series, parse_time  # noqa: E402
+from monitor.inputs import load_checked, load_series, parse_time  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 DATA = (SHARED if SHARED.is_dir() else Path(os.environ.get("CM_SHARED_DATA", SHARED))) / "binance_1m_2021-04"

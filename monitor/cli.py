@@ -11,45 +11,20 @@ import asyncio
 import math
 import signal
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-from monitor.accounts.static import build_books
 from monitor.analysis.commands import add_analysis_commands
 from monitor.analysis.replay_outputs import add_chart_arguments
 from monitor.config import Settings, load_settings
-from monitor.core import Monitor, check_strategies
 from monitor.errors import UserError
+from monitor.inputs import load_checked, load_series, parse_time, registry
 from monitor.logs import configure_logging
 from monitor.model import PriceTick
 from monitor.risk.portfolio import to_native
 
 EXIT_USER_ERROR = 2
-
-
-def _registry():
-    from strategies import default_registry
-    return default_registry()
-
-
-def parse_time(text: str, flag: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{flag}: not an ISO-8601 time: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-def load_checked(path: str) -> tuple[Settings, Monitor]:
-    """Settings plus a built Monitor: every check a config must pass before it runs."""
-    settings = load_settings(path)
-    monitor = Monitor(settings, _registry())
-    check_strategies(monitor)
-    return settings, monitor
 
 
 # -- check-config ------------------------------------------------------------------------
@@ -85,25 +60,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 # -- replay ------------------------------------------------------------------------------
-def load_series(settings: Settings, prices: list[str], start_ms: int | None, end_ms: int | None) -> list:
-    from monitor.feeds.price_file import load_price_file, parse_prices_arg
-
-    known = settings.symbol_of_asset()
-    symbols = set(known.values())
-    series = []
-    for arg in prices:
-        symbol, path = parse_prices_arg(arg)
-        if symbol not in symbols:
-            raise UserError(f"--prices {symbol}: no asset is priced by this symbol (known: {', '.join(sorted(symbols))})")
-        series.append(load_price_file(path, symbol, start_ms, end_ms))
-    given = {s.symbol for s in series}
-    for book in build_books(settings):  # every priced asset an account holds, owes or trades a perp on
-        for asset, exposure in book.exposures.items():
-            if asset in known and known[asset] not in given and not exposure.is_empty:
-                raise UserError(f"--prices: no price file for {known[asset]} (asset {asset}, held by {book.name})")
-    return series
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     from monitor.analysis import replay_outputs as charts
     from monitor.analysis.progress import progress_bar
@@ -117,7 +73,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sampler = charts.chart_sampler(args, settings, series)
     bar = progress_bar("replay", "ticks")
     alerts: list = []
-    report = run_replay(settings, series, _registry(), bar.update if bar else None, sampler,
+    report = run_replay(settings, series, registry(), bar.update if bar else None, sampler,
                         _alert_collector(settings, alerts) if args.notify else None)
     if bar:
         bar.close()
@@ -166,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings, _ = load_checked(args.config)
 
     async def main() -> int:
-        daemon = build_daemon(settings, _registry(), live=args.live)
+        daemon = build_daemon(settings, registry(), live=args.live)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
@@ -178,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        reloader = Reloader(args.config, _registry())
+        reloader = Reloader(args.config, registry())
         reloads: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references
 
         def on_hangup() -> None:

@@ -22,11 +22,12 @@ from monitor.accounts.static import build_book
 from monitor.alerts.build import Routed, build_alert_manager, build_notifiers
 from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
+from monitor.daemon import Daemon, level_order, status_line
 from monitor.errors import ConfigError, UserError
 from monitor.model import LevelEvent, Plan
 from monitor.persistence import config_digest
 from monitor.risk.portfolio import AccountBook
-from monitor.service import Daemon, build_executor, level_order, status_line
+from monitor.service import build_executor
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("reload")

@@ -11,19 +11,18 @@ import asyncio
 import itertools
 import math
 import time
-from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from monitor.accounts.synced import SyncApplier, Synced, SyncHandle, stream_loop, sync_loop
 from monitor.alerts.build import Routed, build_alert_manager
 from monitor.alerts.content import Alert, describe, refreshed
+from monitor.alerts.extras import control_components, heartbeat_component
 from monitor.alerts.manager import AlertManager
 from monitor.config import FeedSettings, Settings
 from monitor.core import Monitor
+from monitor.daemon import ClockTick, Daemon, Executed, healthy, level_order, status_line
 from monitor.errors import ConfigError
 from monitor.exchange.credentials import load_credentials
 from monitor.exchange.gateway import ExchangeGateway
@@ -37,8 +36,9 @@ from monitor.execution.modes import announce_mode, check_mode
 from monitor.execution.paper import PaperExecutor
 from monitor.execution.reconcile import reconcile_account
 from monitor.feeds.base import FeedEvent, PriceFeed
-from monitor.feeds.combine import SourceCombiner, build_combiner
+from monitor.feeds.combine import build_combiner
 from monitor.feeds.simulated import MarketSpec, SimulatedFeed
+from monitor.http.server import HttpEndpoint, bearer_token
 from monitor.inbox import EngineInbox
 from monitor.lease import LeaseKeeper, default_instance_id
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
@@ -48,68 +48,11 @@ from monitor.sdnotify import SystemdNotifier
 from monitor.store import open_store, state_dir
 from monitor.store.base import StateStore, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
-from monitor.telemetry import LatencyHistogram, LoopLagProbe, TickRate
+from monitor.telemetry import TickRate
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("daemon")
 DRAIN_TIMEOUT_S = 3.0  # on shutdown, time left to deliver queued alerts
-
-
-@dataclass(frozen=True, slots=True)
-class Executed:
-    plan: Plan
-    execution: Execution
-
-
-@dataclass(frozen=True, slots=True)
-class ClockTick:
-    now_ms: int
-
-
-@dataclass
-class Daemon:
-    settings: Settings
-    monitor: Monitor
-    inbox: EngineInbox
-    alerts: AlertManager
-    executor: JournaledExecutor
-    store: StateStore
-    snapshots: SnapshotWriter
-    feeds: list[PriceFeed]
-    plans: asyncio.Queue[Plan]
-    clock_ms: Callable[[], int] = wall_clock_ms
-    ticks_applied: int = 0
-    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
-    first_tick: asyncio.Event = field(default_factory=asyncio.Event)
-    all_priced: asyncio.Event = field(default_factory=asyncio.Event)  # every account's health is known
-    engine_seen: float = field(default_factory=time.monotonic)  # when the engine loop last handled a message
-    feed_seen: dict[str, float] = field(default_factory=dict)  # feed name -> when it last sent a tick
-    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # state read from the store (warm start done)
-    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set once a plan's outcome is applied
-    not_executed: deque[Execution] = field(default_factory=lambda: deque(maxlen=100))  # refused, duplicate, failed
-    combiner: SourceCombiner | None = None  # symbols several feeds watch: one price out of them
-    owns_store: bool = True  # an injected store is closed by whoever made it
-    gateways: dict[str, ExchangeGateway] = field(default_factory=dict)  # exchange-backed accounts
-    exchange: ExchangeExecutor | None = None  # testnet/live: orders on the venues
-    sync: SyncApplier | None = None
-    sync_handles: dict[str, SyncHandle] = field(default_factory=dict)
-    price_sources: dict[str, str] = field(default_factory=dict)  # symbol -> the feed that prices it
-    tick_times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # when recent ticks were applied
-    extra: list[Component] = field(default_factory=list)  # optional components (heartbeat, telegram control)
-    lease: LeaseKeeper | None = None  # with ha.enabled: only the lease holder trades
-    executing: tuple[Plan, asyncio.Future] | None = None  # the plan at the executor now
-    # Read at scrape time by the HTTP endpoint (monitor/http); updated cheaply where things happen.
-    tick_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # engine time per tick
-    feed_rates: dict[str, TickRate] = field(default_factory=dict)  # feed name -> ticks per second
-    feed_lag_ms: dict[str, int] = field(default_factory=dict)  # feed name -> receipt minus event time, last tick
-    loop_lag: LoopLagProbe = field(default_factory=LoopLagProbe)
-    events: Counter[str] = field(default_factory=Counter)  # level events emitted, by kind
-    actions: Counter[str] = field(default_factory=Counter)  # plans by outcome: executed, failed
-    recent_actions: deque[tuple[Executed, float | None]] = field(default_factory=lambda: deque(maxlen=20))  # health after
-    changes: int = 0  # bumped whenever what the status page shows may have changed
-    http: Any = None  # the HTTP endpoint (monitor.http.server.HttpEndpoint) when [http] is set
-    _last_status_ms: int = 0
-    _last_resync_ms: int = 0
 
 
 def build_feed(fs: FeedSettings, settings: Settings) -> PriceFeed:
@@ -133,11 +76,6 @@ def market_clock(start_ms: int, step_ms: int) -> Callable[[], int]:
     """Event time that advances one step per call (a simulated market played faster than real time)."""
     steps = itertools.count()
     return lambda: start_ms + next(steps) * step_ms
-
-
-def level_order(monitor: Monitor) -> dict[str, list[str]]:
-    """Per account, its level names mildest first (the rules keep them by threshold, highest first)."""
-    return {acc.name: [lv.name for lv in acc.levels] for acc in monitor.rules.accounts}
 
 
 def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
@@ -206,15 +144,12 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     d.combiner = build_combiner([(f.name, f.symbols, stale_after.get(f.name, 30.0)) for f in feeds],
                                 settings.combine.rule, settings.combine.max_deviation, d.inbox.put_tick)
     if settings.http is not None:
-        from monitor.http.server import HttpEndpoint, bearer_token
-
         d.http = HttpEndpoint(d, settings.http, bearer_token(settings.http))
     return d
 
 
 def optional_components(d: Daemon, configured: bool) -> list[Component]:
     """The heartbeat and Telegram control, when configured (not with injected notifiers: tests)."""
-    from monitor.alerts.extras import control_components, heartbeat_component
     if not configured:
         return []
     return [*heartbeat_component(d), *control_components(d)]
@@ -362,20 +297,6 @@ def settle(d: Daemon, done: Executed) -> None:
     d.settled.set()
 
 
-def status_line(d: Daemon) -> str:
-    """One line for systemd's STATUS=: accounts, the worst health, feeds live."""
-    health = d.monitor.engine.health
-    known = [(h, i) for i, h in enumerate(health.tolist()) if not math.isnan(h)]
-    worst = f", worst {d.monitor.engine.books[min(known)[1]].name} health {min(known)[0]:.3f}" if known else ""
-    live = sum(feed_live(d, f.name) for f in d.feeds)
-    return f"{len(health)} accounts{worst}, feeds live {live}/{len(d.feeds)}"
-
-
-def feed_live(d: Daemon, name: str) -> bool:
-    stale_after = next((f.stale_after_s for f in d.settings.feeds if f.name == name), 30.0)
-    return time.monotonic() - d.feed_seen.get(name, -math.inf) <= stale_after
-
-
 def log_status(d: Daemon) -> None:
     m = d.monitor
     d.notifier.status(status_line(d))
@@ -463,11 +384,6 @@ async def systemd_loop(d: Daemon) -> None:
         if healthy(d, interval):
             d.notifier.watchdog()
         await asyncio.sleep(interval / 2)
-
-
-def healthy(d: Daemon, within_s: float) -> bool:
-    """The tick path is alive: the engine loop ran lately and some feed is live."""
-    return time.monotonic() - d.engine_seen < within_s and any(feed_live(d, f.name) for f in d.feeds)
 
 
 def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:

@@ -17,8 +17,8 @@ import numpy as np
 from monitor.analysis.charts import SMALL_MULTIPLES_MAX, build_chart, sampler_for
 from monitor.analysis.html import replay_html
 from monitor.analysis.plot import replay_figure, save_png, svg_text
-from monitor.cli import load_series, parse_time
 from monitor.config import load_settings, parse_settings
+from monitor.inputs import load_series, parse_time
 from monitor.replay import run_replay
 from strategies import default_registry
 from tests.test_cli import REPO, assert_user_error, cli

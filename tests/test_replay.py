@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from monitor.cli import load_series, parse_time
 from monitor.config import load_settings, parse_settings
 from monitor.feeds.price_file import load_price_file
+from monitor.inputs import load_series, parse_time
 from monitor.replay import run_replay
 from strategies import default_registry
 

@@ -19,10 +19,10 @@ from monitor.analysis.scenarios import (
 )
 from monitor.analysis.shocks import parse_shock, prices_from_feeds, prices_from_files
 from monitor.analysis.stress import run_stress
-from monitor.cli import load_series, parse_time
 from monitor.config import parse_settings
 from monitor.errors import UserError
 from monitor.feeds.price_file import load_price_file
+from monitor.inputs import load_series, parse_time
 from monitor.risk.solve import uniform_liquidation_shock
 from strategies import default_registry
 from tests.test_cli import assert_user_error, cli

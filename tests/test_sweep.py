@@ -11,9 +11,9 @@ import pytest
 
 from monitor.analysis.sweep import Axis, grid, outcome, parse_vary, ranked, run_sweep
 from monitor.analysis.sweep_output import sweep_csv, sweep_text
-from monitor.cli import load_series, parse_time
 from monitor.config import load_settings, parse_settings
 from monitor.errors import UserError
+from monitor.inputs import load_series, parse_time
 from monitor.replay import run_replay
 from strategies import default_registry
 from tests.test_cli import assert_user_error, cli

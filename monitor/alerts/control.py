@@ -29,7 +29,7 @@ HELP = ("Commands: /status | /pause [reason] | /resume | /silence ACCOUNT [LEVEL
 
 class TelegramControl:
     def __init__(self, notifier: TelegramNotifier, api_base: str, token: str, allowed_chat_ids: list[str],
-                 store: StateStore, status: Callable[[], str], levels_of: dict[str, list[str]],
+                 store: StateStore, status: Callable[[], str], levels_of: Callable[[], dict[str, list[str]]],
                  on_silence: Callable[[Silence], None], clock_ms: Callable[[], int] = wall_clock_ms,
                  poll_timeout_s: int = 25, retry_s: float = 5.0):
         self._notifier = notifier
@@ -116,7 +116,7 @@ class TelegramControl:
             if len(words) not in (3, 4):
                 raise UserError("usage: /silence ACCOUNT [LEVEL] DURATION, e.g. /silence main warn 2h")
             account, level = words[1], (words[2] if len(words) == 4 else None)
-            check_target(account, level, self._levels_of)
+            check_target(account, level, self._levels_of())  # the config in force (a reload may change it)
             silence = new_silence(account, level, parse_duration_ms(words[-1]), now, f"telegram:{chat}")
             await self._store.put_silence(silence)
             self._on_silence(silence)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from monitor.alerts.control import TelegramControl
 from monitor.alerts.heartbeat import Heartbeat
 from monitor.alerts.telegram import TelegramNotifier
+from monitor.daemon import Daemon, healthy, level_order, status_line
 from monitor.secrets import Secrets
 from monitor.supervisor import Component
-
-if TYPE_CHECKING:
-    from monitor.service import Daemon
 
 STATUS_ACCOUNTS = 15  # accounts listed by /status, worst first
 
 
 def heartbeat_component(d: Daemon) -> list[Component]:
-    from monitor.service import healthy
-
     a = d.settings.alerts
     if a.heartbeat_url_env is None:
         return []
@@ -29,8 +24,6 @@ def heartbeat_component(d: Daemon) -> list[Component]:
 
 
 def control_components(d: Daemon) -> list[Component]:
-    from monitor.service import level_order
-
     secrets = Secrets(d.settings.alerts.secrets_file)
     out = []
     for ns in d.settings.notifiers:
@@ -41,15 +34,13 @@ def control_components(d: Daemon) -> list[Component]:
             continue
         token = secrets.get(ns.token_env, f"notifiers ({ns.name}).token_env")
         control = TelegramControl(worker.notifier, ns.api_base, token, ns.allowed_chat_ids, d.store,
-                                  lambda: status_text(d), level_order(d.monitor), d.alerts.add_silence, d.clock_ms)
+                                  lambda: status_text(d), lambda: level_order(d.monitor), d.alerts.add_silence, d.clock_ms)
         out.append(Component(f"control:{ns.name}", control.run))
     return out
 
 
 def status_text(d: Daemon) -> str:
     """/status: accounts worst first, with health and level, then the alerts firing."""
-    from monitor.service import status_line
-
     m = d.monitor
     health = m.engine.health.tolist()
     order = sorted(range(len(health)), key=lambda i: math.inf if math.isnan(health[i]) else health[i])

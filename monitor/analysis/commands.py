@@ -52,7 +52,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from monitor.analysis.progress import progress_bar
     from monitor.analysis.sweep import parse_vary, run_sweep
     from monitor.analysis.sweep_output import sweep_csv, sweep_text
-    from monitor.cli import load_checked, load_series, parse_time
+    from monitor.inputs import load_checked, load_series, parse_time
 
     settings, _ = load_checked(args.config)
     axes = tuple(parse_vary(v, settings) for v in args.vary)
@@ -96,7 +96,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     )
     from monitor.analysis.stress import run_stress
     from monitor.analysis.stress_output import stress_table
-    from monitor.cli import load_checked, load_series, parse_time
+    from monitor.inputs import load_checked, load_series, parse_time
     from monitor.model import iso_ms
     from strategies import default_registry
 

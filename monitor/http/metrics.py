@@ -16,8 +16,8 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from monitor.daemon import Daemon, feed_live, healthy
 from monitor.risk.portfolio import to_native
-from monitor.service import Daemon, feed_live, healthy
 
 PREFIX = "collateral_monitor_"
 

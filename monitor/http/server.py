@@ -18,10 +18,10 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.config import HttpSettings, listen_address
+from monitor.daemon import Daemon, healthy, status_line
 from monitor.errors import ConfigError
 from monitor.http.metrics import LIVE_WITHIN_S, daemon_registry
 from monitor.http.status import snapshot
-from monitor.service import Daemon, healthy, status_line
 
 log = structlog.get_logger("http")
 SEND_TIMEOUT_S = 5.0  # a client that cannot take a push this fast is dropped, not waited for

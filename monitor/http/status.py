@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
+from monitor.daemon import Daemon, Executed, feed_live, status_line
 from monitor.model import iso_ms
-from monitor.service import Daemon, Executed, feed_live, status_line
 
 
 def _num(x: float) -> float | str | None:
