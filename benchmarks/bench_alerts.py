@@ -32,8 +32,8 @@ from monitor.alerts.manager import BATCH_MAX  # noqa: E402
 from monitor.alerts.notifiers import ConsoleNotifier  # noqa: E402
 from monitor.config import parse_settings  # noqa: E402
 from monitor.core import Monitor  # noqa: E402
+from monitor.daemon import level_order  # noqa: E402
 from monitor.model import LevelEvent, PriceTick  # noqa: E402
-from monitor.service import level_order  # noqa: E402
 from monitor.store.sqlite import MemoryStore  # noqa: E402
 from strategies import default_registry  # noqa: E402
 

@@ -30,13 +30,15 @@ from prometheus_client import generate_latest  # noqa: E402
 
 from monitor.config import parse_settings  # noqa: E402
 from monitor.core import Monitor  # noqa: E402
+from monitor.daemon import status_line  # noqa: E402
 from monitor.http.metrics import daemon_registry  # noqa: E402
 from monitor.http.status import snapshot  # noqa: E402
 from monitor.model import PriceTick, wall_clock_ms  # noqa: E402
 from monitor.reload import Reconfigure, build_notifiers  # noqa: E402
-from monitor.service import build_daemon, handle, status_line  # noqa: E402
+from monitor.service import handle  # noqa: E402
 from monitor.store.sqlite import MemoryStore  # noqa: E402
 from monitor.telemetry import LatencyHistogram, TickRate  # noqa: E402
+from monitor.wiring import build_daemon  # noqa: E402
 from strategies import default_registry  # noqa: E402
 
 SYMBOLS = {"BTC": ("BTC/USDT", 60000.0), "ETH": ("ETH/USDT", 3000.0), "SOL": ("SOL/USDT", 150.0)}

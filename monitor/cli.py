@@ -30,7 +30,7 @@ EXIT_USER_ERROR = 2
 # -- check-config ------------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, monitor = load_checked(args.file)
-    from monitor.service import build_feed
+    from monitor.wiring import build_feed
     for f in settings.feeds:  # building a feed does no I/O, but rejects an unknown venue, sandbox or symbol
         build_feed(f, settings)
     if args.prices:  # value the accounts at each file's last price
@@ -117,7 +117,8 @@ def print_summary(report: dict) -> None:
 # -- run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.reload import Reloader
-    from monitor.service import build_daemon, run_daemon
+    from monitor.service import run_daemon
+    from monitor.wiring import build_daemon
 
     settings, _ = load_checked(args.config)
 

@@ -27,7 +27,7 @@ from monitor.errors import ConfigError, UserError
 from monitor.model import LevelEvent, Plan
 from monitor.persistence import config_digest
 from monitor.risk.portfolio import AccountBook
-from monitor.service import build_executor
+from monitor.wiring import build_executor
 from strategies.base import StrategyRegistry
 
 log = structlog.get_logger("reload")

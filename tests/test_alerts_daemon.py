@@ -16,8 +16,9 @@ import structlog
 
 from monitor.config import parse_settings
 from monitor.model import PriceTick, iso_ms, wall_clock_ms
-from monitor.service import build_daemon, run_daemon
+from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore, SqliteStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.fake_services import HANG, TELEGRAM_TOKEN, FakeSlack, FakeTelegram, FakeWebhook
 

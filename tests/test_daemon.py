@@ -15,8 +15,9 @@ from monitor.alerts.message import Message
 from monitor.config import load_settings, parse_settings
 from monitor.inbox import EngineInbox
 from monitor.model import EventKind, PriceTick
-from monitor.service import build_daemon, run_daemon
+from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 
 

@@ -18,8 +18,9 @@ from monitor.exchange.credentials import Credentials
 from monitor.exchange.gateway import VenueRejected
 from monitor.execution.exchange import client_order_id
 from monitor.model import EventKind, Plan, PriceTick
-from monitor.service import build_daemon, run_daemon
+from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.fake_venue.bybit import FakeBybit, serve
 from tests.test_daemon import ListNotifier

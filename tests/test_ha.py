@@ -11,8 +11,9 @@ from monitor.config import parse_settings
 from monitor.execution.gate import TradingGate
 from monitor.lease import LeaseKeeper
 from monitor.model import EventKind, Plan
-from monitor.service import build_daemon, run_daemon
+from monitor.service import run_daemon
 from monitor.store.redis import RedisStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, ScriptedFeed, crash_ticks, fast_settings
 

@@ -19,9 +19,10 @@ from monitor.errors import ConfigError
 from monitor.feeds.stats import FeedStats
 from monitor.http.metrics import daemon_registry, outbox_depth
 from monitor.model import PriceTick, wall_clock_ms
-from monitor.service import build_daemon, run_daemon
+from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from monitor.telemetry import LatencyHistogram, TickRate
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, until
 

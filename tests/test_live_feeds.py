@@ -13,8 +13,8 @@ import pytest
 from monitor.feeds.binance_wire import BinanceParser, endpoints
 from monitor.feeds.stats import FeedStats, TickGate
 from monitor.model import EventKind
-from monitor.service import build_daemon
 from monitor.store.sqlite import MemoryStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.binance_server import BinanceServer, book_ticker, mark_price
 from tests.feed_helpers import Collector, cancel, live_feed, settings_with, start_task

@@ -19,8 +19,9 @@ from monitor.model import EventKind, wall_clock_ms
 from monitor.reload import Reloader
 from monitor.risk.engine import RiskEngine
 from monitor.risk.portfolio import evaluate
-from monitor.service import build_daemon, run_daemon
+from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, PushFeed, crash_ticks, fast_settings
 from tests.test_http import push_each

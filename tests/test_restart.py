@@ -10,8 +10,9 @@ from pathlib import Path
 from monitor.config import parse_settings
 from monitor.model import EventKind
 from monitor.sdnotify import SystemdNotifier
-from monitor.service import build_daemon, run_daemon, warm_start
+from monitor.service import run_daemon, warm_start
 from monitor.store.sqlite import SqliteStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, ScriptedFeed, crash_ticks, fast_settings, run_until
 

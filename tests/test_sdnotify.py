@@ -7,10 +7,12 @@ import socket
 import time
 from pathlib import Path
 
+from monitor.daemon import healthy
 from monitor.model import PriceTick
 from monitor.sdnotify import SystemdNotifier
-from monitor.service import build_daemon, healthy, run_daemon
+from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
+from monitor.wiring import build_daemon
 from strategies import default_registry
 from tests.test_daemon import ListNotifier, ScriptedFeed, fast_settings
 

@@ -80,7 +80,7 @@ def prices_from_feeds(settings: Settings, timeout_s: float) -> tuple[dict[str, f
 
 
 async def _first_ticks(settings: Settings, needed: set[str], timeout_s: float) -> dict[str, PriceTick]:
-    from monitor.service import build_feed
+    from monitor.wiring import build_feed
 
     seen: dict[str, PriceTick] = {}
     complete = asyncio.Event()
