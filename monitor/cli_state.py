@@ -16,6 +16,7 @@ import orjson
 from monitor.config import load_settings
 from monitor.durations import parse_duration_ms
 from monitor.errors import UserError
+from monitor.execution.journaled import legs_text
 from monitor.lease import LEASE_NAME, default_instance_id
 from monitor.model import iso_ms, wall_clock_ms
 from monitor.store import open_store
@@ -99,9 +100,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- journal ----------------------------------------------------------------------------
 def journal_line(e: dict[str, Any]) -> str:
-    fills = "; ".join(f"{f['side']} {f['amount']:.8g} {f['symbol']} @ {f['price']:.8g}" for f in e.get("fills", []))
-    repays = "; ".join(f"repay {r['amount']:.8g} {r['asset']}" for r in e.get("repays", []))
-    what = "; ".join(x for x in (fills, repays) if x) or "nothing filled"
+    what = "; ".join(legs_text(e.get("fills", []), e.get("repays", []), e.get("transfers", []))) or "nothing filled"
     errors = f" errors: {', '.join(e['errors'])}" if e.get("errors") else ""
     level = f" {e['level']}" if e.get("level") else ""
     return f"{iso_ms(e['ts_ms'])} {e['account']}{level} {e['kind']} {e.get('plan_id', '')}: {what}{errors}"

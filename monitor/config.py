@@ -158,6 +158,9 @@ class AccountSettings(Frozen):
     weights: dict[str, WeightSpec] = Field(default_factory=dict)  # per-account weight overrides
     positions: list[PositionSettings] = Field(default_factory=list)
     borrow_mmr: dict[str, float] = Field(default_factory=dict)  # unified: maintenance rate of each borrowed asset
+    # Top-ups (strategy top_up): what the owner keeps outside the account to move in when it runs low.
+    reserve: dict[str, float] = Field(default_factory=dict)  # config accounts: amounts set aside (paper)
+    reserve_wallet: str | None = None  # exchange accounts: the venue wallet to draw from (e.g. "funding")
     liquidation_ltv: float | None = Field(default=None, gt=0, le=1.5)
     liquidation_level: float | None = Field(default=None, gt=0)
     stable: str | None = None  # the stable asset strategies sell into; default: the account's first stable
@@ -188,7 +191,14 @@ class AccountSettings(Frozen):
             raise ValueError("borrowed amounts are positive (holdings use negative numbers instead)")
         return v
 
-    @field_validator("holdings", "borrowed")
+    @field_validator("reserve")
+    @classmethod
+    def _reserve(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(x < 0 for x in v.values()):
+            raise ValueError("reserve amounts are >= 0 (what is set aside, not owed)")
+        return v
+
+    @field_validator("holdings", "borrowed", "reserve")
     @classmethod
     def _finite(cls, v: dict[str, float]) -> dict[str, float]:
         bad = [k for k, x in v.items() if not math.isfinite(x)]
@@ -477,7 +487,7 @@ class Settings(Frozen):
 
 def _check_account_assets(settings: Settings, i: int, acc: AccountSettings) -> None:
     where = f"accounts[{i}] ({acc.name})"
-    for key in ("holdings", "borrowed", "weights", "borrow_mmr"):
+    for key in ("holdings", "borrowed", "weights", "borrow_mmr", "reserve"):
         for asset in getattr(acc, key):
             if asset not in settings.assets:
                 raise ValueError(f"{where}.{key}: unknown asset {asset!r} (add an [assets.{asset}] section)")
@@ -490,12 +500,20 @@ def _check_account_assets(settings: Settings, i: int, acc: AccountSettings) -> N
 
 
 def _check_source(acc: AccountSettings) -> None:
-    from monitor.exchange.venues import NO_TESTNET, VENUE_MODELS  # the venues the exchange gateway speaks
+    from monitor.exchange.venues import NO_TESTNET, TOP_UP_INTO, VENUE_MODELS  # what the exchange gateway speaks
 
     if acc.source == "config":
-        if acc.api_key_env or acc.api_secret_env or acc.secrets_file or acc.testnet or acc.rest_url or acc.ws_url:
-            raise ValueError("exchange keys (api_key_env, testnet, rest_url, ...) need source = an exchange id")
+        if (acc.api_key_env or acc.api_secret_env or acc.secrets_file or acc.testnet or acc.rest_url or acc.ws_url
+                or acc.reserve_wallet):
+            raise ValueError("exchange keys (api_key_env, testnet, rest_url, reserve_wallet, ...) need "
+                             "source = an exchange id")
         return
+    if acc.reserve:
+        raise ValueError(f"source {acc.source!r}: the reserve is read from the venue: "
+                         "name its wallet with reserve_wallet instead")
+    if acc.reserve_wallet and acc.source not in TOP_UP_INTO:
+        raise ValueError(f"reserve_wallet: top-ups from a wallet are supported on {', '.join(sorted(TOP_UP_INTO))} "
+                         f"only, not {acc.source!r}")
     if acc.source not in VENUE_MODELS:
         raise ValueError(f"source: {acc.source!r} is not 'config' or a supported exchange "
                          f"({', '.join(sorted(VENUE_MODELS))})")

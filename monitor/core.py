@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.accounts.static import build_books
-from monitor.config import Settings
+from monitor.config import AccountSettings, Settings
 from monitor.errors import ConfigError
-from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick, Repay
+from monitor.execution.base import Execution
+from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick
 from monitor.risk.engine import RiskEngine
 from monitor.risk.portfolio import AccountBook, evaluate, to_native
 from monitor.risk.solve import liquidation_price
-from monitor.risk.trades import apply_fills, apply_repay
+from monitor.risk.trades import apply_execution
 from monitor.risk.volatility import VolatilityTracker
 from monitor.risk.weights import WeightSchedule
 from monitor.rules import LevelSpec, RebalanceRequest, Rules, build_account_rules
@@ -112,18 +113,24 @@ class Monitor:
         """Rebalance levels whose strategy can never raise the account's health (check-config)."""
         problems = []
         for acc, book in zip(self.settings.accounts, self.engine.books):
-            if acc.source != "config":
-                continue  # holdings come from the venue at run time: nothing to judge them by yet
             for lv in acc.levels:
                 if lv.action == "rebalance":
                     strategy = self.strategies[lv.strategy]
                     try:
-                        reason = params_problem(strategy, lv.params) or strategy.check(book, self.stables, self.markets)
+                        reason = params_problem(strategy, lv.params) or self._judge(acc, book, strategy)
                     except Exception as err:  # a user strategy's check() is user code
                         reason = f"check failed ({type(err).__name__}: {err})"
                     if reason:
                         problems.append(f"accounts ({acc.name}).levels ({lv.name}): {lv.strategy}: {reason}")
         return problems
+
+    def _judge(self, acc: AccountSettings, book: AccountBook, strategy: Strategy) -> str | None:
+        if acc.source == "config":
+            return strategy.check(book, self.stables, self.markets)
+        # Holdings come from the venue at run time: nothing to judge them by yet, except the config.
+        if getattr(strategy, "draws_reserve", False) and not acc.reserve_wallet:
+            return "set reserve_wallet (the venue wallet to top up from, e.g. \"funding\")"
+        return None
 
     # -- the tick path ----------------------------------------------------------------
     def on_tick(self, tick: PriceTick) -> list[LevelEvent | Plan]:
@@ -214,7 +221,7 @@ class Monitor:
         self.rules.release(self.engine.account_index[plan.account])
 
     # -- fills come back -----------------------------------------------------------------
-    def settle(self, plan: Plan, fills: list[Fill], repays: list[Repay], apply: bool = True) -> Settlement:
+    def settle(self, plan: Plan, done: Execution, apply: bool = True) -> Settlement:
         """Applies what was executed, recomputes the account exactly, verifies the outcome
         (improved, and not past the target by more than verify_offset, as DeFi automations check).
 
@@ -223,11 +230,9 @@ class Monitor:
         i = self.engine.account_index[plan.account]
         before = float(self.engine.health[i])
         if apply:
-            book = apply_fills(self.engine.books[i], fills, self.schedules)
-            for r in repays:
-                book = apply_repay(book, r)
-            self.engine.set_book(book)
-        self.rules.record_action(i, sum(f.notional for f in fills))
+            self.engine.set_book(apply_execution(self.engine.books[i], done.fills, done.repays, done.transfers,
+                                                 self.schedules))
+        self.rules.record_action(i, sum(f.notional for f in done.fills))
         self.rules.release(i)
         self._ineffective = {k for k in self._ineffective if k[0] != i}  # a new book: news again
         after = float(self.engine.health[i])
@@ -261,9 +266,7 @@ class Monitor:
         now = float(self.engine.health[i])
         fee = self.settings.execution.fee_rate
         fills = [Fill(o, o.amount, (px := fill_price(o)), o.amount * px * fee, self.now_ms) for o in plan.orders]
-        book = apply_fills(self.engine.books[i], fills, self.schedules)
-        for r in plan.repays:
-            book = apply_repay(book, r)
+        book = apply_execution(self.engine.books[i], fills, plan.repays, plan.transfers, self.schedules)
         prices = self.engine.price_map()
         if any(math.isnan(prices.get(a, math.nan)) for a, e in book.exposures.items() if not e.is_empty):
             return "a price the plan needs is unknown"

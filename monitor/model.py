@@ -69,6 +69,15 @@ class Repay:
 
 
 @dataclass(frozen=True, slots=True)
+class Transfer:
+    """Move `amount` of `asset` into the account from the owner's reserve (a top-up: no trade,
+    no market risk; on a venue, its transfer from the account's `reserve_wallet`)."""
+
+    asset: str
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
 class Fill:
     """What an executor did with one Order."""
 
@@ -96,10 +105,11 @@ class Plan:
     orders: tuple[Order, ...] = ()
     repays: tuple[Repay, ...] = ()
     note: str = ""
+    transfers: tuple[Transfer, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not self.orders and not self.repays
+        return not self.orders and not self.repays and not self.transfers
 
     @property
     def notional(self) -> float:
@@ -110,6 +120,8 @@ class Plan:
         """Deterministic id: a retried plan has the same id, so it never executes twice."""
         legs = ";".join(f"{o.symbol}:{o.side}:{o.amount:.12g}" for o in self.orders)
         legs += ";" + ";".join(f"repay:{r.asset}:{r.amount:.12g}" for r in self.repays)
+        if self.transfers:  # only then: plans without transfers keep the ids they always had
+            legs += ";" + ";".join(f"transfer:{t.asset}:{t.amount:.12g}" for t in self.transfers)
         raw = f"{self.account}|{self.level}|{self.strategy}|{self.ts_ms}|{legs}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 

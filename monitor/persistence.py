@@ -31,6 +31,8 @@ SNAPSHOT_CHUNK = 500
 
 def config_digest(acc: AccountSettings) -> str:
     described = acc.model_dump(include={"model", "holdings", "borrowed", "positions"}, mode="json")
+    if acc.reserve:  # only then: digests of accounts without one stay what they were
+        described["reserve"] = acc.reserve
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
@@ -44,7 +46,7 @@ def snapshot_of(m: Monitor, i: int, now_ms: int) -> AccountSnapshot:
         book.name, now_ms, health if math.isfinite(health) else None,
         levels[depth - 1].name if depth else None,
         {a: asdict(e) for a, e in book.exposures.items() if not e.is_empty},
-        config_digest(m.books_cfg[book.name]), {f: getattr(st, f) for f in RULES_FIELDS})
+        config_digest(m.books_cfg[book.name]), {f: getattr(st, f) for f in RULES_FIELDS}, dict(book.reserve))
 
 
 def restore(m: Monitor, snaps: dict[str, AccountSnapshot]) -> int:
@@ -59,8 +61,9 @@ def restore(m: Monitor, snaps: dict[str, AccountSnapshot]) -> int:
             continue
         book = m.engine.books[i]
         exposures = {a: Exposure(**e) for a, e in snap.book.items()}
-        if exposures != {a: e for a, e in book.exposures.items() if not e.is_empty}:
-            m.engine.set_book(replace(book, exposures=exposures))
+        reserve = snap.reserve if book.reserve else {}  # a venue's reserve comes back with the next sync
+        if exposures != {a: e for a, e in book.exposures.items() if not e.is_empty} or reserve != book.reserve:
+            m.engine.set_book(replace(book, exposures=exposures, reserve=reserve))
         st = m.rules.state[i]
         for f in RULES_FIELDS:
             if f in snap.rules:

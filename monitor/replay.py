@@ -16,6 +16,7 @@ import numpy as np
 
 from monitor.config import Settings
 from monitor.core import Monitor
+from monitor.execution.journaled import execution_record_fills
 from monitor.execution.paper import PaperExecutor
 from monitor.feeds.price_file import PriceSeries, merge_series
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, iso_ms
@@ -110,16 +111,15 @@ class Replay:
         if execution.duplicate:
             m.abandon(plan)
             return
-        settled = m.settle(plan, list(execution.fills), list(execution.repays))
+        settled = m.settle(plan, execution)
+        legs = execution_record_fills(execution)
         self.traded[i] += sum(f.notional for f in execution.fills)
         self.fees[i] += sum(f.fee for f in execution.fills)
         self.actions[i].append({
             "at": iso_ms(plan.ts_ms), "level": plan.level, "strategy": plan.strategy,
             "health_before": _num(settled.health_before), "health_after": _num(settled.health_after),
             "expected_health": _num(plan.expected_health), "plan_id": plan.plan_id,
-            "orders": [{"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price,
-                        "fee": f.fee} for f in execution.fills],
-            "repays": [{"asset": r.asset, "amount": r.amount} for r in execution.repays],
+            "orders": legs["fills"], "repays": legs["repays"], "transfers": legs["transfers"],
             "note": plan.note,
         })
         if settled.event is not None:

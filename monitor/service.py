@@ -90,7 +90,9 @@ def dispatch(d: Daemon, outcomes: list) -> None:
             log.info("rebalance planned", account=item.account, breach_level=item.level, strategy=item.strategy,
                      health=round(item.health_before, 4), expected_health=round(item.expected_health, 4),
                      orders=[f"{o.side} {o.amount:.8g} {o.symbol} @ {o.price:.8g}" for o in item.orders],
-                     repays=[f"{r.amount:.8g} {r.asset}" for r in item.repays], plan_id=item.plan_id)
+                     repays=[f"{r.amount:.8g} {r.asset}" for r in item.repays],
+                     top_ups=[f"{t.amount:.8g} {t.asset}" for t in item.transfers],
+                     plan_id=item.plan_id)
             try:
                 d.plans.put_nowait(item)
             except asyncio.QueueFull:
@@ -141,7 +143,7 @@ def settle(d: Daemon, done: Executed) -> None:
     ex = done.execution
     if ex.errors:
         report_errors(d, done)
-    if ex.duplicate or ex.refused or (ex.errors and not ex.fills and not ex.repays):
+    if ex.duplicate or ex.refused or (ex.errors and not ex.did_something):
         d.actions["failed"] += 1
         d.recent_actions.append((done, None))
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
@@ -154,10 +156,10 @@ def settle(d: Daemon, done: Executed) -> None:
     # count them twice when the venue's stream is quicker than this message.
     on_venue = d.exchange is not None and done.plan.account in d.gateways
     if d.sync is not None:
-        d.sync.record_paper(done.plan.account, list(ex.fills), list(ex.repays))
-    result = d.monitor.settle(done.plan, list(ex.fills), list(ex.repays), apply=not on_venue)
+        d.sync.record_paper(done.plan.account, ex)
+    result = d.monitor.settle(done.plan, ex, apply=not on_venue)
     if on_venue:
-        d.sync.expect(done.plan, done.plan.health_before, list(ex.fills))
+        d.sync.expect(done.plan, done.plan.health_before, ex, d.monitor.now_ms)
     d.actions["executed"] += 1
     d.recent_actions.append((done, result.health_after))
     d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])

@@ -7,8 +7,9 @@ from strategies.reduce_position import ReducePosition
 from strategies.repay_debt import RepayDebt
 from strategies.sell_to_stable import SellToStable
 from strategies.target_weights import TargetWeights
+from strategies.top_up import TopUp
 
-BUILT_IN: tuple[type, ...] = (SellToStable, RepayDebt, ReducePosition, TargetWeights)
+BUILT_IN: tuple[type, ...] = (SellToStable, RepayDebt, ReducePosition, TargetWeights, TopUp)
 
 
 def default_registry() -> StrategyRegistry:

@@ -60,7 +60,7 @@ def test_plan_settles_and_verifies() -> None:
     from monitor.execution.paper import PaperExecutor
     ex = PaperExecutor({"BTC": (50000.0, 50000.0), "USDT": (1.0, 1.0)}.get, 0.001, 0.0005, lambda: 0)
     done = ex.execute_now(plan)
-    settled = m.settle(plan, list(done.fills), list(done.repays))
+    settled = m.settle(plan, done)
     assert settled.event is None
     assert math.isclose(settled.health_after, 1.5, rel_tol=1e-6)
 

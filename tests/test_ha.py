@@ -41,6 +41,10 @@ def ha_settings(contract_config: Path, tmp_path: Path, instance: str, ttl_s: flo
     return parse_settings(raw)
 
 
+# Long enough that a loaded CI machine never lets the leader's lease lapse mid-test.
+TTL_S = 1.5
+
+
 async def wait_until(predicate, timeout: float = 10.0) -> None:
     async def poll():
         while not predicate():
@@ -54,7 +58,7 @@ async def test_one_leader_trades_and_the_other_takes_over(redis_session, contrac
     stores = [RedisStore(redis_session.url, prefix) for _ in range(2)]
     go = asyncio.Event()
     channels = [ListNotifier(name="ops"), ListNotifier(name="ops")]  # one channel, seen from each instance
-    daemons = [build_daemon(ha_settings(contract_config, tmp_path, name, 0.6), default_registry(), store=store,
+    daemons = [build_daemon(ha_settings(contract_config, tmp_path, name, TTL_S), default_registry(), store=store,
                             feeds=[GatedFeed(crash_ticks(), go)], notifiers=[(channel, None)])
                for name, store, channel in zip("AB", stores, channels)]
     a, b = daemons
@@ -84,12 +88,16 @@ async def test_one_leader_trades_and_the_other_takes_over(redis_session, contrac
         assert ("main", "warn", EventKind.FIRING) in {s[:3] for s in sent}
         assert len(sent) == len(set(sent))  # deduplicated across the instances through the shared outbox
 
+        await stores[0].claim_plan("left-open-by-A", "main", 1)  # as if A were mid-plan when it goes
         stops[0].set()  # A goes away: B takes over within the lease TTL
         assert await asyncio.wait_for(task_a, 10) == 0
-        await stores[1].claim_plan("left-open-by-A", "main", 1)  # as if A had died mid-plan
-        await wait_until(lambda: b.lease.leading, timeout=3 * 0.6 + 2)
+        await wait_until(lambda: b.lease.leading, timeout=3 * TTL_S + 2)
         assert b.lease.lease.token > token_a
-        assert await stores[1].open_plans() == []  # the new leader closed it before trading
+
+        async def closed() -> None:  # the new leader closes it before trading
+            while await stores[1].open_plans():
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(closed(), 5)
     finally:
         for s in stops:
             s.set()

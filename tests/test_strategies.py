@@ -56,9 +56,9 @@ def replay(plan: Plan, req: PlanRequest) -> float:
     return evaluate(replay_book(plan, req), req.market.prices).health
 
 
-def test_default_registry_has_the_four() -> None:
+def test_default_registry_has_the_built_ins() -> None:
     reg = default_registry()
-    assert reg.names() == ["reduce_position", "repay_debt", "sell_to_stable", "target_weights"]
+    assert reg.names() == ["reduce_position", "repay_debt", "sell_to_stable", "target_weights", "top_up"]
     assert all(isinstance(reg.get(n), Strategy) for n in reg.names())
     assert reg is not default_registry()  # a fresh registry each call
 

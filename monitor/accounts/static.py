@@ -17,9 +17,10 @@ def account_scale(acc: AccountSettings) -> tuple[float, float]:
 
 
 def build_book(settings: Settings, acc: AccountSettings, holdings: dict[str, float] | None = None,
-               borrowed: dict[str, float] | None = None, positions: list | None = None) -> AccountBook:
+               borrowed: dict[str, float] | None = None, positions: list | None = None,
+               reserve: dict[str, float] | None = None) -> AccountBook:
     """The account's book from its config, or from holdings synced from its venue (same shapes:
-    holdings negative = borrowed, borrowed gross, positions with symbol/size/entry/mmr)."""
+    holdings negative = borrowed, borrowed gross, positions with symbol/size/entry/mmr, reserve)."""
     qty: dict[str, float] = {}
     debt: dict[str, float] = {}
     for asset, amount in (acc.holdings if holdings is None else holdings).items():
@@ -46,7 +47,8 @@ def build_book(settings: Settings, acc: AccountSettings, holdings: dict[str, flo
     # asset the account does not hold yet must count at that asset's weight, not at 100%.
     weights = {a: WeightSchedule.from_spec(acc.weights.get(a, spec.weight)) for a, spec in settings.assets.items()}
     scale, param = account_scale(acc)
-    return AccountBook(acc.name, acc.model, scale, param, exposures, weights)
+    reserve = {a: x for a, x in (acc.reserve if reserve is None else reserve).items() if x > 0}
+    return AccountBook(acc.name, acc.model, scale, param, exposures, weights, reserve)
 
 
 def build_books(settings: Settings) -> list[AccountBook]:

@@ -19,9 +19,10 @@ from monitor.accounts.static import build_book
 from monitor.config import AccountSettings, Settings, position_asset
 from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailable
 from monitor.exchange.venues import VenueState
+from monitor.execution.base import Execution
 from monitor.model import EventKind, LevelEvent
 from monitor.risk.portfolio import AccountBook, to_native
-from monitor.risk.trades import apply_fills, apply_repay
+from monitor.risk.trades import apply_execution
 from monitor.risk.weights import WeightSchedule
 
 log = structlog.get_logger("sync")
@@ -56,7 +57,8 @@ def book_from_state(settings: Settings, acc: AccountSettings, state: VenueState)
     positions = [p for p in state.positions if position_asset(p.symbol, symbols, known) is not None]
     unknown = sorted({a for a in (*state.holdings, *state.borrowed) if a not in known}
                      | {p.symbol for p in state.positions if position_asset(p.symbol, symbols, known) is None})
-    return build_book(settings, acc, holdings, borrowed, positions), unknown
+    reserve = {a: x for a, x in state.reserve.items() if a in known}
+    return build_book(settings, acc, holdings, borrowed, positions, reserve), unknown
 
 
 Reconcile = Callable[[str], Awaitable[object]]
@@ -131,16 +133,17 @@ class SyncApplier:
         self.settings = settings
         self.dry_run = settings.execution.mode == "dry_run"
         self.accounts = {a.name: a for a in settings.accounts if a.source != "config"}
-        self.paper: dict[str, list] = {}  # account -> [(fills, repays)] executed on paper since start
+        self.paper: dict[str, list[Execution]] = {}  # account -> what was executed on paper since start
         self.drifting: set[str] = set()
         self.warned_unknown: set[str] = set()
         self.weights_logged: set[str] = set()
         self.to_verify: dict[str, tuple] = {}  # account -> (plan, health before, ts of the last fill)
 
-    def expect(self, plan, before: float, fills: list) -> None:
-        """Verify `plan` on the first venue state taken after its last fill."""
-        if fills:
-            self.to_verify[plan.account] = (plan, before, max(f.ts_ms for f in fills))
+    def expect(self, plan, before: float, done: Execution, now_ms: int) -> None:
+        """Verify `plan` on the first venue state taken after its last fill (or its top-up)."""
+        if done.fills or done.transfers:
+            last = max([f.ts_ms for f in done.fills] + ([now_ms] if done.transfers else []))
+            self.to_verify[plan.account] = (plan, before, last)
 
     def verified(self, monitor, msg: Synced):
         """The verification event (or None) once a state after the fills arrived."""
@@ -161,9 +164,9 @@ class SyncApplier:
         self.settings = settings
         self.accounts = {a.name: a for a in settings.accounts if a.source != "config"}
 
-    def record_paper(self, account: str, fills: list, repays: list) -> None:
+    def record_paper(self, account: str, done: Execution) -> None:
         if self.dry_run and account in self.accounts:
-            self.paper.setdefault(account, []).append((fills, repays))
+            self.paper.setdefault(account, []).append(done)
 
     def book(self, monitor, msg: Synced) -> AccountBook:
         acc = self.accounts[msg.account]
@@ -175,10 +178,8 @@ class SyncApplier:
         book = self.venue_weights(monitor, book, msg)
         venue_book = book
         try:
-            for fills, repays in self.paper.get(msg.account, ()):
-                book = apply_fills(book, fills, monitor.schedules)
-                for r in repays:
-                    book = apply_repay(book, r)
+            for done in self.paper.get(msg.account, ()):
+                book = apply_execution(book, done.fills, done.repays, done.transfers, monitor.schedules)
         except ValueError as err:  # the venue's balances moved under the paper trades (e.g. a manual sale)
             log.warning("paper ledger no longer fits the venue's balances: reset to the venue's", account=msg.account,
                         error=str(err))

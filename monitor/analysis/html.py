@@ -10,6 +10,7 @@ import math
 import orjson
 
 from monitor.analysis.charts import ReplayChart
+from monitor.execution.journaled import legs_text
 from monitor.model import iso_ms
 
 STYLE = """
@@ -66,11 +67,10 @@ def _action_rows(report: dict) -> str:
     rows = []
     for name, a in report["accounts"].items():
         for act in a["actions"]:
-            orders = "; ".join(f"{o['side']} {o['amount']:.6g} {o['symbol']} @ {o['price']:.6g}" for o in act["orders"])
-            repays = "; ".join(f"repay {r['amount']:.6g} {r['asset']}" for r in act.get("repays", []))
+            legs = legs_text(act["orders"], act.get("repays", []), act.get("transfers", []), digits=6)
             rows.append(f"<tr><td>{html.escape(name)}</td><td>{act['at']}</td><td>{html.escape(act['level'])}</td>"
                         f"<td>{_fmt(act['health_before'])}</td><td>{_fmt(act['health_after'])}</td>"
-                        f"<td>{html.escape('; '.join(x for x in (orders, repays) if x))}</td></tr>")
+                        f"<td>{html.escape('; '.join(legs))}</td></tr>")
     if not rows:
         return "<p>No actions.</p>"
     head = "<tr><th>account</th><th>at</th><th>level</th><th>health before</th><th>after</th><th>orders</th></tr>"

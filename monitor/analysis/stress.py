@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from monitor.config import Settings
 from monitor.core import Monitor
+from monitor.execution.journaled import execution_record_fills
 from monitor.execution.paper import PaperExecutor
 from monitor.model import Fill
 from monitor.risk.portfolio import AccountBook, evaluate
@@ -27,6 +28,7 @@ class PlanOutcome:
     cost: float  # fees plus the slippage given up against the mid price, in the valuation unit
     health_after: float
     note: str
+    transfers: tuple[dict, ...] = ()  # top-ups: {asset, amount}
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,11 @@ def _execute(monitor: Monitor, i: int, lv: LevelSpec, ts_ms: int) -> PlanOutcome
     s = monitor.settings.execution
     executor = PaperExecutor(monitor.quote, s.fee_rate, s.slippage, lambda: ts_ms)
     execution = executor.execute_now(plan)
-    settled = monitor.settle(plan, list(execution.fills), list(execution.repays))
-    orders = tuple({"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price,
-                    "fee": f.fee} for f in execution.fills)
+    settled = monitor.settle(plan, execution)
+    legs = execution_record_fills(execution)
     cost = sum(f.fee + _slippage(monitor, f) for f in execution.fills)
-    repays = tuple({"asset": r.asset, "amount": r.amount} for r in execution.repays)
-    return PlanOutcome(lv.name, lv.strategy, orders, repays, cost, settled.health_after, plan.note)
+    return PlanOutcome(lv.name, lv.strategy, tuple(legs["fills"]), tuple(legs["repays"]), cost, settled.health_after,
+                       plan.note, tuple(legs["transfers"]))
 
 
 def _slippage(monitor: Monitor, fill: Fill) -> float:

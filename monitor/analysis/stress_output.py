@@ -4,6 +4,7 @@ lands in, liquidation, the uniform fall that liquidates it, and the plan the dae
 from __future__ import annotations
 
 from monitor.analysis.stress import AccountStress, PlanOutcome
+from monitor.execution.journaled import legs_text
 
 
 def pct(x: float) -> str:
@@ -28,8 +29,7 @@ def uniform_text(a: AccountStress) -> str:
 
 
 def plan_text(p: PlanOutcome) -> str:
-    legs = [f"{o['side']} {o['amount']:.6g} {o['symbol']} @ {o['price']:,.6g}" for o in p.orders]
-    legs += [f"repay {r['amount']:,.6g} {r['asset']}" for r in p.repays]
+    legs = legs_text(list(p.orders), list(p.repays), list(p.transfers), digits=6)
     if not legs:
         return f"{p.level} ({p.strategy}): nothing to do: {p.note}"
     return f"{p.level} ({p.strategy}): {'; '.join(legs)}; cost {p.cost:,.2f}; health after {_h(p.health_after)}"

@@ -16,6 +16,8 @@ VENUE_MODELS: dict[str, tuple[str, ...]] = {
     "bybit": ("unified",),
     "binance": ("margin_level",),  # classic cross margin
 }
+# The wallet a top-up moves collateral into, per venue that supports it (ccxt's account names).
+TOP_UP_INTO: dict[str, str] = {"bybit": "unified"}
 NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or live"}
 
 
@@ -36,6 +38,7 @@ class VenueState:
     native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
     ts_ms: int = 0
     tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # coin -> ((min_qty, ratio), ...)
+    reserve: dict[str, float] = field(default_factory=dict)  # what the reserve wallet could move in (top-ups)
 
 
 def _num(raw: Any) -> float:

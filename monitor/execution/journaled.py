@@ -52,7 +52,7 @@ class JournaledExecutor:
         venue = getattr(self.inner, "reconcile", None)
         if venue is not None and not journaled:
             execution = await venue(record)
-            if execution is not None and (execution.fills or execution.repays):
+            if execution is not None and execution.did_something:
                 await self._store.journal("reconciled", record.account, self._clock_ms(),
                                           {"plan_id": record.plan_id, **execution_record_fills(execution)})
                 state = "done"
@@ -73,5 +73,13 @@ def execution_record_fills(execution: Execution) -> dict:
         "fills": [{"symbol": f.order.symbol, "side": f.order.side, "amount": f.amount, "price": f.price, "fee": f.fee}
                   for f in execution.fills],
         "repays": [{"asset": r.asset, "amount": r.amount} for r in execution.repays],
+        "transfers": [{"asset": t.asset, "amount": t.amount} for t in execution.transfers],
         "errors": list(execution.errors),
     }
+
+
+def legs_text(fills: list[dict], repays: list[dict] = (), transfers: list[dict] = (), digits: int = 8) -> list[str]:
+    """One phrase per leg of a journaled execution (the record shapes of execution_record_fills)."""
+    return ([f"top up {t['amount']:.{digits}g} {t['asset']}" for t in transfers]
+            + [f"{f['side']} {f['amount']:.{digits}g} {f['symbol']} @ {f['price']:.{digits}g}" for f in fills]
+            + [f"repay {r['amount']:.{digits}g} {r['asset']}" for r in repays])

@@ -1,4 +1,5 @@
-"""Dry-run execution: fills on a paper ledger at bid/ask with fee and slippage.
+"""Dry-run execution: fills on a paper ledger at bid/ask with fee and slippage; repays and
+top-ups done as planned.
 
 A sale fills at bid*(1 - slippage), a buy at ask*(1 + slippage) (price -/+
 slippage when the feed gives no bid/ask), the fee is fee_rate of the notional.
@@ -42,7 +43,7 @@ class PaperExecutor:
         for order in plan.orders:
             price = self.fill_price(order)
             fills.append(Fill(order, order.amount, price, order.amount * price * self.fee_rate, ts))
-        return Execution(plan.plan_id, tuple(fills), plan.repays)
+        return Execution(plan.plan_id, tuple(fills), plan.repays, transfers=plan.transfers)
 
     async def execute(self, plan: Plan) -> Execution:
         return self.execute_now(plan)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from monitor.daemon import Daemon, Executed, feed_live, status_line
+from monitor.execution.journaled import execution_record_fills, legs_text
 from monitor.model import iso_ms
 
 
@@ -87,6 +88,5 @@ def action_row(done: Executed, health_after: float | None) -> dict:
         "ok": health_after is not None,
         "errors": list(ex.errors) + (["already executed"] if ex.duplicate else [])
         + ([f"refused: {ex.refused}"] if ex.refused else []),
-        "legs": [f"{f.order.side} {f.amount:.6g} {f.order.symbol} @ {f.price:.6g}" for f in ex.fills]
-        + [f"repay {r.amount:.6g} {r.asset}" for r in ex.repays],
+        "legs": legs_text(**{k: v for k, v in execution_record_fills(ex).items() if k != "errors"}, digits=6),
     }

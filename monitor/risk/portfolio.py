@@ -62,6 +62,9 @@ class AccountBook:
     param: float  # liquidation_ltv (ltv), liquidation_level (margin_level), else 1
     exposures: dict[str, Exposure] = field(default_factory=dict)
     weights: dict[str, WeightSchedule] = field(default_factory=dict)  # resolved per asset
+    # What the owner keeps outside the account that a top-up may move in (asset -> amount):
+    # not collateral until moved, so no part of health.
+    reserve: dict[str, float] = field(default_factory=dict)
 
     @property
     def unified(self) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from monitor.model import Fill, Order, Repay
+from monitor.model import Fill, Order, Repay, Transfer
 from monitor.risk.portfolio import IDENTITY, AccountBook, Exposure
 from monitor.risk.weights import WeightSchedule
 
@@ -92,6 +92,19 @@ def apply_repay(book: AccountBook, repay: Repay) -> AccountBook:
     return book.with_exposure(repay.asset, replace(e, qty=e.qty - x, debt=e.debt - x))
 
 
+def apply_transfer(book: AccountBook, transfer: Transfer,
+                   schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+    """A top-up: `amount` leaves the reserve (never below zero) and is credited to the account
+    (on a unified account it pays that coin's liability first, as the venue nets it)."""
+    if transfer.amount < 0:
+        raise ValueError(f"transfer of {transfer.asset}: the amount must be >= 0")
+    book = adjust_balance(book, transfer.asset, transfer.amount, schedules)
+    if transfer.asset not in book.reserve:
+        return book
+    left = max(book.reserve[transfer.asset] - transfer.amount, 0.0)
+    return replace(book, reserve={**book.reserve, transfer.asset: left})
+
+
 def reduce_perp(book: AccountBook, asset: str, size_delta: float, price: float, fee: float,
                 settle_asset: str, schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
     """Close part of the perpetual position on `asset` at `price`.
@@ -121,10 +134,20 @@ def reduce_perp(book: AccountBook, asset: str, size_delta: float, price: float, 
 
 
 def apply_plan(book: AccountBook, orders: Sequence[Order], repays: Sequence[Repay], fee_rate: float,
-               schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
-    """Orders filled at their own price (fee = fee_rate * notional), then the repays: the order an executor uses."""
-    for order in orders:
-        book = apply_order(book, order, order.price, fee_rate * order.notional, schedules)
+               schedules: dict[str, WeightSchedule] | None = None,
+               transfers: Sequence[Transfer] = ()) -> AccountBook:
+    """Orders filled at their own price (fee = fee_rate * notional): what the planners expect."""
+    fills = [Fill(o, o.amount, o.price, fee_rate * o.notional, 0) for o in orders]
+    return apply_execution(book, fills, repays, transfers, schedules)
+
+
+def apply_execution(book: AccountBook, fills: Iterable[Fill], repays: Iterable[Repay] = (),
+                    transfers: Iterable[Transfer] = (),
+                    schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+    """What an executor did, in the order it does it: top-ups first, then the fills, then the repays."""
+    for transfer in transfers:
+        book = apply_transfer(book, transfer, schedules)
+    book = apply_fills(book, fills, schedules)
     for repay in repays:
         book = apply_repay(book, repay)
     return book

@@ -32,6 +32,7 @@ class AccountSnapshot:
     book: dict[str, Any]          # asset -> exposure (held, borrowed, perpetuals) as the daemon last knew it
     config_digest: str = ""       # of the account's holdings in the config: an edited config wins
     rules: dict[str, Any] = field(default_factory=dict)  # cooldown and daily caps: a restart must not reset them
+    reserve: dict[str, float] = field(default_factory=dict)  # what is left to top up from (paper ledger)
 
 
 @dataclass(frozen=True, slots=True)
