@@ -159,7 +159,7 @@ def settle(d: Daemon, done: Executed) -> None:
         d.sync.record_paper(done.plan.account, ex)
     result = d.monitor.settle(done.plan, ex, apply=not on_venue)
     if on_venue:
-        d.sync.expect(done.plan, done.plan.health_before, ex, d.monitor.now_ms)
+        d.sync.expect(done.plan, done.plan.health_before, ex, d.clock_ms())
     d.actions["executed"] += 1
     d.recent_actions.append((done, result.health_after))
     d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
@@ -167,7 +167,8 @@ def settle(d: Daemon, done: Executed) -> None:
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
              fills=[f"{f.order.side} {f.amount:.8g} {f.order.symbol} @ {f.price:.8g} fee {f.fee:.4g}"
-                    for f in done.execution.fills])
+                    for f in done.execution.fills],
+             top_ups=[f"{t.amount:.8g} {t.asset}" for t in done.execution.transfers])
     if result.event is not None:
         d.events[result.event.kind.value] += 1
         d.alerts.submit(result.event, describe(d.monitor, result.event, d.price_sources))

@@ -20,7 +20,8 @@ import orjson
 
 from monitor.config import AccountSettings
 from monitor.exchange.credentials import Credentials
-from monitor.exchange.venues import VenueState
+from monitor.exchange.venues import TOP_UP_INTO, VenueState
+from monitor.model import Transfer
 
 FINAL = ("closed", "canceled", "rejected", "expired")
 LOOKUP_TRIES = 5  # an order placed a moment ago may take a moment to show in the venue's lists
@@ -114,6 +115,7 @@ class ExchangeGateway:
         self.account = acc.name
         self.venue = acc.source
         self.symbols = symbols  # the markets the account trades (venues that list orders per market)
+        self.reserve_wallet = acc.reserve_wallet  # where top-ups come from (ccxt's wallet name)
         self._creds = creds
         self._x = exchange if exchange is not None else build_exchange(acc, creds, timeout_s, self.ccxt_options)
         self._markets_loaded = False
@@ -147,6 +149,49 @@ class ExchangeGateway:
     async def _recent(self) -> list[dict[str, Any]]:
         """Raw ccxt orders open or recent on the account's markets."""
         raise NotImplementedError
+
+    # -- top-ups from the reserve wallet (venues in TOP_UP_INTO) -------------------------------
+    async def fetch_reserve(self) -> dict[str, float]:
+        """What the account's reserve_wallet could move in now (asset -> amount)."""
+        raise VenueRejected(f"{self.venue}: top-ups from a wallet are not supported")
+
+    def _transfer_params(self, transfer_id: str) -> dict[str, Any]:
+        """The venue's field for a caller-chosen transfer id (what makes a retry safe)."""
+        raise VenueRejected(f"{self.venue}: top-ups from a wallet are not supported")
+
+    async def top_up(self, transfer_id: str, asset: str, amount: float) -> Transfer:
+        """Moves `amount` of `asset` from the reserve wallet into the account; returns what moved.
+
+        Safe to call again with the same id: after a timeout the transfer is looked up by its
+        id before anything is resent, and a venue that has the id already refuses a second one."""
+        into = TOP_UP_INTO.get(self.venue)
+        if into is None or not self.reserve_wallet:
+            raise VenueRejected(f"{self.venue}: no reserve_wallet to top up from")
+        try:
+            await self._call("transfer", asset, amount, self.reserve_wallet, into, self._transfer_params(transfer_id))
+        except VenueUnavailable:
+            moved = await self.find_transfer(transfer_id, asset)
+            if moved is None:
+                raise
+            return moved
+        except VenueRejected:
+            moved = await self.find_transfer(transfer_id, asset, tries=1)  # "transfer id exists": done already
+            if moved is None:
+                raise
+            return moved
+        return Transfer(asset, amount)
+
+    async def find_transfer(self, transfer_id: str, asset: str | None = None,
+                            tries: int = LOOKUP_TRIES) -> Transfer | None:
+        """The completed transfer with this id, or None if the venue has none."""
+        for attempt in range(tries):
+            for t in await self._call("fetch_transfers", asset, None, None, self._transfer_params(transfer_id)):
+                # Bybit may list a self-transfer's id with a prefix ("selfTransfer_<uuid>").
+                if str(t.get("id") or "").endswith(transfer_id) and t.get("status") == "ok":
+                    return Transfer(str(t.get("currency") or asset), float(t.get("amount") or 0.0))
+            if attempt + 1 < tries:
+                await asyncio.sleep(0.05 * 2 ** attempt)
+        return None
 
     async def repay(self, asset: str, amount: float) -> None:
         """Margin repay from the account's own balance of `asset` (nothing to do where the venue nets coins)."""

@@ -89,6 +89,17 @@ def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]],
     return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms, tiers or {})
 
 
+def bybit_transferable(result: dict[str, Any]) -> dict[str, float]:
+    """GET /v5/asset/transfer/query-account-coins-balance: per coin, what can be transferred
+    out now (transferBalance; walletBalance may include amounts that cannot move)."""
+    out = {}
+    for coin in result.get("balance") or []:
+        amount = _num(coin.get("transferBalance"))
+        if amount > 0:
+            out[str(coin.get("coin"))] = amount
+    return out
+
+
 def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
     """GET /sapi/v1/margin/account (classic cross margin): each asset's free + locked is held,
     borrowed + interest is owed; marginLevel = total asset value / total liabilities, with

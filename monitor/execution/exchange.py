@@ -15,6 +15,7 @@ Accounts without a venue (holdings from config) fall through to the paper execut
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -22,10 +23,11 @@ import structlog
 
 from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueOrder, VenueUnavailable
 from monitor.execution.base import Execution, Executor
-from monitor.model import Fill, Order, Plan, Repay
+from monitor.model import Fill, Order, Plan, Repay, Transfer
 from monitor.store.base import PlanRecord
 
 log = structlog.get_logger("execution")
+TRANSFER_NAMESPACE = uuid.UUID("5b0c3f52-8f1e-4c57-9d4e-0c6f3a1b2d7e")  # fixed: ids must not change between runs
 
 Recheck = Callable[[Plan], str | None]  # why the plan no longer helps on the latest prices, or None
 LimitPrice = Callable[[Order], float]  # the slippage-capped limit price of an order, in quote units
@@ -42,6 +44,11 @@ def client_order_id(plan_id: str, leg: int) -> str:
     return f"{client_prefix(plan_id)}{leg}"
 
 
+def transfer_id(plan_id: str, leg: int) -> str:
+    """A top-up's id, derived from the plan like an order's: a UUID, as Bybit requires."""
+    return str(uuid.uuid5(TRANSFER_NAMESPACE, f"{plan_id}/{leg}"))
+
+
 class ExchangeExecutor:
     name = "exchange"
 
@@ -52,7 +59,7 @@ class ExchangeExecutor:
         self._recheck: Recheck = lambda plan: "no market view bound yet"
         self._limit_price: LimitPrice = lambda order: order.price
         self.reconciled: set[str] = set()  # accounts whose earlier orders are accounted for
-        self.unresolved: dict[str, set[str]] = {}  # account -> client id prefixes whose outcome is unknown
+        self.unresolved: dict[str, set[str]] = {}  # account -> plan ids whose outcome at the venue is unknown
 
     def bind(self, fallback: Executor, recheck: Recheck, limit_price: LimitPrice) -> None:
         """The market view the orders are priced and re-checked on (again after a config reload:
@@ -71,7 +78,10 @@ class ExchangeExecutor:
         if problem is not None:
             log.warning("plan not sent", account=plan.account, plan_id=plan.plan_id, reason=problem)
             return Execution(plan.plan_id, errors=(f"not sent: {problem}",))
-        fills, errors = await self._orders(gw, plan)
+        transfers, errors = await self._top_ups(gw, plan)
+        fills: list[Fill] = []
+        if not errors:
+            fills, errors = await self._orders(gw, plan)
         repays: list[Repay] = []
         if not errors:
             for r in plan.repays:
@@ -81,7 +91,7 @@ class ExchangeExecutor:
                     errors.append(f"repay {r.amount:g} {r.asset}: rejected by {gw.venue}: {err.reason}")
                     break
                 repays.append(r)
-        return Execution(plan.plan_id, tuple(fills), tuple(repays), errors=tuple(errors))
+        return Execution(plan.plan_id, tuple(fills), tuple(repays), errors=tuple(errors), transfers=tuple(transfers))
 
     async def reconcile(self, record: PlanRecord) -> Execution | None:
         """What a plan a crash left open did at its venue (JournaledExecutor.reconcile calls this
@@ -89,16 +99,45 @@ class ExchangeExecutor:
         gw = self.gateways.get(record.account)
         if gw is None:
             return None
-        prefix = client_prefix(record.plan_id)
         try:
-            orders = await gw.accounted_orders(prefix)
+            return await self.venue_outcome(gw, record.plan_id)
         except VenueError as err:
-            self.unresolved.setdefault(record.account, set()).add(prefix)
+            self.unresolved.setdefault(record.account, set()).add(record.plan_id)
             self.reconciled.discard(record.account)
             log.warning("reconcile deferred: venue unreachable", account=record.account, plan_id=record.plan_id,
                         error=err.reason)
             return None
-        return Execution(record.plan_id, fills_of(orders, self._clock_ms()))
+
+    async def venue_outcome(self, gw: ExchangeGateway, plan_id: str) -> Execution:
+        """What the venue has of a plan: its top-ups by their ids (legs go in order, so the
+        first one missing ends the search) and its orders by client-id prefix, none left resting."""
+        transfers: list[Transfer] = []
+        while gw.reserve_wallet and (t := await gw.find_transfer(transfer_id(plan_id, len(transfers)),
+                                                                 tries=1)) is not None:
+            transfers.append(t)
+        orders = await gw.accounted_orders(client_prefix(plan_id))
+        return Execution(plan_id, fills_of(orders, self._clock_ms()), transfers=tuple(transfers))
+
+    async def _top_ups(self, gw: ExchangeGateway, plan: Plan) -> tuple[list[Transfer], list[str]]:
+        done: list[Transfer] = []
+        for leg, t in enumerate(plan.transfers):
+            try:
+                moved = await gw.top_up(transfer_id(plan.plan_id, leg), t.asset, t.amount)
+            except VenueUnavailable as err:
+                self._unknown(plan)
+                return done, [f"top up {t.amount:g} {t.asset}: {gw.venue} unreachable, outcome unknown until "
+                              f"reconciled: {err.reason}"]
+            except VenueError as err:
+                return done, [f"top up {t.amount:g} {t.asset}: rejected by {gw.venue}: {err.reason}"]
+            log.info("top-up done", account=plan.account, asset=moved.asset, amount=moved.amount,
+                     wallet=gw.reserve_wallet)
+            done.append(moved)
+        return done, []
+
+    def _unknown(self, plan: Plan) -> None:
+        """The plan's last request may have reached the venue: look again after the next reconnect."""
+        self.unresolved.setdefault(plan.account, set()).add(plan.plan_id)
+        self.reconciled.discard(plan.account)
 
     async def _orders(self, gw: ExchangeGateway, plan: Plan) -> tuple[list[Fill], list[str]]:
         fills: list[Fill] = []
@@ -108,9 +147,7 @@ class ExchangeExecutor:
                 amount, price = await gw.rounded(order.symbol, order.amount, self._limit_price(order))
                 placed = await gw.place(cid, order.symbol, order.side, amount, price)
             except VenueUnavailable as err:
-                # The order may have reached the venue: look again after the next reconnect.
-                self.unresolved.setdefault(plan.account, set()).add(client_prefix(plan.plan_id))
-                self.reconciled.discard(plan.account)
+                self._unknown(plan)
                 return fills, [f"{order.side} {order.symbol}: {gw.venue} unreachable, outcome unknown "
                                f"until reconciled: {err.reason}"]
             except VenueError as err:

@@ -1,11 +1,12 @@
-"""Reconnect reconciliation: orders whose outcome a disconnect hid are accounted for before
-the account trades again.
+"""Reconnect reconciliation: orders and top-ups whose outcome a disconnect hid are accounted
+for before the account trades again.
 
 At start, plans a crash left "claimed" are closed through JournaledExecutor.reconcile
-(ExchangeExecutor.reconcile asks the venue by client-id prefix). Here, run by the
-account's sync loop before its first sync and after every reconnect, the prefixes whose
-outcome is still unknown are looked up; what they did is journaled and nothing is placed
-again: the account's next sync shows the venue's balances and the engine plans on those.
+(ExchangeExecutor.reconcile asks the venue). Here, run by the account's sync loop before
+its first sync and after every reconnect, the plans whose outcome is still unknown are
+looked up (top-ups by transfer id, orders by client-id prefix); what they did is journaled
+and nothing is placed again: the account's next sync shows the venue's balances and the
+engine plans on those.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from collections.abc import Callable
 
 import structlog
 
-from monitor.execution.base import Execution
-from monitor.execution.exchange import ExchangeExecutor, fills_of
-from monitor.execution.journaled import execution_record_fills
+from monitor.execution.exchange import ExchangeExecutor, client_prefix
+from monitor.execution.journaled import execution_record_fills, legs_text
 from monitor.store.base import StateStore
 
 log = structlog.get_logger("reconcile")
@@ -26,13 +26,14 @@ async def reconcile_account(executor: ExchangeExecutor, store: StateStore, accou
                             clock_ms: Callable[[], int]) -> int:
     """Raises VenueError when the venue cannot be asked (the sync loop tries again)."""
     gw = executor.gateways[account]
-    prefixes = sorted(executor.unresolved.get(account, set()))
-    for prefix in prefixes:
-        orders = await gw.accounted_orders(prefix)
-        record = execution_record_fills(Execution("", fills_of(orders, clock_ms())))
-        await store.journal("reconciled", account, clock_ms(), {"client_id_prefix": prefix, **record})
-        executor.unresolved[account].discard(prefix)
-        log.info("reconciled after reconnect", account=account, client_id_prefix=prefix, orders=len(orders),
-                 filled=[f"{o.side} {o.filled:g} {o.symbol}" for o in orders if o.filled])
+    plan_ids = sorted(executor.unresolved.get(account, set()))
+    for plan_id in plan_ids:
+        found = await executor.venue_outcome(gw, plan_id)
+        record = execution_record_fills(found)
+        await store.journal("reconciled", account, clock_ms(),
+                            {"plan_id": plan_id, "client_id_prefix": client_prefix(plan_id), **record})
+        executor.unresolved[account].discard(plan_id)
+        log.info("reconciled after reconnect", account=account, plan_id=plan_id, legs=legs_text(**{
+            k: v for k, v in record.items() if k != "errors"}))
     executor.reconciled.add(account)
-    return len(prefixes)
+    return len(plan_ids)

@@ -2,9 +2,9 @@
 
 It speaks the real request and response shapes of the endpoints the daemon uses
 (instruments, coin info, wallet balance, positions, order create / realtime / history /
-cancel, no-convert repay) and checks every private request's signature the way Bybit
-does: HMAC-SHA256 over timestamp + api key + recv window + (query string | JSON body),
-hex, in X-BAPI-SIGN. A wrong key or signing set-up gets retCode 10003/10004, as on Bybit.
+cancel, no-convert repay, the FUND wallet's balance, inter-transfer and its list) and
+checks every private request's signature the way Bybit does: HMAC-SHA256 over timestamp +
+api key + recv window + (query string | JSON body), hex, in X-BAPI-SIGN. A wrong key or signing set-up gets retCode 10003/10004, as on Bybit.
 
 Orders match immediate-or-cancel against the fake's own bid/ask. Knobs for tests:
 `delay_create_s` (answer an order only after it was booked: a client timeout), `reject`
@@ -58,6 +58,9 @@ class FakeBybit:
     down: bool = False  # every request answered 503
     down_after_create: bool = False  # the venue goes down right after booking the next order
     repays: list[tuple[str, float]] = field(default_factory=list)
+    funding: dict[str, float] = field(default_factory=dict)  # the FUND wallet: coin -> balance
+    transfers: dict[str, dict] = field(default_factory=dict)  # transferId -> inter-transfer record
+    delay_transfer_s: float = 0.0  # booked, but answered only after this (a client timeout)
     requests: list[tuple[str, str]] = field(default_factory=list)
     created: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -102,6 +105,9 @@ class FakeBybit:
         r.add_get("/v5/order/history", self.private(self.order_history))
         r.add_post("/v5/order/cancel", self.private(self.cancel_order))
         r.add_post("/v5/account/no-convert-repay", self.private(self.repay))
+        r.add_get("/v5/asset/transfer/query-account-coins-balance", self.private(self.fund_balance))
+        r.add_post("/v5/asset/transfer/inter-transfer", self.private(self.inter_transfer))
+        r.add_get("/v5/asset/transfer/query-inter-transfer-list", self.private(self.transfer_list))
         r.add_get("/v5/private", self.private_stream)
         return app
 
@@ -249,6 +255,36 @@ class FakeBybit:
     async def repay(self, params: dict) -> web.Response:
         self.repays.append((params["coin"], float(params.get("amount") or 0)))  # a netted coin repays itself
         return self.envelope({"resultStatus": "SU"})
+
+    # -- the FUND wallet and transfers between own accounts ----------------------------------------
+    async def fund_balance(self, params: dict) -> web.Response:
+        if params.get("accountType") != "FUND":
+            return self.envelope({}, 131203, "Request parameter error.")
+        rows = [{"coin": c, "walletBalance": f"{q:.8f}", "transferBalance": f"{q:.8f}", "bonus": ""}
+                for c, q in self.funding.items()]
+        return self.envelope({"memberId": "533285", "accountType": "FUND", "balance": rows})
+
+    async def inter_transfer(self, params: dict) -> web.Response:
+        tid, coin, amount = params["transferId"], params["coin"], float(params["amount"])
+        if tid in self.transfers:
+            return self.envelope({}, 131214, "TransferId exist")
+        if (params["fromAccountType"], params["toAccountType"]) != ("FUND", "UNIFIED"):
+            return self.envelope({}, 131208, "Forbid transfer")
+        if self.funding.get(coin, 0.0) < amount:
+            return self.envelope({}, 131212, "Insufficient balance")
+        self.funding[coin] -= amount
+        self.wallet[coin] = self.wallet.get(coin, 0.0) + amount  # UNIFIED nets: a credit pays the liability
+        self.transfers[tid] = {"transferId": tid, "coin": coin, "amount": params["amount"], "fromAccountType": "FUND",
+                               "toAccountType": "UNIFIED", "timestamp": str(now_ms()), "status": "SUCCESS"}
+        await self.push_wallet()
+        if self.delay_transfer_s:
+            await asyncio.sleep(self.delay_transfer_s)
+        return self.envelope({"transferId": tid})
+
+    async def transfer_list(self, params: dict) -> web.Response:
+        rows = [t for t in self.transfers.values()
+                if params.get("transferId") in (None, t["transferId"]) and params.get("coin") in (None, t["coin"])]
+        return self.envelope({"list": rows, "nextPageCursor": ""})
 
     # -- orders ------------------------------------------------------------------------------------
     async def create_order(self, params: dict) -> web.Response:
