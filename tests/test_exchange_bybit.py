@@ -22,7 +22,7 @@ from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from monitor.wiring import build_daemon
 from strategies import default_registry
-from tests.fake_venue.bybit import FakeBybit, serve
+from tests.fake_venue.bybit import FakeBybit, linear_position, serve
 from tests.test_daemon import ListNotifier
 
 KEY, SECRET = "test-api-key-0001", "test-api-secret-0001"
@@ -270,6 +270,31 @@ async def test_a_balance_change_arrives_on_the_private_stream(venue) -> None:
         await fake.push_wallet()
         await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(20000))
         assert r.handle.streamed >= 1 and r.handle.syncs == syncs  # no REST call needed
+
+
+async def test_positions_arrive_on_the_position_stream_and_on_rest(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 5 and fake.subscribers.get("position") and fake.subscribers.get("wallet"))
+        syncs = r.handle.syncs
+        before = r.health()
+        fake.positions = [linear_position("Buy", 0.5, 39000, 40000, 0.005)]  # opened by hand
+        await fake.push_positions()
+        btc = lambda: r.d.monitor.engine.books[0].exposures["BTC"]  # noqa: E731
+        await until(lambda: btc().perp_size == 0.5)
+        assert btc().perp_cost == pytest.approx(0.5 * 39000) and btc().perp_mm == pytest.approx(0.5 * 0.005)
+        assert r.health() != before and r.handle.syncs == syncs  # no REST call needed
+        fake.wallet["USDT"] += 1000  # a wallet update keeps the streamed position
+        await fake.push_wallet()
+        await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(29000))
+        assert btc().perp_size == 0.5
+        fake.positions = [linear_position("", 0, 0, 40000, 0.005)]  # closed: Bybit sends size 0
+        await fake.push_positions()
+        await until(lambda: btc().perp_size == 0)
+        fake.positions = [linear_position("Sell", 0.2, 41000, 40000, 0.005)]
+        await r.resync()  # the REST sync reads the same positions
+        assert btc().perp_size == -0.2
 
 
 async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:

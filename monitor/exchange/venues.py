@@ -62,7 +62,8 @@ def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, tuple[tuple[floa
 
 def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
                         tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
-    """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list.
+    """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list (or the
+    `wallet` and `position` streams), through ccxt.
 
     Bybit's unified account nets each coin: a borrowed coin shows a negative walletBalance
     (borrowAmount is the same liability, positive); interest accrued but not yet charged is
@@ -84,8 +85,8 @@ def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]],
         if size == 0 or value == 0:
             continue
         signed = -size if p.get("side") == "short" else size
-        out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPrice")),
-                                 _num(p["info"].get("positionMM")) / value))
+        entry = p.get("entryPrice") or p["info"].get("avgPrice")  # REST says avgPrice, the stream entryPrice
+        out.append(VenuePosition(p["symbol"], signed, _num(entry), _num(p["info"].get("positionMM")) / value))
     return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms, tiers or {})
 
 

@@ -155,6 +155,12 @@ class FakeBybit:
     async def push_wallet(self) -> None:
         await self.publish("wallet", [self.account_state()])
 
+    async def push_positions(self) -> None:
+        """The `position` topic: the stream says entryPrice where the REST list says avgPrice."""
+        items = [{**{k: v for k, v in p.items() if k != "avgPrice"}, "entryPrice": p["avgPrice"], "category": "linear"}
+                 for p in self.positions]
+        await self.publish("position", items)
+
     async def drop_streams(self) -> None:
         """Closes every private stream connection (a venue restart, a network blip)."""
         for ws in {w for subs in self.subscribers.values() for w in subs}:
@@ -367,6 +373,20 @@ class FakeBybit:
             return self.envelope({}, 170213, "Order does not exist.")
         o["orderStatus"] = "Cancelled" if o["cumExecQty"].strip("0.") == "" else "PartiallyFilledCanceled"
         return self.envelope({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
+
+
+def linear_position(side: str, size: float, entry: float, mark: float, mm_rate: float) -> dict:
+    """One BTCUSDT item of GET /v5/position/list (one-way mode); side "" with size 0 is a closed one."""
+    value = size * mark
+    ts = str(now_ms())
+    return {"positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": "BTCUSDT", "side": side,
+            "size": f"{size:g}", "avgPrice": f"{entry:.2f}", "positionValue": f"{value:.4f}", "tradeMode": 0,
+            "autoAddMargin": 0, "positionStatus": "Normal", "leverage": "10", "markPrice": f"{mark:.2f}",
+            "liqPrice": "", "bustPrice": "", "positionIM": f"{value / 10:.4f}", "positionMM": f"{value * mm_rate:.4f}",
+            "positionBalance": "0", "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00",
+            "trailingStop": "0.00", "unrealisedPnl": f"{(mark - entry) * size * (1 if side == 'Buy' else -1):.4f}",
+            "curRealisedPnl": "0", "cumRealisedPnl": "0", "adlRankIndicator": 2, "createdTime": ts,
+            "updatedTime": ts, "seq": 1, "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": ""}
 
 
 async def serve(fake: FakeBybit) -> tuple[web.AppRunner, str]:
