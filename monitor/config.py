@@ -365,6 +365,7 @@ class StoreSettings(Frozen):
     prefix: str = Field(default="cm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")  # one per deployment
     buffer_max: int = Field(default=100_000, gt=0)  # writes held in memory during a Redis outage, then spilled
     trade_during_outage: bool = False  # redis down: keep trading on local idempotency keys (single instance only)
+    journal_keep_days: float = Field(default=365.0, ge=0)  # older journal entries are dropped hourly; 0 keeps all
 
     @model_validator(mode="after")
     def _redis_url(self) -> StoreSettings:

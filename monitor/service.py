@@ -24,6 +24,7 @@ from monitor.execution.reconcile import reconcile_account
 from monitor.feeds.base import FeedEvent, PriceFeed
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
 from monitor.persistence import reconcile_open_plans, restore
+from monitor.retention import retention_loop
 from monitor.risk.portfolio import to_native
 from monitor.store.base import StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
@@ -318,6 +319,8 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
                   Component("execution", lambda: execution_worker(d)), Component("clock", lambda: clock_loop(d)),
                   Component("systemd", lambda: systemd_loop(d)), Component("snapshots", d.snapshots.run),
                   *([Component("lease", d.lease.run)] if d.lease is not None else []), *d.extra,
+                  *([Component("retention", lambda: retention_loop(d.store, keep, d.clock_ms))]
+                    if (keep := d.settings.store.journal_keep_days) > 0 else []),
                   Component("loop-lag", d.loop_lag.run),
                   *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]

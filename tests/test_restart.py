@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from monitor.config import parse_settings
-from monitor.model import EventKind
+from monitor.model import EventKind, wall_clock_ms
 from monitor.sdnotify import SystemdNotifier
 from monitor.service import run_daemon, warm_start
 from monitor.store.sqlite import SqliteStore
@@ -197,4 +197,22 @@ async def test_alerts_restored_from_the_store_clear_if_they_no_longer_hold(tmp_p
         await notifier.wait_for(lambda e: (e.account, e.level, e.kind) == ("main", "warn", EventKind.FIRING))
     assert await run_until(d, condition) == 0
     assert {(a.account, a.level) for a in await store.alerts()} <= {("main", "warn"), ("main", "act")}
+    await store.close()
+
+
+async def test_the_running_daemon_drops_journal_entries_past_retention(tmp_path: Path, contract_config: Path) -> None:
+    raw = settings_in(tmp_path, contract_config).model_dump(exclude_none=True)
+    raw["store"] = {"journal_keep_days": 30}
+    settings = parse_settings(raw)
+    store = SqliteStore(tmp_path / "state.sqlite")
+    now = wall_clock_ms()
+    await store.journal("execution", "main", now - 31 * 86_400_000, {"n": "old"})
+    await store.journal("execution", "main", now - 29 * 86_400_000, {"n": "kept"})
+    d = idle_daemon(settings, store)
+
+    async def trimmed():
+        while len(await store.read_journal()) != 1:
+            await asyncio.sleep(0.01)
+    assert await run_until(d, lambda: asyncio.wait_for(trimmed(), 10)) == 0
+    assert [e["n"] for e in await store.read_journal()] == ["kept"]
     await store.close()

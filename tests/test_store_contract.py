@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from monitor.model import wall_clock_ms
+from monitor.retention import DAY_MS, trim_once
 from monitor.store.base import AccountSnapshot, AlertRecord, KillSwitch, OutboxItem, Silence
 from monitor.store.sqlite import SqliteStore
+from tests.redis_server import free_port
 
 _prefixes = itertools.count()
 
@@ -34,6 +37,35 @@ async def store(opener):
     s = opener()
     yield s
     await s.close()
+
+
+async def test_the_journal_is_trimmed_to_its_retention(store) -> None:
+    for n in (1, 2):
+        await store.journal("execution", "main", wall_clock_ms(), {"n": n})
+    cutoff = wall_clock_ms() + 1
+    while wall_clock_ms() <= cutoff:  # the next entry is recorded strictly after the cutoff
+        await asyncio.sleep(0.001)
+    await store.journal("execution", "main", wall_clock_ms(), {"n": 3})
+    assert await store.trim_journal(cutoff - 86_400_000) == 0  # nothing that old
+    assert await store.trim_journal(cutoff) == 2
+    assert [e["n"] for e in await store.read_journal()] == [3]
+
+
+async def test_retention_drops_old_entries_and_rides_out_an_unreachable_store(store) -> None:
+    await store.journal("execution", "main", wall_clock_ms(), {"n": 1})
+    later = wall_clock_ms() + 2 * DAY_MS
+    assert await trim_once(store, keep_days=1, now_ms=later) == 1
+    assert await store.read_journal() == []
+
+
+
+async def test_retention_skips_a_pass_while_redis_is_unreachable() -> None:
+    from monitor.store.redis import RedisStore
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}", "t-down")  # nothing listens there
+    try:
+        assert await trim_once(down, keep_days=1, now_ms=wall_clock_ms()) is None
+    finally:
+        await down.close()
 
 
 async def test_a_plan_is_claimed_once_and_open_until_finished(store) -> None:

@@ -117,3 +117,16 @@ async def test_a_write_refused_for_good_is_set_aside_and_the_rest_flows(redis_se
         assert len(dead) == 2 and b"no-such-operation" in dead[0]
     finally:
         await store.close()
+
+
+async def test_after_a_redis_restart_no_dead_pooled_connection_surfaces(redis_server) -> None:
+    store = RedisStore(redis_server.url, "restart")
+    try:
+        # Several commands at once: the pool holds several connections, all dead after the restart.
+        await asyncio.gather(store.snapshots(), store.alerts(), store.open_plans(), store.silences())
+        redis_server.stop()
+        redis_server.start()
+        for _ in range(4):
+            assert await store.alerts() == []
+    finally:
+        await store.close()

@@ -129,6 +129,9 @@ class StateStore(Protocol):
                            limit: int | None = None) -> list[dict[str, Any]]:
         """Oldest first; with `limit`, the newest `limit` entries."""
 
+    async def trim_journal(self, before_ms: int) -> int:
+        """Drops entries recorded before `before_ms` (the retention policy); returns how many."""
+
     # -- account snapshots -----------------------------------------------------------------
     async def put_snapshot(self, snap: AccountSnapshot) -> None: ...
     async def put_snapshots(self, snaps: list[AccountSnapshot]) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -98,8 +100,12 @@ class RedisStore:
                  allow_trading_in_outage: bool = False, on_outage: Callable[[bool, str], None] | None = None,
                  timeout_s: float = 2.0, buffer_writes: bool = True):
         """`buffer_writes=False` (the commands): a write during an outage raises StoreUnavailable."""
+        # One immediate retry on a broken connection: after Redis restarts, every pooled connection
+        # is dead and the first command on each would fail though Redis is back. Not on a timeout:
+        # a command that timed out may have been applied.
         self._r = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                    retry_on_timeout=False)
+                                    retry_on_timeout=False,
+                                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
         self.prefix = prefix
         self.allow_trading_in_outage = allow_trading_in_outage
         self._claimed_in_outage: set[str] = set()
@@ -227,6 +233,10 @@ class RedisStore:
         out = out[:limit]
         out.reverse()
         return out
+
+    async def trim_journal(self, before_ms: int) -> int:
+        # Stream ids are insert times in ms: MINID drops exactly the entries recorded before.
+        return int(await self._read(self._r.xtrim(self.k("journal"), minid=str(before_ms), approximate=False)))
 
     # -- snapshots, alerts, silences, kill switch (last write wins: coalesced in an outage) ---
     async def put_snapshot(self, snap: AccountSnapshot) -> None:

@@ -134,6 +134,9 @@ class SqliteStore:
         rows.reverse()
         return [{"kind": k, "account": a, "ts_ms": t, **orjson.loads(r)} for k, a, t, r in rows]
 
+    async def trim_journal(self, before_ms: int) -> int:
+        return self._db.execute("DELETE FROM journal WHERE ts_ms < ?", (before_ms,)).rowcount
+
     # -- snapshots -------------------------------------------------------------------------
     async def put_snapshot(self, snap: AccountSnapshot) -> None:
         self._put(_SNAPSHOT, snap.account, dump(snap))
