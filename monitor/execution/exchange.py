@@ -123,21 +123,21 @@ class ExchangeExecutor:
         for leg, t in enumerate(plan.transfers):
             try:
                 moved = await gw.top_up(transfer_id(plan.plan_id, leg), t.asset, t.amount)
-            except VenueUnavailable as err:
-                self._unknown(plan)
-                return done, [f"top up {t.amount:g} {t.asset}: {gw.venue} unreachable, outcome unknown until "
-                              f"reconciled: {err.reason}"]
             except VenueError as err:
-                return done, [f"top up {t.amount:g} {t.asset}: rejected by {gw.venue}: {err.reason}"]
+                return done, [self._failed(plan, gw, f"top up {t.amount:g} {t.asset}", err)]
             log.info("top-up done", account=plan.account, asset=moved.asset, amount=moved.amount,
                      wallet=gw.reserve_wallet)
             done.append(moved)
         return done, []
 
-    def _unknown(self, plan: Plan) -> None:
-        """The plan's last request may have reached the venue: look again after the next reconnect."""
+    def _failed(self, plan: Plan, gw: ExchangeGateway, what: str, err: VenueError) -> str:
+        """The error line for a leg; an unanswered request may have reached the venue, so the
+        account trades again only once the plan is reconciled (after the next reconnect)."""
+        if not isinstance(err, VenueUnavailable):
+            return f"{what}: rejected by {gw.venue}: {err.reason}"
         self.unresolved.setdefault(plan.account, set()).add(plan.plan_id)
         self.reconciled.discard(plan.account)
+        return f"{what}: {gw.venue} unreachable, outcome unknown until reconciled: {err.reason}"
 
     async def _orders(self, gw: ExchangeGateway, plan: Plan) -> tuple[list[Fill], list[str]]:
         fills: list[Fill] = []
@@ -146,12 +146,8 @@ class ExchangeExecutor:
             try:
                 amount, price = await gw.rounded(order.symbol, order.amount, self._limit_price(order))
                 placed = await gw.place(cid, order.symbol, order.side, amount, price)
-            except VenueUnavailable as err:
-                self._unknown(plan)
-                return fills, [f"{order.side} {order.symbol}: {gw.venue} unreachable, outcome unknown "
-                               f"until reconciled: {err.reason}"]
             except VenueError as err:
-                return fills, [f"{order.side} {order.symbol}: rejected by {gw.venue}: {err.reason}"]
+                return fills, [self._failed(plan, gw, f"{order.side} {order.symbol}", err)]
             log.info("order done", account=plan.account, client_id=cid, symbol=order.symbol, side=order.side,
                      amount=amount, limit=price, filled=placed.filled, average=placed.average, status=placed.status)
             if placed.filled > 0:
