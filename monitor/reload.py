@@ -37,7 +37,7 @@ RESTART_ONLY = ("daemon", "feeds", "store", "ha", "http")  # sections bound to r
 
 def carried_books(d: Daemon, settings: Settings) -> list[AccountBook]:
     """Each account's book under the new config. An account whose holdings the config did not
-    change keeps the holdings its fills moved to; an edited one takes the config's (the rule a
+    change keeps the holdings (and reserve) its fills and top-ups moved to; an edited one takes the config's (the rule a
     warm start from snapshots follows too)."""
     old_cfg = {a.name: a for a in d.settings.accounts}
     engine = d.monitor.engine
@@ -49,13 +49,14 @@ def carried_books(d: Daemon, settings: Settings) -> list[AccountBook]:
         if before is not None and (synced or config_digest(before) == config_digest(acc)):
             live = engine.books[engine.account_index[acc.name]]
             if set(live.exposures) <= set(settings.assets):
-                book = replace(book, exposures=live.exposures)
+                book = replace(book, exposures=live.exposures, reserve=live.reserve)
         out.append(book)
     return out
 
 
 def venue_links(settings: Settings) -> dict[str, tuple]:
-    keys = ("source", "api_key_env", "api_secret_env", "secrets_file", "testnet", "rest_url", "ws_url", "stream")
+    keys = ("source", "api_key_env", "api_secret_env", "secrets_file", "testnet", "rest_url", "ws_url", "stream",
+            "reserve_wallet")
     return {a.name: tuple(getattr(a, k) for k in keys) for a in settings.accounts if a.source != "config"}
 
 

@@ -164,3 +164,19 @@ def test_a_venue_account_needs_a_reserve_wallet_for_top_ups() -> None:
         check_strategies(Monitor(parse_settings({"assets": ASSETS, "accounts": [acc]}), default_registry()))
     acc["reserve_wallet"] = "funding"
     check_strategies(Monitor(parse_settings({"assets": ASSETS, "accounts": [acc]}), default_registry()))
+
+
+def test_a_reload_keeps_the_reserve_left_after_top_ups() -> None:
+    from monitor.reload import carried_books
+    from monitor.store.sqlite import MemoryStore
+    from monitor.wiring import build_daemon
+    from tests.test_daemon import ScriptedFeed
+
+    settings = loan_settings()
+    d = build_daemon(settings, default_registry(), store=MemoryStore(), feeds=[ScriptedFeed([])])
+    engine = d.monitor.engine
+    engine.set_book(apply_transfer(engine.books[0], Transfer("USDT", 1500.0)))
+    (book,) = carried_books(d, settings)
+    assert book.reserve == {"USDT": 18500.0} and book.exposures["USDT"].qty == 1500.0
+    edited = loan_settings(reserve={"USDT": 50000})  # an edited reserve: the config's wins
+    assert carried_books(d, edited)[0].reserve == {"USDT": 50000.0}
