@@ -10,6 +10,7 @@ where j is the band holding v.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,7 +33,10 @@ class WeightSchedule:
         object.__setattr__(self, "_cum", cum)
 
     @staticmethod
+    @lru_cache(maxsize=4096)
     def flat(weight: float) -> WeightSchedule:
+        # Shared: schedules are immutable, and building 10k accounts' books would otherwise
+        # build one per account and asset (most of a reload's time).
         return WeightSchedule((0.0,), (float(weight),))
 
     @staticmethod
