@@ -16,8 +16,10 @@ from monitor.errors import ConfigError
 from monitor.exchange.bybit import BybitGateway
 from monitor.exchange.credentials import Credentials
 from monitor.exchange.gateway import VenueRejected
-from monitor.execution.exchange import client_order_id
-from monitor.model import EventKind, Plan, PriceTick
+from monitor.execution.exchange import ExchangeExecutor, client_order_id
+from monitor.execution.paper import PaperExecutor
+from monitor.execution.reconcile import reconcile_account
+from monitor.model import EventKind, Order, Plan, PriceTick
 from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from monitor.wiring import build_daemon
@@ -258,6 +260,32 @@ async def test_outcome_hidden_by_an_outage_is_reconciled_on_reconnect(venue) -> 
         assert link.startswith(record["client_id_prefix"])
         assert record["fills"][0]["amount"] == pytest.approx(float(fake.orders[link]["cumExecQty"]))
         assert r.d.monitor.engine.books[0].exposures["BTC"].qty == pytest.approx(fake.wallet["BTC"])
+
+
+async def test_legs_journaled_before_an_outage_are_not_counted_again_when_reconciled(venue) -> None:
+    fake, url = venue
+    gw = BybitGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), timeout_s=0.5)
+    ex = ExchangeExecutor({ACCOUNT: gw}, lambda: time.time_ns() // 1_000_000)
+    ex.bind(PaperExecutor(lambda _a: None, 0.001, 0.0, lambda: 0), lambda _p: None, lambda o: o.price)
+    ex.reconciled.add(ACCOUNT)
+    store = MemoryStore()
+    sale = Order("BTC/USDT", "sell", 0.1, 39000.0, "BTC", "USDT")
+    plan = Plan(ACCOUNT, "act", "sell_to_stable", 1, 1.5, 2.5, orders=(sale, sale))
+
+    async def lose_leg_1() -> None:  # leg 0 goes through; leg 1's request dies on the way
+        await fake.created.wait()
+        fake.lose_next_create_s = 1.0  # longer than the client's timeout
+    loser = asyncio.create_task(lose_leg_1())
+    try:
+        done = await ex.execute(plan)
+        assert [f.amount for f in done.fills] == [pytest.approx(0.1)] and "outcome unknown" in done.errors[0]
+        assert ACCOUNT not in ex.reconciled and loser.done()
+        assert await reconcile_account(ex, store, ACCOUNT, lambda: 0) == 1
+        (record,) = await store.read_journal(ACCOUNT)
+        assert record["kind"] == "reconciled" and record["fills"] == []  # leg 0 was journaled with the plan
+        assert ACCOUNT in ex.reconciled and len(fake.orders) == 1
+    finally:
+        await gw.close()
 
 
 async def test_a_balance_change_arrives_on_the_private_stream(venue) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -44,6 +44,18 @@ def client_order_id(plan_id: str, leg: int) -> str:
     return f"{client_prefix(plan_id)}{leg}"
 
 
+def order_leg(client_id: str, prefix: str) -> int:
+    return int(client_id[len(prefix):] or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """Where a plan's unknown outcome starts: its first order leg and first top-up leg not yet
+    accounted for (a crash leaves all of them unknown)."""
+    order: int = 0
+    transfer: int = 0
+
+
 def transfer_id(plan_id: str, leg: int) -> str:
     """A top-up's id, derived from the plan like an order's: a UUID, as Bybit requires."""
     return str(uuid.uuid5(TRANSFER_NAMESPACE, f"{plan_id}/{leg}"))
@@ -59,7 +71,9 @@ class ExchangeExecutor:
         self._recheck: Recheck = lambda plan: "no market view bound yet"
         self._limit_price: LimitPrice = lambda order: order.price
         self.reconciled: set[str] = set()  # accounts whose earlier orders are accounted for
-        self.unresolved: dict[str, set[str]] = {}  # account -> plan ids whose outcome at the venue is unknown
+        # account -> plan id -> the first legs whose outcome at the venue is unknown (those before
+        # were journaled with the plan's execution; reconciling must not count them twice)
+        self.unresolved: dict[str, dict[str, Unknown]] = {}
 
     def bind(self, fallback: Executor, recheck: Recheck, limit_price: LimitPrice) -> None:
         """The market view the orders are priced and re-checked on (again after a config reload:
@@ -102,21 +116,28 @@ class ExchangeExecutor:
         try:
             return await self.venue_outcome(gw, record.plan_id)
         except VenueError as err:
-            self.unresolved.setdefault(record.account, set()).add(record.plan_id)
-            self.reconciled.discard(record.account)
+            self._mark_unknown(record.account, record.plan_id, Unknown())
             log.warning("reconcile deferred: venue unreachable", account=record.account, plan_id=record.plan_id,
                         error=err.reason)
             return None
 
-    async def venue_outcome(self, gw: ExchangeGateway, plan_id: str) -> Execution:
-        """What the venue has of a plan: its top-ups by their ids (legs go in order, so the
-        first one missing ends the search) and its orders by client-id prefix, none left resting."""
+    async def venue_outcome(self, gw: ExchangeGateway, plan_id: str, unknown: Unknown = Unknown()) -> Execution:
+        """What the venue has of a plan's legs from `unknown` on: top-ups by their ids (legs go in
+        order, so the first one missing ends the search) and orders by client-id prefix, none
+        left resting."""
         transfers: list[Transfer] = []
-        while gw.reserve_wallet and (t := await gw.find_transfer(transfer_id(plan_id, len(transfers)),
-                                                                 tries=1)) is not None:
+        leg = unknown.transfer
+        while gw.reserve_wallet and (t := await gw.find_transfer(transfer_id(plan_id, leg), tries=1)) is not None:
             transfers.append(t)
-        orders = await gw.accounted_orders(client_prefix(plan_id))
+            leg += 1
+        prefix = client_prefix(plan_id)
+        orders = [o for o in await gw.accounted_orders(prefix) if order_leg(o.client_id, prefix) >= unknown.order]
         return Execution(plan_id, fills_of(orders, self._clock_ms()), transfers=tuple(transfers))
+
+    def _mark_unknown(self, account: str, plan_id: str, unknown: Unknown) -> None:
+        """The account trades again only once this is reconciled (after the next reconnect)."""
+        self.unresolved.setdefault(account, {})[plan_id] = unknown
+        self.reconciled.discard(account)
 
     async def _top_ups(self, gw: ExchangeGateway, plan: Plan) -> tuple[list[Transfer], list[str]]:
         done: list[Transfer] = []
@@ -124,19 +145,17 @@ class ExchangeExecutor:
             try:
                 moved = await gw.top_up(transfer_id(plan.plan_id, leg), t.asset, t.amount)
             except VenueError as err:
-                return done, [self._failed(plan, gw, f"top up {t.amount:g} {t.asset}", err)]
+                return done, [self._failed(plan, gw, f"top up {t.amount:g} {t.asset}", err, Unknown(0, leg))]
             log.info("top-up done", account=plan.account, asset=moved.asset, amount=moved.amount,
                      wallet=gw.reserve_wallet)
             done.append(moved)
         return done, []
 
-    def _failed(self, plan: Plan, gw: ExchangeGateway, what: str, err: VenueError) -> str:
-        """The error line for a leg; an unanswered request may have reached the venue, so the
-        account trades again only once the plan is reconciled (after the next reconnect)."""
+    def _failed(self, plan: Plan, gw: ExchangeGateway, what: str, err: VenueError, unknown: Unknown) -> str:
+        """The error line for a leg; an unanswered request may have reached the venue."""
         if not isinstance(err, VenueUnavailable):
             return f"{what}: rejected by {gw.venue}: {err.reason}"
-        self.unresolved.setdefault(plan.account, set()).add(plan.plan_id)
-        self.reconciled.discard(plan.account)
+        self._mark_unknown(plan.account, plan.plan_id, unknown)
         return f"{what}: {gw.venue} unreachable, outcome unknown until reconciled: {err.reason}"
 
     async def _orders(self, gw: ExchangeGateway, plan: Plan) -> tuple[list[Fill], list[str]]:
@@ -147,7 +166,8 @@ class ExchangeExecutor:
                 amount, price = await gw.rounded(order.symbol, order.amount, self._limit_price(order))
                 placed = await gw.place(cid, order.symbol, order.side, amount, price)
             except VenueError as err:
-                return fills, [self._failed(plan, gw, f"{order.side} {order.symbol}", err)]
+                unknown = Unknown(leg, len(plan.transfers))
+                return fills, [self._failed(plan, gw, f"{order.side} {order.symbol}", err, unknown)]
             log.info("order done", account=plan.account, client_id=cid, symbol=order.symbol, side=order.side,
                      amount=amount, limit=price, filled=placed.filled, average=placed.average, status=placed.status)
             if placed.filled > 0:

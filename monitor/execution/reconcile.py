@@ -26,13 +26,14 @@ async def reconcile_account(executor: ExchangeExecutor, store: StateStore, accou
                             clock_ms: Callable[[], int]) -> int:
     """Raises VenueError when the venue cannot be asked (the sync loop tries again)."""
     gw = executor.gateways[account]
-    plan_ids = sorted(executor.unresolved.get(account, set()))
+    unresolved = executor.unresolved.get(account, {})
+    plan_ids = sorted(unresolved)
     for plan_id in plan_ids:
-        found = await executor.venue_outcome(gw, plan_id)
+        found = await executor.venue_outcome(gw, plan_id, unresolved[plan_id])
         record = execution_record_fills(found)
         await store.journal("reconciled", account, clock_ms(),
                             {"plan_id": plan_id, "client_id_prefix": client_prefix(plan_id), **record})
-        executor.unresolved[account].discard(plan_id)
+        del unresolved[plan_id]
         log.info("reconciled after reconnect", account=account, plan_id=plan_id, legs=legs_text(**{
             k: v for k, v in record.items() if k != "errors"}))
     executor.reconciled.add(account)
