@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from monitor.model import Order, Repay
 from strategies.base import Market
-from strategies.sizing import Draft, Leg, crossings, qty_levels
+from strategies.sizing import Draft, Leg, balance_kinks, crossings, qty_levels
 
 
 def spot_symbol(market: Market, quote: str) -> str:
@@ -46,8 +46,10 @@ def sale_leg(draft: Draft, asset: str, receive: str, repay: bool) -> Leg | None:
     # tiers on what stays after repaying (nothing stays before x_k).
     x_k = owed / rate
     points = crossings(e.qty, -1.0, qty_levels(book, asset, mv.prices[asset]))
-    points += [x_k] if owed > 0 else []
-    points += crossings(held, rate, qty_levels(book, receive, p_recv), start=x_k if owed > 0 else 0.0)
+    if owed > 0:
+        points += [x_k, *crossings(held, rate, qty_levels(book, receive, p_recv), start=x_k)]
+    else:
+        points += balance_kinks(book, receive, p_recv, rate)
     return Leg(f"sell {asset} for {receive}", e.qty, tuple(points), build,
                market.lot_size, market.min_notional, price)
 
@@ -99,14 +101,11 @@ def perp_leg(draft: Draft, asset: str) -> Leg | None:
     direction = 1.0 if long else -1.0
     # Per unit closed, the settle balance moves by the realized pnl minus the fee.
     k = direction * (price - e.perp_cost / e.perp_size) - mv.fee_rate * price
-    s = book.exposures.get(settle)
-    q_s = s.qty if s is not None else 0.0
     p_s = mv.prices.get(settle, 0.0)
 
     def build(y: float) -> tuple[list[Order], list[Repay]]:
         return [Order(perp_symbol(market), "sell" if long else "buy", y, price, asset, settle)], []
 
-    levels = qty_levels(book, settle, p_s) + [0.0]  # tiers, and the balance running out (then debt)
-    points = crossings(q_s, k, levels)
+    points = balance_kinks(book, settle, p_s, k)
     return Leg(f"cut {asset} perp", abs(e.perp_size), tuple(points), build,
                market.lot_size, market.min_notional, price)

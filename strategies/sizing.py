@@ -80,6 +80,15 @@ def qty_levels(book: AccountBook, asset: str, price: float) -> list[float]:
     return [low / price for low in book.schedule(asset).lows[1:]]
 
 
+def balance_kinks(book: AccountBook, asset: str, price: float, rate: float) -> list[float]:
+    """x > 0 where a balance moving by `rate` per unit of x crosses a kink: a weight tier, or
+    zero (a debit runs into debt; on a unified account, which nets each coin, a credit first
+    pays the coin's liability and only then counts as collateral)."""
+    e = book.exposures.get(asset)
+    net = 0.0 if e is None else (e.qty - e.debt if book.unified else e.qty)
+    return crossings(net, rate, qty_levels(book, asset, price) + [0.0])
+
+
 # -- ranking ---------------------------------------------------------------------------
 
 
