@@ -146,6 +146,7 @@ class AccountSettings(Frozen):
     # -- exchange-backed accounts (source = an exchange): credentials by name, never inline --
     api_key_env: str | None = None  # the environment variable (or secrets file key) holding the API key
     api_secret_env: str | None = None
+    api_passphrase_env: str | None = None  # OKX: the key's passphrase (ccxt's `password`)
     secrets_file: str | None = None  # a TOML file of NAME = "value" lines, mode 0600
     testnet: bool = False  # the exchange's sandbox
     rest_url: str | None = None  # endpoint overrides; the venue's standard paths are appended
@@ -501,11 +502,16 @@ def _check_account_assets(settings: Settings, i: int, acc: AccountSettings) -> N
 
 
 def _check_source(acc: AccountSettings) -> None:
-    from monitor.exchange.venues import NO_TESTNET, TOP_UP_INTO, VENUE_MODELS  # what the exchange gateway speaks
+    from monitor.exchange.venues import (  # what the exchange gateway speaks
+        NEEDS_PASSPHRASE,
+        NO_TESTNET,
+        TOP_UP_INTO,
+        VENUE_MODELS,
+    )
 
     if acc.source == "config":
-        if (acc.api_key_env or acc.api_secret_env or acc.secrets_file or acc.testnet or acc.rest_url or acc.ws_url
-                or acc.reserve_wallet):
+        if (acc.api_key_env or acc.api_secret_env or acc.api_passphrase_env or acc.secrets_file or acc.testnet
+                or acc.rest_url or acc.ws_url or acc.reserve_wallet):
             raise ValueError("exchange keys (api_key_env, testnet, rest_url, reserve_wallet, ...) need "
                              "source = an exchange id")
         return
@@ -524,6 +530,9 @@ def _check_source(acc: AccountSettings) -> None:
         raise ValueError(f"testnet: {NO_TESTNET[acc.source]}")
     if not (acc.api_key_env and acc.api_secret_env):
         raise ValueError(f"source {acc.source!r} needs api_key_env and api_secret_env (names, not the secrets)")
+    if (acc.source in NEEDS_PASSPHRASE) != bool(acc.api_passphrase_env):
+        raise ValueError(f"source {acc.source!r}: api_passphrase_env is "
+                         + ("needed (the API key's passphrase)" if acc.source in NEEDS_PASSPHRASE else "not used"))
     if acc.holdings or acc.borrowed or acc.positions:
         raise ValueError(f"source {acc.source!r}: holdings come from the exchange; remove holdings/borrowed/positions")
 

@@ -39,9 +39,9 @@ class PushFeed:
         self.symbols = ("BTC/USDT",)
         self.queue: asyncio.Queue[PriceTick] = asyncio.Queue()
 
-    def push(self, fake: FakeBybit, price: float) -> None:
+    def push(self, fake, price: float, book_key: str = "BTCUSDT") -> None:
         bid, ask = price - 5, price + 5
-        fake.book["BTCUSDT"] = (bid, ask)  # the venue trades where the feed says
+        fake.book[book_key] = (bid, ask)  # the venue trades where the feed says
         self.queue.put_nowait(PriceTick("BTC/USDT", price, time.time_ns() // 1_000_000, bid, ask))
 
     async def run(self, sink) -> None:

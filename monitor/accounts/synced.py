@@ -189,13 +189,17 @@ class SyncApplier:
 
     def venue_weights(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
         """The venue's published collateral ratios replace the config's weights. Bybit bands
-        them by coin quantity; the engine bands by value, so the bands are valued at the
-        asset's price at each sync (they move with the price between syncs otherwise)."""
+        them by coin quantity; the engine bands by value, so those bands are valued at the
+        asset's price at each sync (they move with the price between syncs otherwise). OKX
+        bands by value already."""
         weights = dict(book.weights)
         used = {}
         for asset in self.settings.assets:
             bands = msg.state.tiers.get(asset)
-            price = monitor.engine.price_of(asset) if asset in monitor.engine.asset_index else math.nan
+            if msg.state.tiers_in_value:
+                price = 1.0
+            else:
+                price = monitor.engine.price_of(asset) if asset in monitor.engine.asset_index else math.nan
             if not bands or math.isnan(price):
                 continue
             lows = tuple(q * price for q, _ in bands)

@@ -1,7 +1,7 @@
 """API credentials: from the environment, else from a secrets file; never from the TOML config.
 
 The secrets file is TOML of NAME = "value" lines, keyed by the same names the account's
-api_key_env / api_secret_env give. It must be readable by its owner only (0600): a looser
+api_key_env / api_secret_env (/ api_passphrase_env) give. It must be readable by its owner only (0600): a looser
 mode is tightened, with a warning. Values never appear in a repr, a log line or an error.
 """
 
@@ -25,13 +25,14 @@ log = structlog.get_logger("credentials")
 class Credentials:
     api_key: str = field(repr=False)
     secret: str = field(repr=False)
+    password: str = field(default="", repr=False)  # OKX's API passphrase
 
     def __repr__(self) -> str:
         return "Credentials(<redacted>)"
 
     def redact(self, text: str) -> str:
         """`text` with every credential value blotted out (exchange errors may echo a request)."""
-        for value in (self.api_key, self.secret):
+        for value in (self.api_key, self.secret, self.password):
             if value:
                 text = text.replace(value, "<redacted>")
         return text
@@ -54,17 +55,18 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 
 def load_credentials(acc: AccountSettings, base_dir: Path | None = None,
                      environ: dict[str, str] | None = None) -> Credentials:
-    """The account's key and secret; a missing one is a ConfigError naming the variable."""
+    """The account's key, secret (and passphrase); a missing one is a ConfigError naming the variable."""
     env = os.environ if environ is None else environ
     from_file: dict[str, str] = {}
     if acc.secrets_file:
         path = Path(acc.secrets_file)
         from_file = read_secrets_file(path if path.is_absolute() or base_dir is None else base_dir / path)
     values = []
-    for name in (acc.api_key_env, acc.api_secret_env):
+    names = [acc.api_key_env, acc.api_secret_env] + ([acc.api_passphrase_env] if acc.api_passphrase_env else [])
+    for name in names:
         value = env.get(name or "") or from_file.get(name or "")
         if not value:
             where = f" or the secrets file {acc.secrets_file}" if acc.secrets_file else ""
             raise ConfigError(f"accounts ({acc.name}): {name} is not set in the environment{where}")
         values.append(value)
-    return Credentials(values[0], values[1])
+    return Credentials(*values)

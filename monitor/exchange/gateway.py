@@ -75,8 +75,8 @@ def override_urls(urls: Any, rest: str | None, ws: str | None) -> Any:
 def build_exchange(acc: AccountSettings, creds: Credentials, timeout_s: float, options: dict[str, Any]) -> Any:
     """A configured ccxt client (no I/O here: markets load on first use)."""
     cls = getattr(ccxtpro, acc.source)  # ccxt.pro: REST as ccxt, plus the private streams
-    exchange = cls({"apiKey": creds.api_key, "secret": creds.secret, "enableRateLimit": True,
-                    "timeout": int(timeout_s * 1000), "options": options})
+    exchange = cls({"apiKey": creds.api_key, "secret": creds.secret, "password": creds.password,
+                    "enableRateLimit": True, "timeout": int(timeout_s * 1000), "options": options})
     if acc.testnet:
         exchange.set_sandbox_mode(True)
     if acc.rest_url or acc.ws_url:
@@ -85,12 +85,17 @@ def build_exchange(acc: AccountSettings, creds: Credentials, timeout_s: float, o
 
 
 def venue_reason(err: Exception, creds: Credentials) -> str:
-    """The venue's own words (retMsg / msg) when the error carries its JSON, else ccxt's message."""
+    """The venue's own words (retMsg / msg; OKX: the failed item's sMsg) when the error carries
+    its JSON, else ccxt's message."""
     text = str(err)
     match = re.search(r"\{.*\}", text, re.S)
     if match:
         try:
             body = orjson.loads(match.group(0))
+            items = body.get("data")
+            item = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+            if item.get("sMsg"):  # OKX: "All operations failed" outside, the reason per item
+                body = {"msg": item["sMsg"], "code": item.get("sCode")}
             msg = body.get("retMsg") or body.get("msg")
             code = body.get("retCode", body.get("code"))
             if msg:

@@ -7,8 +7,10 @@ from monitor.exchange.binance import BinanceMarginGateway
 from monitor.exchange.bybit import BybitGateway
 from monitor.exchange.credentials import Credentials
 from monitor.exchange.gateway import ExchangeGateway
+from monitor.exchange.okx import OkxGateway
 
-GATEWAYS: dict[str, type[ExchangeGateway]] = {"bybit": BybitGateway, "binance": BinanceMarginGateway}
+GATEWAYS: dict[str, type[ExchangeGateway]] = {"bybit": BybitGateway, "binance": BinanceMarginGateway,
+                                              "okx": OkxGateway}
 
 
 def open_gateway(acc: AccountSettings, creds: Credentials, timeout_s: float,

@@ -15,7 +15,9 @@ from typing import Any
 VENUE_MODELS: dict[str, tuple[str, ...]] = {
     "bybit": ("unified",),
     "binance": ("margin_level",),  # classic cross margin
+    "okx": ("unified",),  # multi-currency margin
 }
+NEEDS_PASSPHRASE = {"okx"}  # venues whose API keys come with a passphrase
 # The wallet a top-up moves collateral into, per venue that supports it (ccxt's account names).
 TOP_UP_INTO: dict[str, str] = {"bybit": "unified"}
 NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or live"}
@@ -37,7 +39,8 @@ class VenueState:
     positions: tuple[VenuePosition, ...] = ()
     native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
     ts_ms: int = 0
-    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # coin -> ((min_qty, ratio), ...)
+    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # coin -> ((lower bound, ratio), ...)
+    tiers_in_value: bool = False  # the bands' bounds are values (OKX, in USD), not coin quantities (Bybit)
     reserve: dict[str, float] = field(default_factory=dict)  # what the reserve wallet could move in (top-ups)
 
 
@@ -117,3 +120,50 @@ def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
     level = _num(account.get("marginLevel"))
     native = level if borrowed and level > 0 else None
     return VenueState(holdings, borrowed, (), native, ts_ms)
+
+
+def okx_discount_tiers(data: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """GET /api/v5/public/discount-rate-interest-free-quota (public): per coin, the discount rate
+    of each band of the holding, progressive (lower bound, rate). OKX states the bands in USD
+    value, so they are (value, rate) bands as the engine's weights are: no per-price rescaling."""
+    out = {}
+    for item in data:
+        bands = sorted(((_num(b.get("minAmt")), _num(b.get("discountRate"))) for b in item.get("details") or []),
+                       key=lambda b: b[0])
+        if bands and bands[0][0] == 0:
+            out[str(item.get("ccy"))] = tuple(bands)
+    return out
+
+
+def okx_positions(positions: list[dict[str, Any]]) -> tuple[VenuePosition, ...]:
+    """ccxt positions from GET /api/v5/account/positions (instType SWAP): size in contracts of
+    ctVal base units each; mmr is the position's maintenance margin in USD, notionalUsd its value."""
+    out = []
+    for p in positions:
+        size = _num(p.get("contracts")) * (_num(p.get("contractSize")) or 1.0)
+        value = _num(p["info"].get("notionalUsd"))
+        if size == 0 or value == 0:
+            continue
+        signed = -size if p.get("side") == "short" else size
+        out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPx")), _num(p["info"].get("mmr")) / value))
+    return tuple(out)
+
+
+def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
+                             tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
+    """GET /api/v5/account/balance on a multi-currency margin account, through ccxt.
+
+    OKX nets each coin: a borrowed coin's cashBal goes negative, its liability (liab) is the
+    same amount, positive, and accrued interest (interest) is owed on top. The account's
+    margin ratio mgnRatio = adjusted equity / (maintenance margin + fees), liquidation at 100%
+    (OKX help centre, "Multi-currency margin mode: margin ratio"; API docs "Get balance").
+    It is our health; the unified model's native figure is its inverse, the MM rate.
+    """
+    holdings: dict[str, float] = {}
+    for coin in balance.get("details") or []:
+        net = _num(coin.get("cashBal")) - _num(coin.get("interest"))
+        if net != 0:
+            holdings[str(coin.get("ccy"))] = net
+    ratio = _num(balance.get("mgnRatio"))  # "" when nothing is owed
+    return VenueState(holdings, {}, okx_positions(positions), 1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {},
+                      tiers_in_value=True)

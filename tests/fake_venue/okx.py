@@ -1,0 +1,258 @@
+"""An OKX v5 multi-currency margin account on loopback, for ccxt (unmodified) to talk to.
+
+The real request and response shapes of the endpoints the daemon uses: public instruments
+(SPOT, SWAP) and discount-rate tiers, GET /api/v5/account/balance and /account/positions,
+POST /trade/order and /trade/cancel-order, GET /trade/order, /trade/orders-pending and
+/trade/orders-history. Private requests are checked as OKX does: OK-ACCESS-KEY, the
+passphrase, and OK-ACCESS-SIGN = base64 HMAC-SHA256 of timestamp + method + request path
+(with its query) + body; a demo-trading key answers only requests that carry
+`x-simulated-trading: 1`, and a live key only those that do not (code 50101).
+
+Orders match immediate-or-cancel against the fake's bid/ask. Knobs as in the other fakes:
+`delay_create_s`, `reject` (the next create fails with an OKX sCode/sMsg), `fill_ratio`.
+The margin ratio is computed from the fake's own discount rates, so a test can make the
+venue disagree with the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from tests.loopback import start_app
+
+FEE_RATE = 0.001
+SPOT = {"BTC-USDT": ("BTC", "USDT", "0.00000001", "0.00001", "0.1")}  # instId -> base, quote, lotSz, minSz, tickSz
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class FakeOkx:
+    api_key: str
+    secret: str
+    passphrase: str
+    demo: bool = True  # the key belongs to demo trading
+    cash: dict[str, float] = field(default_factory=dict)  # ccy -> cashBal (negative = borrowed)
+    interest: dict[str, float] = field(default_factory=dict)
+    book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTC-USDT -> (bid, ask)
+    discount: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # ccy -> [(minAmt USD, rate)]
+    borrow_mmr: dict[str, float] = field(default_factory=dict)  # ccy -> maintenance rate on its liability
+    delay_create_s: float = 0.0
+    reject: tuple[str, str] | None = None
+    fill_ratio: float = 1.0
+    orders: dict[str, dict] = field(default_factory=dict)  # clOrdId -> order
+    bad_signatures: int = 0
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(600_000_000_001))
+
+    # -- wire helpers ----------------------------------------------------------------------
+    @staticmethod
+    def answer(data: list, code: str = "0", msg: str = "", status: int = 200) -> web.Response:
+        return web.json_response({"code": code, "msg": msg, "data": data}, status=status)
+
+    async def authed(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+        h = request.headers
+        body = await request.text() if request.method == "POST" else ""
+        if h.get("OK-ACCESS-KEY") != self.api_key:
+            self.bad_signatures += 1
+            return None, self.answer([], "50111", "Invalid OK-ACCESS-KEY", 401)
+        if h.get("OK-ACCESS-PASSPHRASE") != self.passphrase:
+            self.bad_signatures += 1
+            return None, self.answer([], "50105", "Invalid OK-ACCESS-PASSPHRASE", 401)
+        if (h.get("x-simulated-trading") == "1") != self.demo:
+            return None, self.answer([], "50101", "APIKey does not match current environment.", 401)
+        path = request.rel_url.raw_path + ("?" + request.rel_url.raw_query_string if request.rel_url.raw_query_string
+                                           else "")
+        payload = h.get("OK-ACCESS-TIMESTAMP", "") + request.method + path + body
+        good = base64.b64encode(hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(good, h.get("OK-ACCESS-SIGN", "")):
+            self.bad_signatures += 1
+            return None, self.answer([], "50113", "Invalid Sign", 401)
+        return (json.loads(body) if body else dict(request.query)), None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        r = app.router
+        r.add_get("/api/v5/public/instruments", self.instruments)
+        r.add_get("/api/v5/public/discount-rate-interest-free-quota", self.discount_rates)
+        r.add_get("/api/v5/account/balance", self.private(self.balance))
+        r.add_get("/api/v5/account/positions", self.private(self.positions))
+        r.add_post("/api/v5/trade/order", self.private(self.create_order))
+        r.add_get("/api/v5/trade/order", self.private(self.query_order))
+        r.add_post("/api/v5/trade/cancel-order", self.private(self.cancel_order))
+        r.add_get("/api/v5/trade/orders-pending", self.private(self.pending))
+        r.add_get("/api/v5/trade/orders-history", self.private(self.history))
+        return app
+
+    def private(self, handler):
+        async def wrapped(request: web.Request) -> web.Response:
+            self.requests.append((request.method, request.path))
+            params, error = await self.authed(request)
+            return error if error is not None else await handler(params)
+        return wrapped
+
+    # -- public ------------------------------------------------------------------------------
+    async def instruments(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        kind = request.query.get("instType")
+        items = []
+        for inst, (base, quote, lot, min_sz, tick) in SPOT.items():
+            common = {"alias": "", "category": "1", "expTime": "", "lever": "10", "listTime": "1548133413000",
+                      "maxIcebergSz": "9999999999", "maxLmtAmt": "1000000", "maxLmtSz": "9999999999",
+                      "maxMktAmt": "1000000", "maxMktSz": "", "maxStopSz": "", "maxTriggerSz": "9999999999",
+                      "maxTwapSz": "9999999999", "optType": "", "state": "live", "stk": "", "tickSz": tick,
+                      "ruleType": "normal"}
+            if kind == "SPOT":
+                items.append({**common, "instType": "SPOT", "instId": inst, "baseCcy": base, "quoteCcy": quote,
+                              "settleCcy": "", "ctMult": "", "ctType": "", "ctVal": "", "ctValCcy": "",
+                              "instFamily": "", "uly": "", "lotSz": lot, "minSz": min_sz})
+            elif kind == "SWAP":
+                items.append({**common, "instType": "SWAP", "instId": inst + "-SWAP", "baseCcy": "", "quoteCcy": "",
+                              "settleCcy": quote, "ctMult": "1", "ctType": "linear", "ctVal": "0.01",
+                              "ctValCcy": base, "instFamily": inst, "uly": inst, "lotSz": "0.01", "minSz": "0.01"})
+        return self.answer(items)
+
+    async def discount_rates(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        items = []
+        for ccy, bands in self.discount.items():
+            bounds = [b[0] for b in bands[1:]] + [0.0]
+            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:.0f}" if hi else "", "minAmt": f"{lo:.0f}",
+                        "tier": str(i + 1), "liqPenaltyRate": "0.02", "disCcyEq": "0"}
+                       for i, ((lo, rate), hi) in enumerate(zip(bands, bounds))]
+            items.append({"amt": "0", "ccy": ccy, "collateralRestrict": False, "details": details,
+                          "discountLv": "", "minDiscountRate": "0"})
+        return self.answer(items)
+
+    # -- the account -------------------------------------------------------------------------
+    def price(self, ccy: str) -> float:
+        if ccy in ("USDT", "USDC"):
+            return 1.0
+        bid, ask = self.book[ccy + "-USDT"]
+        return (bid + ask) / 2
+
+    def discounted(self, ccy: str, value: float) -> float:
+        """A coin's value at its progressive discount-rate bands (USD bounds)."""
+        bands = self.discount.get(ccy) or [(0.0, 1.0)]
+        out = 0.0
+        for i, (lo, rate) in enumerate(bands):
+            hi = bands[i + 1][0] if i + 1 < len(bands) else float("inf")
+            out += max(0.0, min(value, hi) - lo) * rate
+        return out
+
+    def margin_ratio(self) -> float | None:
+        """adjusted equity / maintenance margin, on the fake's own discount rates."""
+        adj = mmr = 0.0
+        for ccy, cash in self.cash.items():
+            net = cash - self.interest.get(ccy, 0.0)
+            value = net * self.price(ccy)
+            adj += self.discounted(ccy, value) if net > 0 else value
+            mmr += -value * self.borrow_mmr.get(ccy, 0.0) if net < 0 else 0.0
+        return adj / mmr if mmr > 0 else None
+
+    async def balance(self, params: dict) -> web.Response:
+        details = []
+        for ccy, cash in sorted(self.cash.items()):
+            eq, usd = cash - self.interest.get(ccy, 0.0), cash * self.price(ccy)
+            details.append({"availBal": f"{max(cash, 0):.10f}", "availEq": f"{max(eq, 0):.10f}",
+                            "cashBal": f"{cash:.10f}", "ccy": ccy, "crossLiab": f"{max(-cash, 0):.10f}",
+                            "disEq": f"{self.discounted(ccy, max(usd, 0)):.8f}", "eq": f"{eq:.10f}",
+                            "eqUsd": f"{usd:.8f}", "fixedBal": "0", "frozenBal": "0", "imr": "", "interest":
+                            f"{self.interest.get(ccy, 0.0):.10f}", "isoEq": "0", "isoLiab": "", "isoUpl": "0",
+                            "liab": f"{max(-cash, 0):.10f}", "maxLoan": "", "mgnRatio": "", "mmr": "",
+                            "notionalLever": "", "ordFrozen": "0", "spotInUseAmt": "", "stgyEq": "0", "twap": "0",
+                            "uTime": str(now_ms()), "upl": "0", "uplLiab": "0"})
+        total = sum(c * self.price(k) for k, c in self.cash.items())
+        ratio = self.margin_ratio()
+        return self.answer([{"adjEq": f"{total:.8f}", "borrowFroz": "", "details": details, "imr": "0",
+                             "isoEq": "0", "mgnRatio": f"{ratio:.8f}" if ratio else "", "mmr": "0",
+                             "notionalUsd": "0", "ordFroz": "0", "totalEq": f"{total:.8f}", "uTime": str(now_ms()),
+                             "upl": "0"}])
+
+    async def positions(self, params: dict) -> web.Response:
+        return self.answer([])
+
+    # -- orders ------------------------------------------------------------------------------
+    async def create_order(self, params: dict) -> web.Response:
+        cid, ts = params.get("clOrdId", ""), str(now_ms())
+
+        def failed(code: str, msg: str) -> web.Response:
+            return web.json_response({"code": "1", "msg": "All operations failed", "inTime": ts, "outTime": ts,
+                                      "data": [{"clOrdId": cid, "ordId": "", "tag": "", "ts": ts, "sCode": code,
+                                                "sMsg": msg}]})
+        if cid in self.orders:
+            return failed("51016", "Duplicated client order ID")
+        if self.reject is not None:
+            (code, msg), self.reject = self.reject, None
+            return failed(code, msg)
+        if params.get("tdMode") != "cross" or params.get("ordType") != "ioc":
+            return failed("51000", "Parameter tdMode/ordType error")
+        inst, side = params["instId"], params["side"]
+        base, quote = SPOT[inst][:2]
+        qty, limit = float(params["sz"]), float(params["px"])
+        if side == "sell" and self.cash.get(base, 0.0) < qty:
+            return failed("51008", f"Order failed. Insufficient {base} balance in account.")
+        bid, ask = self.book[inst]
+        crosses = bid >= limit if side == "sell" else ask <= limit
+        filled = qty * self.fill_ratio if crosses else 0.0
+        avg = bid if side == "sell" else ask
+        sign = -1 if side == "sell" else 1
+        self.cash[base] = self.cash.get(base, 0.0) + sign * filled
+        self.cash[quote] = self.cash.get(quote, 0.0) - sign * filled * avg - filled * avg * FEE_RATE
+        self.orders[cid] = {
+            "accFillSz": f"{filled:.8f}", "algoClOrdId": "", "algoId": "", "avgPx": f"{avg}" if filled else "",
+            "cTime": ts, "cancelSource": "", "category": "normal", "ccy": params.get("ccy", ""), "clOrdId": cid,
+            "fee": f"{-filled * avg * FEE_RATE:.8f}", "feeCcy": quote, "fillPx": f"{avg}" if filled else "",
+            "fillSz": f"{filled:.8f}", "fillTime": ts, "instId": inst, "instType": "SPOT", "lever": "",
+            "ordId": str(next(self._ids)), "ordType": "ioc", "pnl": "0", "posSide": "net", "px": params["px"],
+            "rebate": "0", "rebateCcy": base, "reduceOnly": "false", "side": side, "source": "",
+            "state": "filled" if filled >= qty else "canceled",  # IOC: the rest is cancelled at once
+            "sz": params["sz"], "tag": "", "tdMode": "cross", "tgtCcy": "", "tradeId": "", "uTime": ts}
+        if self.delay_create_s:
+            await asyncio.sleep(self.delay_create_s)
+        o = self.orders[cid]
+        return web.json_response({"code": "0", "msg": "", "inTime": ts, "outTime": ts, "data": [
+            {"clOrdId": cid, "ordId": o["ordId"], "tag": "", "ts": ts, "sCode": "0", "sMsg": "Order placed"}]})
+
+    async def query_order(self, params: dict) -> web.Response:
+        o = self.orders.get(params.get("clOrdId", ""))
+        if o is None or o["instId"] != params.get("instId"):
+            return self.answer([], "51603", "Order does not exist")
+        return self.answer([o])
+
+    async def cancel_order(self, params: dict) -> web.Response:
+        o = self.orders.get(params.get("clOrdId", ""))
+        ts = str(now_ms())
+        if o is None or o["state"] not in ("live", "partially_filled"):
+            return web.json_response({"code": "1", "msg": "All operations failed", "data": [
+                {"clOrdId": params.get("clOrdId", ""), "ordId": "", "ts": ts, "sCode": "51400",
+                 "sMsg": "Cancellation failed as the order has been filled, canceled or does not exist."}]})
+        o["state"] = "canceled"
+        return self.answer([{"clOrdId": o["clOrdId"], "ordId": o["ordId"], "ts": ts, "sCode": "0", "sMsg": ""}])
+
+    async def pending(self, params: dict) -> web.Response:
+        return self.answer([o for o in self.orders.values() if o["state"] in ("live", "partially_filled")
+                            and o["instType"] == params.get("instType", "SPOT")])
+
+    async def history(self, params: dict) -> web.Response:
+        if params.get("instType") not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
+            return self.answer([], "51000", "Parameter instType error")
+        state = params.get("state")
+        return self.answer([o for o in self.orders.values() if o["instType"] == params["instType"]
+                            and o["state"] in ("filled", "canceled") and (state is None or o["state"] == state)])
+
+
+async def serve(fake: FakeOkx) -> tuple[web.AppRunner, str]:
+    runner, port = await start_app(fake.app())
+    return runner, f"http://127.0.0.1:{port}"

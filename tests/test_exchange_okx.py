@@ -1,0 +1,217 @@
+"""OKX multi-currency margin end to end: the daemon, ccxt (unmodified) and a fake OKX v5 on
+loopback that checks every signature, the passphrase and the demo-trading header."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from monitor.config import parse_settings
+from monitor.errors import ConfigError
+from monitor.exchange.credentials import Credentials
+from monitor.exchange.okx import OkxGateway
+from monitor.exchange.venues import okx_positions
+from monitor.execution.exchange import client_order_id
+from monitor.model import EventKind, Plan
+from monitor.service import run_daemon
+from monitor.store.sqlite import MemoryStore
+from tests.fake_venue.okx import FakeOkx, serve
+from tests.test_exchange_bybit import Running, until
+
+KEY, SECRET, PASSPHRASE = "okx-test-key-0001", "okx-test-secret-0001", "okx-test-passphrase-01"
+ACCOUNT = "okx-main"
+BOOK = "BTC-USDT"
+
+
+def settings_for(url: str, mode: str = "testnet", **execution):
+    return parse_settings({
+        "daemon": {"restart_backoff_s": 0.01, "state_dir": "state-unused"},
+        "execution": {"mode": mode, "order_timeout_s": 1.0, **execution},
+        "assets": {"BTC": {"price": "BTC/USDT", "weight": 0.95}, "USDT": {"price": 1.0}},
+        "accounts": [{
+            "name": ACCOUNT, "model": "unified", "source": "okx", "api_key_env": "OKX_API_KEY",
+            "api_secret_env": "OKX_API_SECRET", "api_passphrase_env": "OKX_API_PASSPHRASE", "testnet": True,
+            "rest_url": url, "sync_every_s": 30.0, "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.05,
+            "levels": [{"name": "act", "mm_rate": 0.6, "action": "rebalance", "strategy": "sell_to_stable",
+                        "target": 2.5, "cooldown_s": 0}],
+        }],
+    })
+
+
+@pytest.fixture
+async def venue(monkeypatch):
+    monkeypatch.setenv("OKX_API_KEY", KEY)
+    monkeypatch.setenv("OKX_API_SECRET", SECRET)
+    monkeypatch.setenv("OKX_API_PASSPHRASE", PASSPHRASE)
+    fake = FakeOkx(KEY, SECRET, PASSPHRASE, cash={"BTC": 1.0, "USDT": -30000.0}, book={BOOK: (39995, 40005)},
+                   discount={"BTC": [(0.0, 0.95)]}, borrow_mmr={"USDT": 0.05})
+    runner, url = await serve(fake)
+    yield fake, url
+    await runner.cleanup()
+
+
+def running(settings, **kw) -> Running:
+    return Running(settings, live=settings.execution.mode == "live", account=ACCOUNT, **kw)
+
+
+def gateway(url: str, timeout_s: float = 1.0) -> OkxGateway:
+    return OkxGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET, PASSPHRASE), timeout_s, ("BTC/USDT",))
+
+
+async def test_full_rebalance_cycle_on_demo_trading(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() == pytest.approx(8000 / 1500))  # (0.95*40000 - 30000) / (0.05*30000)
+        r.feed.push(fake, 34000, BOOK)  # MM rate 65% > 60%: sell BTC into USDT, which repays the loan
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        (cid, order), = fake.orders.items()
+        assert cid.startswith("cm") and cid.isalnum() and len(cid) <= 32  # OKX's clOrdId rule
+        assert order["side"] == "sell" and order["ordType"] == "ioc" and order["tdMode"] == "cross"
+        assert float(order["px"]) <= 33995  # a marketable limit at the slippage cap
+        await r.resync()
+        assert 1 / fake.margin_ratio() == pytest.approx(0.4, rel=0.05)  # target 2.5 = MM rate 40%, at the venue
+        assert r.health() == pytest.approx(fake.margin_ratio(), rel=1e-3)
+        assert not [e for e in r.notifier.events if e.kind in (EventKind.REJECTED, EventKind.VERIFY_FAILED,
+                                                               EventKind.DRIFT)]
+    assert fake.bad_signatures == 0
+
+
+async def test_dry_run_against_demo_trading_trades_on_paper(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url, mode="dry_run")) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() > 5)
+        r.feed.push(fake, 34000, BOOK)
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        after = r.health()
+        await r.resync()
+        assert fake.orders == {} and fake.cash["BTC"] == 1.0
+        assert r.health() == pytest.approx(after) and after > 2.3
+
+
+async def test_rejection_carries_the_venues_own_reason(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() > 5)
+        fake.reject = ("51008", "Order failed. Insufficient BTC balance in account.")
+        r.feed.push(fake, 34000, BOOK)
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert "Insufficient BTC balance in account" in alert.detail and "51008" in alert.detail
+        assert "All operations failed" not in alert.detail
+        assert fake.orders == {}
+
+
+async def test_timeout_after_the_order_reached_okx_leaves_one_order(venue) -> None:
+    fake, url = venue
+    gw = gateway(url, timeout_s=0.3)
+    fake.delay_create_s = 1.0  # booked at once, answered after the client gave up
+    try:
+        cid = client_order_id("c" * 24, 0)
+        order = await gw.place(cid, "BTC/USDT", "sell", 0.1, 39000.0)
+        again = await gw.place(cid, "BTC/USDT", "sell", 0.1, 39000.0)  # a retry: found, not resent
+        assert order.filled == again.filled == pytest.approx(0.1)
+        assert list(fake.orders) == [cid] and fake.cash["BTC"] == pytest.approx(0.9)
+    finally:
+        await gw.close()
+
+
+async def test_partial_fill_is_reported_as_it_is(venue) -> None:
+    fake, url = venue
+    fake.fill_ratio = 0.5
+    gw = gateway(url)
+    try:
+        order = await gw.place(client_order_id("d" * 24, 0), "BTC/USDT", "sell", 0.2, 39000.0)
+        assert order.filled == pytest.approx(0.1) and order.status == "canceled" and order.final
+        assert order.fee == pytest.approx(0.1 * 39995 * 0.001)
+    finally:
+        await gw.close()
+
+
+async def test_restart_mid_plan_is_reconciled_from_the_order_history(venue) -> None:
+    fake, url = venue
+    settings = settings_for(url)
+    store = MemoryStore()
+    plan = Plan(ACCOUNT, "act", "sell_to_stable", 1_700_000_000_000, 1.5, 2.5)
+    assert await store.claim_plan(plan.plan_id, ACCOUNT, plan.ts_ms)
+    gw = gateway(url)
+    await gw.place(client_order_id(plan.plan_id, 0), "BTC/USDT", "sell", 0.4, 33000.0)
+    await gw.close()
+    fake.book[BOOK] = (33995, 34005)
+    async with running(settings, store=store) as r:
+        assert await store.open_plans() == []
+        record = next(j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled")
+        assert record["plan_id"] == plan.plan_id and record["fills"][0]["amount"] == pytest.approx(0.4)
+        r.feed.push(fake, 34000, BOOK)  # the venue's balances already hold the sale: nothing to do
+        await until(lambda: r.health() > 2)
+        assert r.d.plans.empty() and len(fake.orders) == 1
+        assert ("GET", "/api/v5/trade/orders-history") in fake.requests
+
+
+async def test_the_venues_discount_tiers_override_the_config_in_usd_bands(venue) -> None:
+    fake, url = venue
+    fake.cash["USDT"] = -20000.0
+    fake.discount["BTC"] = [(0.0, 1.0), (20000.0, 0.5)]  # the first 20k USD at 100%, the rest at 50%
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() == pytest.approx((20000 + 10000 - 20000) / 1000))
+        await r.resync()
+        assert r.health() == pytest.approx(fake.margin_ratio(), rel=1e-4)  # we agree with the venue
+        assert not [e for e in r.notifier.events if e.kind == EventKind.DRIFT]
+
+
+async def test_drift_when_the_venue_counts_collateral_we_do_not_price(venue) -> None:
+    fake, url = venue
+    fake.cash["ETH"], fake.book["ETH-USDT"] = 2.0, (1999, 2001)  # in OKX's margin ratio, not in our config
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() > 5)
+        await r.resync()
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.DRIFT)
+        assert f"okx reports {1 / fake.margin_ratio():.4g}" in alert.detail
+
+
+@pytest.mark.parametrize("env, value", [("OKX_API_PASSPHRASE", "not-the-passphrase-77"),
+                                        ("OKX_API_SECRET", "not-the-secret-77")])
+async def test_wrong_passphrase_or_secret_is_refused_and_never_logged(venue, monkeypatch, capsys, env, value) -> None:
+    fake, url = venue
+    monkeypatch.setenv(env, value)
+    r = running(settings_for(url))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_daemon(r.d, stop))
+    await until(lambda: r.handle.failures >= 1)
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert fake.bad_signatures >= 1 and r.handle.syncs == 0
+    out = capsys.readouterr()
+    assert "account sync failed" in out.out + out.err
+    for secret in (value, KEY, PASSPHRASE, SECRET):
+        assert secret not in out.out + out.err
+
+
+async def test_a_live_key_is_refused_by_demo_trading(venue) -> None:
+    fake, url = venue
+    fake.demo = False  # the key is a live one; the config says testnet
+    gw = gateway(url)
+    try:
+        with pytest.raises(Exception, match="does not match current environment"):
+            await gw.fetch_state(0)
+    finally:
+        await gw.close()
+
+
+def test_okx_needs_the_passphrase_variable() -> None:
+    raw = settings_for("http://127.0.0.1:1").model_dump(exclude_none=True)
+    del raw["accounts"][0]["api_passphrase_env"]
+    with pytest.raises(ConfigError, match="api_passphrase_env is needed"):
+        parse_settings(raw)
+
+
+def test_positions_are_read_in_base_units() -> None:
+    # ccxt's parse of an OKX net-mode short of 250 contracts of 0.01 BTC (GET /api/v5/account/positions)
+    raw = {"symbol": "BTC/USDT:USDT", "contracts": 250.0, "contractSize": 0.01, "side": "short",
+           "info": {"instId": "BTC-USDT-SWAP", "pos": "-250", "avgPx": "40000", "mmr": "40", "notionalUsd": "100000"}}
+    (p,) = okx_positions([raw])
+    assert p.size == pytest.approx(-2.5) and p.entry == 40000 and p.mmr == pytest.approx(0.0004)
