@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 
@@ -35,3 +37,21 @@ class LoopbackServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+class SignedVenue:
+    """What the fake exchanges share: a private route records the request, then checks its key
+    and signature the venue's way (`authenticate`) before the handler sees its parameters."""
+
+    requests: list[tuple[str, str]]
+
+    async def authenticate(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+        """The request's parameters, or the venue's own error answer for a bad key or signature."""
+        raise NotImplementedError
+
+    def private(self, handler: Callable[[dict], Awaitable[web.Response]]):
+        async def wrapped(request: web.Request) -> web.Response:
+            self.requests.append((request.method, request.path))
+            params, error = await self.authenticate(request)
+            return error if error is not None else await handler(params)
+        return wrapped

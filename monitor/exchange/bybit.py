@@ -4,12 +4,10 @@ wallet by inter-transfer with a caller-chosen transferId."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from monitor.exchange.gateway import ExchangeGateway
+from monitor.exchange.gateway import ExchangeGateway, merge_positions
 from monitor.exchange.venues import VenueState, bybit_collateral_tiers, bybit_transferable, bybit_unified_state
 
 
@@ -21,7 +19,7 @@ class BybitGateway(ExchangeGateway):
                     "fetchMarkets": {"types": ["spot", "linear"]}, "defaultType": "spot",
                     "watchPositions": {"fetchPositionsSnapshot": False}}
     nets_coins = True  # a coin's balance and liability are one signed walletBalance
-    has_stream = True
+    streams = {"wallet": "watch_balance", "position": "watch_positions"}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -29,8 +27,6 @@ class BybitGateway(ExchangeGateway):
         self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None  # the venue's collateral ratios
         self._reserve: dict[str, float] = {}  # the reserve wallet as of the last REST sync
         self._wallet: dict[str, Any] = {}  # the last wallet seen (REST or stream)
-        self._streams = {"wallet": "watch_balance", "position": "watch_positions"}
-        self._next: dict[str, asyncio.Future | None] = {}  # each stream's pending watch
 
     async def fetch_state(self, now_ms: int) -> VenueState:
         if self._tiers is None:  # published, rarely changed: read once per run
@@ -41,11 +37,11 @@ class BybitGateway(ExchangeGateway):
         self._wallet = (balance["info"].get("result", {}).get("list") or [{}])[0]
         if self.reserve_wallet:
             self._reserve = await self.fetch_reserve()
-        return self._state(self._wallet, now_ms)
+        return self._streamed_state(now_ms)
 
-    def _state(self, wallet: dict[str, Any], now_ms: int) -> VenueState:
-        """The wallet as given, with the positions and reserve of the last REST sync."""
-        return replace(bybit_unified_state(wallet, self._positions, now_ms, self._tiers), reserve=self._reserve)
+    def _streamed_state(self, now_ms: int) -> VenueState:
+        """The last wallet and positions seen, with the reserve of the last REST sync."""
+        return replace(bybit_unified_state(self._wallet, self._positions, now_ms, self._tiers), reserve=self._reserve)
 
     async def fetch_reserve(self) -> dict[str, float]:
         """GET /v5/asset/transfer/query-account-coins-balance (accountType FUND): what each coin
@@ -56,36 +52,12 @@ class BybitGateway(ExchangeGateway):
     def _transfer_params(self, transfer_id: str) -> dict[str, Any]:
         return {"transferId": transfer_id}  # POST /v5/asset/transfer/inter-transfer: a UUID, unique per transfer
 
-    async def watch_state(self, now_ms: Callable[[], int]) -> VenueState:
-        """The account after the next update of either private stream: `wallet` (ccxt.pro
-        watch_balance) or `position` (watch_positions). Each watch stays pending across calls,
-        so an update on one stream never drops the other's."""
-        for topic in self._streams:
-            if self._next.get(topic) is None:
-                self._next[topic] = asyncio.ensure_future(self._call(self._streams[topic]))
-        done, _ = await asyncio.wait(self._next.values(), return_when=asyncio.FIRST_COMPLETED)
-        for topic, task in list(self._next.items()):
-            if task in done:
-                self._next[topic] = None
-                update = task.result()  # a broken stream raises here: the caller reconnects
-                if topic == "wallet":
-                    self._wallet = (update.get("info") or [{}])[0]
-                else:
-                    self._merge_positions(update)
-        return self._state(self._wallet, now_ms())
-
-    def _merge_positions(self, updates: list[dict[str, Any]]) -> None:
-        """Position updates carry only what changed; a closed position comes with size 0."""
-        by_symbol = {p["symbol"]: p for p in self._positions}
-        for p in updates:
-            by_symbol[p["symbol"]] = p
-        self._positions = [p for p in by_symbol.values() if p.get("contracts")]
-
-    async def close(self) -> None:
-        for task in self._next.values():
-            if task is not None:
-                task.cancel()
-        await super().close()
+    def _on_update(self, topic: str, update: Any) -> None:
+        """`wallet` (ccxt.pro watch_balance): the whole wallet; `position` (watch_positions): what changed."""
+        if topic == "wallet":
+            self._wallet = (update.get("info") or [{}])[0]
+        else:
+            self._positions = merge_positions(self._positions, update)
 
     async def _lookup(self, client_id: str, symbol: str) -> list[dict[str, Any]]:
         out = []

@@ -112,8 +112,10 @@ class ExchangeGateway:
 
     ccxt_options: dict[str, Any] = {}
     nets_coins = False  # the venue nets each coin's balance and liability (no repay call needed)
-    has_stream = False  # a private balance stream the daemon can apply
     order_params: dict[str, Any] = {}  # added to every order, lookup and cancel
+    # The venue's private streams the daemon applies: topic -> ccxt.pro watch method. Each
+    # update goes to _on_update(topic, ...), and watch_state answers with _streamed_state().
+    streams: dict[str, str] = {}
 
     def __init__(self, acc: AccountSettings, creds: Credentials, timeout_s: float, symbols: tuple[str, ...] = (),
                  exchange: Any | None = None):
@@ -124,6 +126,11 @@ class ExchangeGateway:
         self._creds = creds
         self._x = exchange if exchange is not None else build_exchange(acc, creds, timeout_s, self.ccxt_options)
         self._markets_loaded = False
+        self._next: dict[str, asyncio.Future | None] = {}  # each stream's pending watch
+
+    @property
+    def has_stream(self) -> bool:
+        return bool(self.streams)
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -145,7 +152,27 @@ class ExchangeGateway:
         raise NotImplementedError
 
     async def watch_state(self, now_ms: Callable[[], int]) -> VenueState:
-        raise VenueRejected(f"{self.venue}: no private balance stream is supported")
+        """The account after the next update of any of the venue's private streams. Each watch
+        stays pending across calls, so an update on one stream never drops another's."""
+        if not self.streams:
+            raise VenueRejected(f"{self.venue}: no private balance stream is supported")
+        for topic, method in self.streams.items():
+            if self._next.get(topic) is None:
+                self._next[topic] = asyncio.ensure_future(self._call(method))
+        done, _ = await asyncio.wait(self._next.values(), return_when=asyncio.FIRST_COMPLETED)
+        for topic, task in list(self._next.items()):
+            if task in done:
+                self._next[topic] = None
+                self._on_update(topic, task.result())  # a broken stream raises here: the caller reconnects
+        return self._streamed_state(now_ms())
+
+    def _on_update(self, topic: str, update: Any) -> None:
+        """Folds one stream update (what the ccxt.pro watch method returned) into the account."""
+        raise NotImplementedError
+
+    def _streamed_state(self, now_ms: int) -> VenueState:
+        """The account as the last REST sync and the stream updates since make it."""
+        raise NotImplementedError
 
     async def _lookup(self, client_id: str, symbol: str) -> list[dict[str, Any]]:
         """Raw ccxt orders that may carry `client_id` (open or recently closed)."""
@@ -302,4 +329,16 @@ class ExchangeGateway:
                           filled, float(average) if average else None, cost, raw.get("status") or "open")
 
     async def close(self) -> None:
+        for task in self._next.values():
+            if task is not None:
+                task.cancel()
         await self._x.close()
+
+
+def merge_positions(positions: list[dict[str, Any]], updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ccxt positions after a stream update, which carries only what changed (a closed
+    position comes with size 0)."""
+    by_symbol = {p["symbol"]: p for p in positions}
+    for p in updates:
+        by_symbol[p["symbol"]] = p
+    return [p for p in by_symbol.values() if p.get("contracts")]

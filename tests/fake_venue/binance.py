@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.loopback import start_app
+from tests.loopback import SignedVenue, start_app
 
 FEE_RATE = 0.001
 MARKETS = {"BTCUSDT": ("BTC", "USDT", "0.00001000", "0.01000000", "5.00000000")}
@@ -31,7 +31,7 @@ def now_ms() -> int:
 
 
 @dataclass
-class FakeBinance:
+class FakeBinance(SignedVenue):
     api_key: str
     secret: str
     free: dict[str, float] = field(default_factory=dict)
@@ -51,7 +51,7 @@ class FakeBinance:
     def error(code: int, msg: str, status: int = 400) -> web.Response:
         return web.json_response({"code": code, "msg": msg}, status=status)
 
-    async def signed(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+    async def authenticate(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
         raw = request.rel_url.raw_query_string if request.method in ("GET", "DELETE") else await request.text()
         payload, _, signature = raw.rpartition("&signature=")
         if request.headers.get("X-MBX-APIKEY") != self.api_key:
@@ -76,12 +76,6 @@ class FakeBinance:
         r.add_post("/sapi/v1/margin/borrow-repay", self.private(self.borrow_repay))
         return app
 
-    def private(self, handler):
-        async def wrapped(request: web.Request) -> web.Response:
-            self.requests.append((request.method, request.path))
-            params, error = await self.signed(request)
-            return error if error is not None else await handler(params)
-        return wrapped
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         self.requests.append((request.method, request.path))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.loopback import start_app
+from tests.loopback import SignedVenue, start_app
 
 FEE_RATE = 0.001
 SPOT = {"BTCUSDT": ("BTC", "USDT", "0.000001", "0.000048", "1", "0.01"),
@@ -37,7 +37,7 @@ def now_ms() -> int:
 
 
 @dataclass
-class FakeBybit:
+class FakeBybit(SignedVenue):
     api_key: str
     secret: str
     wallet: dict[str, float] = field(default_factory=dict)  # coin -> walletBalance (negative = borrowed)
@@ -71,7 +71,7 @@ class FakeBybit:
         body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now_ms()}
         return web.json_response(body)
 
-    async def authed(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+    async def authenticate(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
         """The request's parameters, or Bybit's error answer for a bad key or signature."""
         h = request.headers
         body = await request.text() if request.method == "POST" else ""
@@ -166,12 +166,6 @@ class FakeBybit:
         for ws in {w for subs in self.subscribers.values() for w in subs}:
             await ws.close()
 
-    def private(self, handler):
-        async def wrapped(request: web.Request) -> web.Response:
-            self.requests.append((request.method, request.path))
-            params, error = await self.authed(request)
-            return error if error is not None else await handler(params)
-        return wrapped
 
     # -- public ------------------------------------------------------------------------------
     async def instruments(self, request: web.Request) -> web.Response:

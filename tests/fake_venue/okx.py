@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.loopback import start_app
+from tests.loopback import SignedVenue, start_app
 
 FEE_RATE = 0.001
 SPOT = {"BTC-USDT": ("BTC", "USDT", "0.00000001", "0.00001", "0.1")}  # instId -> base, quote, lotSz, minSz, tickSz
@@ -38,7 +38,7 @@ def now_ms() -> int:
 
 
 @dataclass
-class FakeOkx:
+class FakeOkx(SignedVenue):
     api_key: str
     secret: str
     passphrase: str
@@ -61,7 +61,7 @@ class FakeOkx:
     def answer(data: list, code: str = "0", msg: str = "", status: int = 200) -> web.Response:
         return web.json_response({"code": code, "msg": msg, "data": data}, status=status)
 
-    async def authed(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
+    async def authenticate(self, request: web.Request) -> tuple[dict | None, web.Response | None]:
         h = request.headers
         body = await request.text() if request.method == "POST" else ""
         if h.get("OK-ACCESS-KEY") != self.api_key:
@@ -95,12 +95,6 @@ class FakeOkx:
         r.add_get("/api/v5/trade/orders-history", self.private(self.history))
         return app
 
-    def private(self, handler):
-        async def wrapped(request: web.Request) -> web.Response:
-            self.requests.append((request.method, request.path))
-            params, error = await self.authed(request)
-            return error if error is not None else await handler(params)
-        return wrapped
 
     # -- public ------------------------------------------------------------------------------
     async def instruments(self, request: web.Request) -> web.Response:
