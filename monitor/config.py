@@ -550,6 +550,11 @@ def _check_alert_refs(settings: Settings, levels: set[str]) -> None:
         raise ValueError(f"alerts.repeat_s.{bad[0]}: must be a positive number of seconds")
 
 
+def linear_perpetual(symbol: str) -> str:
+    """The linear perpetual on a spot market, in ccxt swap notation (BTC/USDT -> BTC/USDT:USDT)."""
+    return symbol if ":" in symbol else f"{symbol}:{symbol.split('/')[1]}"
+
+
 def position_asset(symbol: str, symbols: dict[str, str], assets: dict[str, Any]) -> str | None:
     """The asset whose price drives a perpetual: an exact price symbol, else the base ("BTC/USDT:USDT" -> BTC)."""
     if symbol in symbols:

@@ -14,6 +14,7 @@ import numpy as np
 from monitor.accounts.static import build_books
 from monitor.config import AccountSettings, Settings
 from monitor.errors import ConfigError
+from monitor.exchange.venues import PERPS_ONLY
 from monitor.execution.base import Execution
 from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick
 from monitor.risk.engine import RiskEngine
@@ -128,6 +129,8 @@ class Monitor:
         if acc.source == "config":
             return strategy.check(book, self.stables, self.markets)
         # Holdings come from the venue at run time: nothing to judge them by yet, except the config.
+        if acc.source in PERPS_ONLY and not getattr(strategy, "cuts_positions_only", False):
+            return f"{acc.source} trades perpetuals only: use a strategy that cuts positions (reduce_position)"
         if getattr(strategy, "draws_reserve", False) and not acc.reserve_wallet:
             return "set reserve_wallet (the venue wallet to top up from, e.g. \"funding\")"
         return None

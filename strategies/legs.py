@@ -7,6 +7,7 @@ quote's price (1 for a USD stable valued in USD).
 
 from __future__ import annotations
 
+from monitor.config import linear_perpetual
 from monitor.model import Order, Repay
 from strategies.base import Market
 from strategies.sizing import Draft, Leg, balance_kinks, crossings, qty_levels
@@ -19,7 +20,7 @@ def spot_symbol(market: Market, quote: str) -> str:
 
 def perp_symbol(market: Market) -> str:
     """The linear perpetual on the market, in ccxt swap notation (BTC/USDT -> BTC/USDT:USDT)."""
-    return market.symbol if ":" in market.symbol else f"{market.symbol}:{market.quote}"
+    return linear_perpetual(market.symbol)
 
 
 def sale_leg(draft: Draft, asset: str, receive: str, repay: bool) -> Leg | None:

@@ -19,6 +19,7 @@ from strategies.sizing import Draft
 
 class ReducePosition:
     name = "reduce_position"
+    cuts_positions_only = True  # no spot order: fit for venues that trade perpetuals only
 
     def check(self, book: AccountBook, stables: frozenset[str], markets: dict[str, Market]) -> str | None:
         if not book.unified:

@@ -58,7 +58,10 @@ def last_close(path: str) -> float:
     return float(rows[-1].split(",")[4])
 
 
-@pytest.mark.parametrize("config", ["config.example.toml", "examples/offline.toml"])
+SHIPPED = ["config.example.toml", *sorted(f"examples/{p.name}" for p in (REPO / "examples").glob("*.toml"))]
+
+
+@pytest.mark.parametrize("config", SHIPPED)
 def test_shipped_configs_pass(config: str) -> None:
     proc = cli("check-config", config)
     assert proc.returncode == 0, proc.stderr

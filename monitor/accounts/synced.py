@@ -107,6 +107,8 @@ async def stream_loop(gw: ExchangeGateway, post: Callable[[Synced], None], handl
         backoff = 1.0
         post(Synced(gw.account, state))
         handle.streamed += 1
+        if gw.resync_wanted:
+            handle.kick.set()
 
 
 async def _wait(handle: SyncHandle, seconds: float) -> None:

@@ -116,6 +116,7 @@ class ExchangeGateway:
     # The venue's private streams the daemon applies: topic -> ccxt.pro watch method. Each
     # update goes to _on_update(topic, ...), and watch_state answers with _streamed_state().
     streams: dict[str, str] = {}
+    resync_wanted = False  # a stream update only a REST sync can complete (e.g. a new position's rates)
 
     def __init__(self, acc: AccountSettings, creds: Credentials, timeout_s: float, symbols: tuple[str, ...] = (),
                  exchange: Any | None = None):

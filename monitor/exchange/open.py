@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from monitor.config import AccountSettings
 from monitor.exchange.binance import BinanceMarginGateway
+from monitor.exchange.binance_usdm import BinanceUsdmGateway
 from monitor.exchange.bybit import BybitGateway
 from monitor.exchange.credentials import Credentials
 from monitor.exchange.gateway import ExchangeGateway
 from monitor.exchange.okx import OkxGateway
 
 GATEWAYS: dict[str, type[ExchangeGateway]] = {"bybit": BybitGateway, "binance": BinanceMarginGateway,
-                                              "okx": OkxGateway}
+                                              "binanceusdm": BinanceUsdmGateway, "okx": OkxGateway}
 
 
 def open_gateway(acc: AccountSettings, creds: Credentials, timeout_s: float,

@@ -16,11 +16,15 @@ VENUE_MODELS: dict[str, tuple[str, ...]] = {
     "bybit": ("unified",),
     "binance": ("margin_level",),  # classic cross margin
     "okx": ("unified",),  # multi-currency margin
+    "binanceusdm": ("unified",),  # USDⓈ-M futures in Multi-Assets mode
 }
+# Venues whose account holds margin and perpetuals only: no spot market to sell collateral on.
+PERPS_ONLY = {"binanceusdm"}
 NEEDS_PASSPHRASE = {"okx"}  # venues whose API keys come with a passphrase
 # The wallet a top-up moves collateral into, per venue that supports it (ccxt's account names).
 TOP_UP_INTO: dict[str, str] = {"bybit": "unified"}
-NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or live"}
+NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or "
+                         "live (USDⓈ-M futures accounts have a testnet: source = \"binanceusdm\")"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +171,40 @@ def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, 
     ratio = _num(balance.get("mgnRatio"))  # "" when nothing is owed
     return VenueState(holdings, {}, okx_positions(positions), 1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {},
                       tiers_in_value=True)
+
+
+def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """GET /fapi/v1/assetIndex (public, "Multi-Assets Mode Asset Index"): Multi-Assets mode values
+    a positive balance of a margin asset at index x (1 - bidBuffer), so 1 - bidBuffer is the
+    asset's weight: one flat band (symbol "BTCUSD" -> BTC)."""
+    out = {}
+    for item in index:
+        symbol = str(item.get("symbol") or "")
+        if symbol.endswith("USD") and item.get("bidBuffer") not in (None, ""):
+            out[symbol[:-3]] = ((0.0, 1.0 - _num(item.get("bidBuffer"))),)
+    return out
+
+
+def binance_usdm_state(account: dict[str, Any], symbol_of: dict[str, str], ts_ms: int,
+                       tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
+    """GET /fapi/v3/account of a USDⓈ-M futures account in Multi-Assets mode, through ccxt.
+
+    Each margin asset's walletBalance is held (negative after losses in Multi-Assets mode: owed);
+    a position's positionAmt is signed, notional is its signed value at the mark, and the entry
+    follows from notional - unrealizedProfit. Binance's margin ratio is totalMaintMargin /
+    totalMarginBalance, in USD, liquidation at 100% (Binance FAQ "Margin Ratio"): the unified
+    model's MM rate. `symbol_of` maps Binance's market ids to ccxt's symbols.
+    """
+    holdings = {str(a.get("asset")): _num(a.get("walletBalance")) for a in account.get("assets") or []
+                if _num(a.get("walletBalance")) != 0}
+    positions = []
+    for p in account.get("positions") or []:
+        size, notional = _num(p.get("positionAmt")), _num(p.get("notional"))
+        symbol = symbol_of.get(str(p.get("symbol")))
+        if size == 0 or notional == 0 or symbol is None:
+            continue
+        entry = (notional - _num(p.get("unrealizedProfit"))) / size
+        positions.append(VenuePosition(symbol, size, entry, _num(p.get("maintMargin")) / abs(notional)))
+    maint, balance = _num(account.get("totalMaintMargin")), _num(account.get("totalMarginBalance"))
+    native = maint / balance if maint > 0 and balance > 0 else None
+    return VenueState(holdings, {}, tuple(positions), native, ts_ms, tiers or {}, tiers_in_value=True)

@@ -30,22 +30,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass
-class FakeBinance(SignedVenue):
+class BinanceSigned(SignedVenue):
+    """Binance's request signing, shared by its spot/margin and futures fakes: X-MBX-APIKEY, and
+    `signature` = hex HMAC-SHA256 of the rest of the query string (or form body)."""
+
     api_key: str
     secret: str
-    free: dict[str, float] = field(default_factory=dict)
-    borrowed: dict[str, float] = field(default_factory=dict)
-    interest: dict[str, float] = field(default_factory=dict)
-    book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (bid, ask)
-    delay_create_s: float = 0.0
-    reject: tuple[int, str] | None = None
-    fill_ratio: float = 1.0
-    orders: dict[str, dict] = field(default_factory=dict)  # clientOrderId -> order
-    repays: list[tuple[str, float]] = field(default_factory=list)
-    bad_signatures: int = 0
-    requests: list[tuple[str, str]] = field(default_factory=list)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    bad_signatures: int
 
     @staticmethod
     def error(code: int, msg: str, status: int = 400) -> web.Response:
@@ -62,6 +53,24 @@ class FakeBinance(SignedVenue):
             self.bad_signatures += 1
             return None, self.error(-1022, "Signature for this request is not valid.")
         return dict(parse_qsl(payload)), None
+
+
+@dataclass
+class FakeBinance(BinanceSigned):
+    api_key: str
+    secret: str
+    free: dict[str, float] = field(default_factory=dict)
+    borrowed: dict[str, float] = field(default_factory=dict)
+    interest: dict[str, float] = field(default_factory=dict)
+    book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (bid, ask)
+    delay_create_s: float = 0.0
+    reject: tuple[int, str] | None = None
+    fill_ratio: float = 1.0
+    orders: dict[str, dict] = field(default_factory=dict)  # clientOrderId -> order
+    repays: list[tuple[str, float]] = field(default_factory=list)
+    bad_signatures: int = 0
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -1,0 +1,78 @@
+"""Binance USDⓈ-M futures in Multi-Assets mode: the futures account (margin assets' wallet
+balances, positions, the margin ratio) in one request, the haircuts Binance publishes for
+margin assets, reduce-only perpetual orders by newClientOrderId, and the user-data stream
+(ACCOUNT_UPDATE: balances and positions as they change). ccxt's sandbox mode is Binance's
+futures testnet. The account trades perpetuals only: its strategy cuts positions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from monitor.config import linear_perpetual
+from monitor.exchange.gateway import ExchangeGateway, VenueRejected
+from monitor.exchange.venues import VenuePosition, VenueState, binance_asset_haircuts, binance_usdm_state
+
+
+class BinanceUsdmGateway(ExchangeGateway):
+    # Only endpoints a futures key with trade permission reaches (no wallet-wide currency list).
+    ccxt_options = {"fetchCurrencies": False, "fetchMargins": False,
+                    "watchPositions": {"fetchPositionsSnapshot": False}}  # our own REST sync is the snapshot
+    nets_coins = True  # a margin asset's wallet balance is signed; there is nothing to repay
+    streams = {"balance": "watch_balance", "positions": "watch_positions"}
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.perps = tuple(sorted({linear_perpetual(s) for s in self.symbols}))
+        self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None
+        self._state = VenueState({})  # the last REST sync, then the stream's changes on top
+
+    async def fetch_state(self, now_ms: int) -> VenueState:
+        if self._tiers is None:  # published, rarely changed: read once per run
+            mode = await self._call("fapiPrivateGetMultiAssetsMargin")
+            if not mode.get("multiAssetsMargin"):
+                raise VenueRejected("the USDⓈ-M futures account is in single-asset mode: switch it to "
+                                    "Multi-Assets mode (Preferences > Asset Mode) so all margin assets count")
+            self._tiers = binance_asset_haircuts(await self._call("fapiPublicGetAssetIndex"))
+        balance = await self._call("fetch_balance")
+        symbol_of = {m["id"]: m["symbol"] for m in self._x.markets.values() if m.get("linear")}
+        self._state = binance_usdm_state(balance["info"], symbol_of, now_ms, self._tiers)
+        self.resync_wanted = False
+        return self._state
+
+    def _on_update(self, topic: str, update: Any) -> None:
+        """ACCOUNT_UPDATE through ccxt: `balance` carries the event as it came (the wallet
+        balance of each asset that changed); `positions` the positions that changed, a closed
+        one with 0 contracts. Between syncs a missed event is healed by the next REST sync."""
+        state = self._state
+        if topic == "balance":
+            changed = ((update.get("info") or {}).get("a") or {}).get("B") or []
+            holdings = dict(state.holdings)
+            for entry in changed:
+                holdings[str(entry.get("a"))] = float(entry.get("wb") or 0.0)
+            self._state = replace(state, holdings={a: x for a, x in holdings.items() if x})
+            return
+        by_symbol = {p.symbol: p for p in state.positions}
+        for p in update:
+            old = by_symbol.pop(p["symbol"], None)
+            size = float(p.get("contracts") or 0.0) * (-1.0 if p.get("side") == "short" else 1.0)
+            if size == 0:
+                continue
+            if old is None:  # a new position: its maintenance rate comes with the next REST sync
+                self.resync_wanted = True
+            by_symbol[p["symbol"]] = VenuePosition(p["symbol"], size, float(p.get("entryPrice") or 0.0),
+                                                   old.mmr if old is not None else 0.0)
+        self._state = replace(state, positions=tuple(by_symbol.values()))
+
+    def _streamed_state(self, now_ms: int) -> VenueState:
+        # The event has no account totals: no venue figure to check drift against until the next sync.
+        return replace(self._state, native=None, ts_ms=now_ms)
+
+    async def _lookup(self, client_id: str, symbol: str) -> list[dict[str, Any]]:
+        return [await self._call("fetch_order", None, symbol, {"clientOrderId": client_id})]
+
+    async def _recent(self) -> list[dict[str, Any]]:
+        out = []
+        for symbol in self.perps:  # Binance lists orders per market
+            out += await self._call("fetch_orders", symbol)
+        return out

@@ -1,0 +1,246 @@
+"""Binance USDⓈ-M futures in Multi-Assets mode end to end: the daemon, ccxt (unmodified) and a
+fake futures testnet on loopback that checks every signature and pushes the user-data stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from monitor.config import parse_settings
+from monitor.errors import ConfigError
+from monitor.exchange.binance_usdm import BinanceUsdmGateway
+from monitor.exchange.credentials import Credentials
+from monitor.exchange.gateway import VenueRejected
+from monitor.execution.exchange import client_order_id
+from monitor.core import Monitor, check_strategies
+from monitor.model import EventKind, Plan
+from monitor.service import run_daemon
+from monitor.store.sqlite import MemoryStore
+from strategies import default_registry
+from tests.fake_venue.binance_usdm import FakeBinanceUsdm, serve
+from tests.test_exchange_bybit import Running, until
+
+KEY, SECRET = "usdm-test-key-0001", "usdm-test-secret-0001"
+ACCOUNT = "binance-futures"
+PERP = "BTC/USDT:USDT"
+
+
+def account(url: str, **overrides) -> dict:
+    return {"name": ACCOUNT, "model": "unified", "source": "binanceusdm", "api_key_env": "BINANCE_API_KEY",
+            "api_secret_env": "BINANCE_API_SECRET", "testnet": True, "rest_url": url,
+            "ws_url": url.replace("http://", "ws://"), "sync_every_s": 30.0, "drift_tolerance": 0.05,
+            "levels": [{"name": "act", "mm_rate": 0.6, "action": "rebalance", "strategy": "reduce_position",
+                        "target": 2.5, "cooldown_s": 0}], **overrides}
+
+
+def settings_for(url: str, mode: str = "testnet", **overrides):
+    return parse_settings({
+        "daemon": {"restart_backoff_s": 0.01, "state_dir": "state-unused"},
+        "execution": {"mode": mode, "order_timeout_s": 1.0},
+        "assets": {"BTC": {"price": "BTC/USDT", "weight": 0.8}, "USDT": {"price": 1.0}},
+        "accounts": [account(url, **overrides)],
+    })
+
+
+@pytest.fixture
+async def venue(monkeypatch):
+    monkeypatch.setenv("BINANCE_API_KEY", KEY)
+    monkeypatch.setenv("BINANCE_API_SECRET", SECRET)
+    # 2000 USDT and 0.5 BTC of margin behind a 3 BTC long from 40000, 5% maintenance.
+    fake = FakeBinanceUsdm(KEY, SECRET, wallet={"USDT": 2000.0, "BTC": 0.5}, positions={"BTCUSDT": (3.0, 40000.0)},
+                           book={"BTCUSDT": (39995, 40005)}, haircut={"BTC": 0.05}, mmr={"BTCUSDT": 0.05})
+    runner, url = await serve(fake)
+    yield fake, url
+    await runner.cleanup()
+
+
+def running(settings, **kw) -> Running:
+    return Running(settings, live=settings.execution.mode == "live", account=ACCOUNT, **kw)
+
+
+def gateway(url: str, timeout_s: float = 1.0) -> BinanceUsdmGateway:
+    return BinanceUsdmGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), timeout_s, ("BTC/USDT",))
+
+
+async def test_full_cycle_on_the_futures_testnet_cuts_the_position(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() == pytest.approx(1 / fake.margin_ratio(), rel=1e-6))
+        r.feed.push(fake, 36500)  # MM rate 62% > 60%: cut the long
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        (cid, order), = fake.orders.items()
+        assert cid.startswith("cm") and order["side"] == "SELL" and order["reduceOnly"] is True
+        assert order["timeInForce"] == "IOC" and order["type"] == "LIMIT" and float(order["price"]) <= 36495
+        assert 0 < fake.positions["BTCUSDT"][0] < 3.0
+        await r.resync()
+        assert 1 / fake.margin_ratio() == pytest.approx(2.5, rel=0.05)  # the target (MM rate 40%), at the venue
+        assert r.health() == pytest.approx(1 / fake.margin_ratio(), rel=1e-3)
+        assert not [e for e in r.notifier.events if e.kind in (EventKind.REJECTED, EventKind.VERIFY_FAILED,
+                                                               EventKind.DRIFT)]
+    assert fake.bad_signatures == 0
+
+
+async def test_the_venues_haircuts_override_the_config_weights(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        # 0.95 (Binance's bidBuffer 0.05), not the config's 0.8: 2000 + 0.5*40000*0.95 over 3*40000*5%
+        await until(lambda: r.health() == pytest.approx((2000 + 19000) / 6000, rel=1e-3))
+        assert r.d.monitor.engine.books[0].exposures["BTC"].perp_size == 3.0
+
+
+async def test_dry_run_against_the_testnet_trades_on_paper(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url, mode="dry_run")) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 3)
+        r.feed.push(fake, 36500)
+        await asyncio.wait_for(r.d.settled.wait(), 10)
+        after = r.health()
+        await r.resync()
+        assert fake.orders == {} and fake.positions["BTCUSDT"] == (3.0, 40000.0)
+        assert r.health() == pytest.approx(after) and after > 2.3
+
+
+async def test_the_user_data_stream_moves_health_between_syncs(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 3 and fake.streams)
+        syncs, before = r.handle.syncs, r.health()
+        fake.wallet["USDT"] += 3000  # a transfer in from the spot wallet
+        await fake.push_account_update(["USDT"], [], reason="DEPOSIT")
+        await until(lambda: r.health() == pytest.approx(before + 3000 / 6000, rel=1e-3))
+        assert r.handle.streamed >= 1 and r.handle.syncs == syncs  # no REST call needed
+
+
+async def test_a_position_opened_elsewhere_is_rated_by_a_rest_sync(venue) -> None:
+    fake, url = venue
+    fake.positions.clear()
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: fake.streams and r.handle.syncs >= 1)
+        syncs = r.handle.syncs
+        fake.positions["BTCUSDT"] = (-1.0, 40000.0)  # a short opened by hand on the venue
+        await fake.push_account_update([], ["BTCUSDT"])
+        await until(lambda: r.handle.syncs > syncs and len(r.d.inbox) == 0)  # the stream asked for one
+        e = r.d.monitor.engine.books[0].exposures["BTC"]
+        assert e.perp_size == -1.0 and e.perp_mm == pytest.approx(0.05)  # the venue's rate, from the sync
+        assert r.health() == pytest.approx(1 / fake.margin_ratio(), rel=1e-3)
+
+
+async def test_a_dropped_stream_reconnects(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        await until(lambda: fake.streams)
+        await fake.drop_streams()
+        await until(lambda: r.handle.stream_failures >= 1)
+        await until(lambda: fake.stream_connections >= 2 and fake.streams)
+        r.feed.push(fake, 40000)
+        fake.wallet["USDT"] += 1000
+        await fake.push_account_update(["USDT"], [])
+        await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].qty == pytest.approx(3000))
+
+
+async def test_a_reduce_only_rejection_carries_binances_reason(venue) -> None:
+    fake, url = venue
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 3)
+        fake.reject = (-2022, "ReduceOnly Order is rejected.")
+        r.feed.push(fake, 36500)
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
+        assert "ReduceOnly Order is rejected" in alert.detail and "-2022" in alert.detail
+        assert fake.orders == {}
+
+
+async def test_timeout_after_the_order_reached_binance_leaves_one_order(venue) -> None:
+    fake, url = venue
+    gw = gateway(url, timeout_s=0.3)
+    fake.delay_create_s = 1.0  # booked at once, answered after the client gave up
+    try:
+        cid = client_order_id("e" * 24, 0)
+        order = await gw.place(cid, PERP, "sell", 0.5, 39000.0)
+        again = await gw.place(cid, PERP, "sell", 0.5, 39000.0)  # a retry: found, not resent
+        assert order.filled == again.filled == pytest.approx(0.5)
+        assert list(fake.orders) == [cid] and fake.positions["BTCUSDT"][0] == pytest.approx(2.5)
+    finally:
+        await gw.close()
+
+
+async def test_partial_fill_is_reported_as_it_is(venue) -> None:
+    fake, url = venue
+    fake.fill_ratio = 0.5
+    gw = gateway(url)
+    try:
+        order = await gw.place(client_order_id("f" * 24, 0), PERP, "sell", 1.0, 39000.0)
+        assert order.filled == pytest.approx(0.5) and order.status == "expired" and order.final
+        assert fake.positions["BTCUSDT"][0] == pytest.approx(2.5)
+    finally:
+        await gw.close()
+
+
+async def test_restart_mid_plan_is_reconciled_from_all_orders(venue) -> None:
+    fake, url = venue
+    store = MemoryStore()
+    plan = Plan(ACCOUNT, "act", "reduce_position", 1_700_000_000_000, 1.6, 2.5)
+    assert await store.claim_plan(plan.plan_id, ACCOUNT, plan.ts_ms)
+    gw = gateway(url)
+    await gw.place(client_order_id(plan.plan_id, 0), PERP, "sell", 1.2, 36000.0)
+    await gw.close()
+    async with running(settings_for(url), store=store) as r:
+        assert await store.open_plans() == []
+        record = next(j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled")
+        assert record["plan_id"] == plan.plan_id and record["fills"][0]["amount"] == pytest.approx(1.2)
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 3)
+        assert r.d.plans.empty() and len(fake.orders) == 1
+        assert ("GET", "/fapi/v1/allOrders") in fake.requests
+
+
+async def test_drift_when_the_venue_counts_margin_we_do_not_price(venue) -> None:
+    fake, url = venue
+    fake.wallet["ETH"], fake.book["ETHUSDT"] = 2.0, (1999, 2001)  # in Binance's margin ratio, not in our config
+    async with running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 3)
+        await r.resync()
+        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.DRIFT)
+        assert f"binanceusdm reports {fake.margin_ratio():.4g}" in alert.detail
+
+
+async def test_a_single_asset_mode_account_is_refused_with_the_fix(venue) -> None:
+    fake, url = venue
+    fake.multi_assets = False
+    gw = gateway(url)
+    try:
+        with pytest.raises(VenueRejected, match="switch it to Multi-Assets mode"):
+            await gw.fetch_state(0)
+    finally:
+        await gw.close()
+
+
+async def test_a_wrong_secret_is_refused_and_never_logged(venue, monkeypatch, capsys) -> None:
+    fake, url = venue
+    monkeypatch.setenv("BINANCE_API_SECRET", "not-the-secret-88")
+    r = running(settings_for(url))  # started by hand: it never syncs, so Running's entry would wait in vain
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_daemon(r.d, stop))
+    await until(lambda: r.handle.failures >= 1)
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert fake.bad_signatures >= 1 and r.handle.syncs == 0
+    out = capsys.readouterr()
+    assert "Signature for this request is not valid" in out.out + out.err
+    for secret in ("not-the-secret-88", KEY, SECRET):
+        assert secret not in out.out + out.err
+
+
+def test_a_spot_strategy_is_refused_on_a_futures_account() -> None:
+    settings = settings_for("http://127.0.0.1:1")
+    raw = settings.model_dump(exclude_none=True)
+    raw["accounts"][0]["levels"][0]["strategy"] = "sell_to_stable"
+    with pytest.raises(ConfigError, match="binanceusdm trades perpetuals only"):
+        check_strategies(Monitor(parse_settings(raw), default_registry()))
