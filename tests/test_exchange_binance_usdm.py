@@ -18,7 +18,7 @@ from monitor.model import EventKind, Plan
 from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
-from tests.fake_venue.binance_usdm import FakeBinanceUsdm, serve
+from tests.fake_venue.binance_usdm import FEE_RATE, FakeBinanceUsdm, serve
 from tests.test_exchange_bybit import Running, until
 
 KEY, SECRET = "usdm-test-key-0001", "usdm-test-secret-0001"
@@ -177,6 +177,7 @@ async def test_partial_fill_is_reported_as_it_is(venue) -> None:
     try:
         order = await gw.place(client_order_id("f" * 24, 0), PERP, "sell", 1.0, 39000.0)
         assert order.filled == pytest.approx(0.5) and order.status == "expired" and order.final
+        assert order.fee == pytest.approx(0.5 * 39995 * FEE_RATE)  # not in the answer: the market's taker rate
         assert fake.positions["BTCUSDT"][0] == pytest.approx(2.5)
     finally:
         await gw.close()

@@ -326,6 +326,10 @@ class ExchangeGateway:
         base = raw["symbol"].split("/")[0]
         if fee.get("currency") == base and average:
             cost *= float(average)  # a buy pays its fee in the base coin: value it in quote units
+        elif fee.get("cost") is None and filled and average:
+            # Binance reports no commission with an order: an IOC order pays the market's taker rate.
+            market = (self._x.markets or {}).get(raw["symbol"]) or {}
+            cost = filled * float(average) * float(market.get("taker") or 0.0)
         return VenueOrder(raw.get("clientOrderId") or "", raw["symbol"], raw["side"], float(raw.get("amount") or 0.0),
                           filled, float(average) if average else None, cost, raw.get("status") or "open")
 
