@@ -48,13 +48,10 @@ async def venue(monkeypatch):
     await runner.cleanup()
 
 
-def running(settings, **kw) -> Running:
-    return Running(settings, live=settings.execution.mode == "live", account=ACCOUNT, **kw)
-
 
 async def test_sale_and_repay_cycle_on_cross_margin(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() == pytest.approx(40000 / 30000 / 1.1))  # margin level 1.33 over 1.1
         r.feed.push(fake, 36000)  # margin level 1.2 < 1.25: sell BTC and repay the loan
@@ -72,7 +69,7 @@ async def test_sale_and_repay_cycle_on_cross_margin(venue) -> None:
 
 async def test_dry_run_reads_the_account_and_trades_on_paper(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url, mode="dry_run")) as r:
+    async with Running(settings_for(url, mode="dry_run")) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 1.2)
         r.feed.push(fake, 36000)
@@ -85,7 +82,7 @@ async def test_dry_run_reads_the_account_and_trades_on_paper(venue) -> None:
 
 async def test_rejection_carries_binances_reason(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 1.2)
         fake.reject = (-2010, "Account has insufficient balance for requested action.")
@@ -118,7 +115,7 @@ async def test_restart_mid_plan_is_reconciled_from_all_orders(venue) -> None:
     gw = BinanceMarginGateway(settings.accounts[0], Credentials(KEY, SECRET), 1.0, ("BTC/USDT",))
     await gw.place(client_order_id(plan.plan_id, 0), "BTC/USDT", "sell", 0.2, 39000.0)
     await gw.close()
-    async with running(settings, store=store):
+    async with Running(settings, store=store):
         assert await store.open_plans() == []
         record = next(j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled")
         assert record["plan_id"] == plan.plan_id and record["fills"][0]["amount"] == pytest.approx(0.2)
@@ -128,7 +125,7 @@ async def test_restart_mid_plan_is_reconciled_from_all_orders(venue) -> None:
 async def test_drift_when_the_venue_counts_assets_we_do_not_price(venue) -> None:
     fake, url = venue
     fake.free["ETH"], fake.book["ETHUSDT"] = 3.0, (1999, 2001)  # in the margin level, not in our config
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 1.2)
         await r.resync()

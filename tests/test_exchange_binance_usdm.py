@@ -15,7 +15,6 @@ from monitor.exchange.gateway import VenueRejected
 from monitor.execution.exchange import client_order_id
 from monitor.core import Monitor, check_strategies
 from monitor.model import EventKind, Plan
-from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from strategies import default_registry
 from tests.fake_venue.binance_usdm import FEE_RATE, FakeBinanceUsdm, serve
@@ -55,9 +54,6 @@ async def venue(monkeypatch):
     await runner.cleanup()
 
 
-def running(settings, **kw) -> Running:
-    return Running(settings, live=settings.execution.mode == "live", account=ACCOUNT, **kw)
-
 
 def gateway(url: str, timeout_s: float = 1.0) -> BinanceUsdmGateway:
     return BinanceUsdmGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), timeout_s, ("BTC/USDT",))
@@ -65,7 +61,7 @@ def gateway(url: str, timeout_s: float = 1.0) -> BinanceUsdmGateway:
 
 async def test_full_cycle_on_the_futures_testnet_cuts_the_position(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() == pytest.approx(1 / fake.margin_ratio(), rel=1e-6))
         r.feed.push(fake, 36500)  # MM rate 62% > 60%: cut the long
@@ -84,7 +80,7 @@ async def test_full_cycle_on_the_futures_testnet_cuts_the_position(venue) -> Non
 
 async def test_the_venues_haircuts_override_the_config_weights(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         # 0.95 (Binance's bidBuffer 0.05), not the config's 0.8: 2000 + 0.5*40000*0.95 over 3*40000*5%
         await until(lambda: r.health() == pytest.approx((2000 + 19000) / 6000, rel=1e-3))
@@ -93,7 +89,7 @@ async def test_the_venues_haircuts_override_the_config_weights(venue) -> None:
 
 async def test_dry_run_against_the_testnet_trades_on_paper(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url, mode="dry_run")) as r:
+    async with Running(settings_for(url, mode="dry_run")) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 3)
         r.feed.push(fake, 36500)
@@ -106,7 +102,7 @@ async def test_dry_run_against_the_testnet_trades_on_paper(venue) -> None:
 
 async def test_the_user_data_stream_moves_health_between_syncs(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 3 and fake.streams)
         syncs, before = r.handle.syncs, r.health()
@@ -119,7 +115,7 @@ async def test_the_user_data_stream_moves_health_between_syncs(venue) -> None:
 async def test_a_position_opened_elsewhere_is_rated_by_a_rest_sync(venue) -> None:
     fake, url = venue
     fake.positions.clear()
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: fake.streams and r.handle.syncs >= 1)
         syncs = r.handle.syncs
@@ -133,7 +129,7 @@ async def test_a_position_opened_elsewhere_is_rated_by_a_rest_sync(venue) -> Non
 
 async def test_a_dropped_stream_reconnects(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         await until(lambda: fake.streams)
         await fake.drop_streams()
         await until(lambda: r.handle.stream_failures >= 1)
@@ -146,7 +142,7 @@ async def test_a_dropped_stream_reconnects(venue) -> None:
 
 async def test_a_reduce_only_rejection_carries_binances_reason(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 3)
         fake.reject = (-2022, "ReduceOnly Order is rejected.")
@@ -191,7 +187,7 @@ async def test_restart_mid_plan_is_reconciled_from_all_orders(venue) -> None:
     gw = gateway(url)
     await gw.place(client_order_id(plan.plan_id, 0), PERP, "sell", 1.2, 36000.0)
     await gw.close()
-    async with running(settings_for(url), store=store) as r:
+    async with Running(settings_for(url), store=store) as r:
         assert await store.open_plans() == []
         record = next(j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled")
         assert record["plan_id"] == plan.plan_id and record["fills"][0]["amount"] == pytest.approx(1.2)
@@ -204,7 +200,7 @@ async def test_restart_mid_plan_is_reconciled_from_all_orders(venue) -> None:
 async def test_drift_when_the_venue_counts_margin_we_do_not_price(venue) -> None:
     fake, url = venue
     fake.wallet["ETH"], fake.book["ETHUSDT"] = 2.0, (1999, 2001)  # in Binance's margin ratio, not in our config
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: r.health() > 3)
         await r.resync()
@@ -226,12 +222,8 @@ async def test_a_single_asset_mode_account_is_refused_with_the_fix(venue) -> Non
 async def test_a_wrong_secret_is_refused_and_never_logged(venue, monkeypatch, capsys) -> None:
     fake, url = venue
     monkeypatch.setenv("BINANCE_API_SECRET", "not-the-secret-88")
-    r = running(settings_for(url))  # started by hand: it never syncs, so Running's entry would wait in vain
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_daemon(r.d, stop))
-    await until(lambda: r.handle.failures >= 1)
-    stop.set()
-    assert await asyncio.wait_for(task, 10) == 0
+    r = Running(settings_for(url))
+    await r.until_sync_fails()
     assert fake.bad_signatures >= 1 and r.handle.syncs == 0
     out = capsys.readouterr()
     assert "Signature for this request is not valid" in out.out + out.err

@@ -85,9 +85,12 @@ async def until(pred, timeout: float = 10.0) -> None:
 
 
 class Running:
-    """A daemon on the fake venue, stopped cleanly at the end of the block."""
+    """A daemon on the fake venue, stopped cleanly at the end of the block. `--live` is given
+    when the config says live; the account watched is the config's first."""
 
-    def __init__(self, settings, store=None, live: bool = False, account: str = ACCOUNT):
+    def __init__(self, settings, store=None, live: bool | None = None, account: str | None = None):
+        live = settings.execution.mode == "live" if live is None else live
+        account = account or settings.accounts[0].name
         self.notifier = ListNotifier()
         self.feed = PushFeed()
         self.store = store or MemoryStore()
@@ -107,6 +110,14 @@ class Running:
 
     def health(self) -> float:
         return float(self.d.monitor.engine.health[0])
+
+    async def until_sync_fails(self) -> None:
+        """Runs the daemon until its first failed account sync, then stops it (a refused key)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_daemon(self.d, stop))
+        await until(lambda: self.handle.failures >= 1)
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0
 
     async def resync(self) -> None:
         seen = self.handle.syncs
@@ -412,18 +423,12 @@ async def test_wrong_secret_fails_the_signature_check_and_never_logs_it(venue, m
     fake, url = venue
     monkeypatch.setenv("BYBIT_API_SECRET", "not-the-secret-9999")
     r = Running(settings_for(url))
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_daemon(r.d, stop))
-    await until(lambda: r.handle.failures >= 1)
-    stop.set()
-    assert await asyncio.wait_for(task, 10) == 0
+    await r.until_sync_fails()
     assert fake.bad_signatures >= 1 and r.handle.syncs == 0
     out = capsys.readouterr()
     assert "account sync failed" in out.out + out.err  # the venue's reason is logged...
     assert "not-the-secret-9999" not in out.out + out.err
     assert KEY not in out.out + out.err  # ...its echo of the key in the signature error is not
-
-
 
 
 async def test_order_rounding_and_minimums(venue) -> None:
