@@ -150,12 +150,14 @@ async def test_restart_mid_plan_is_reconciled_from_the_order_history(venue) -> N
         assert ("GET", "/api/v5/trade/orders-history") in fake.requests
 
 
-async def test_the_venues_discount_tiers_override_the_config_in_usd_bands(venue) -> None:
+async def test_the_venues_discount_tiers_override_the_config_in_coin_bands(venue) -> None:
     fake, url = venue
     fake.cash["USDT"] = -20000.0
-    fake.discount["BTC"] = [(0.0, 1.0), (20000.0, 0.5)]  # the first 20k USD at 100%, the rest at 50%
+    fake.discount["BTC"] = [(0.0, 1.0), (0.5, 0.5)]  # the first 0.5 BTC at 100%, the rest at 50%
     async with running(settings_for(url)) as r:
         r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() > 0)
+        await r.resync()  # bands in BTC are valued at the price the engine has at the sync
         await until(lambda: r.health() == pytest.approx((20000 + 10000 - 20000) / 1000))
         await r.resync()
         assert r.health() == pytest.approx(fake.margin_ratio(), rel=1e-4)  # we agree with the venue

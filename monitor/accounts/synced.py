@@ -190,20 +190,20 @@ class SyncApplier:
         return book
 
     def venue_weights(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
-        """The venue's published collateral ratios replace the config's weights. Bybit bands
-        them by coin quantity; the engine bands by value, so those bands are valued at the
-        asset's price at each sync (they move with the price between syncs otherwise). OKX
-        bands by value already."""
+        """The venue's published collateral ratios replace the config's weights. Venues band
+        them by coin quantity; the engine bands by value, so the bands are valued at the
+        asset's price at each sync (they move with the price between syncs otherwise)."""
         weights = dict(book.weights)
         used = {}
         for asset in self.settings.assets:
             bands = msg.state.tiers.get(asset)
-            if msg.state.tiers_in_value:
-                price = 1.0
-            else:
-                price = monitor.engine.price_of(asset) if asset in monitor.engine.asset_index else math.nan
-            if not bands or math.isnan(price):
+            if not bands:
                 continue
+            price = 1.0  # one flat ratio has no bound to value
+            if len(bands) > 1:
+                price = monitor.engine.price_of(asset) if asset in monitor.engine.asset_index else math.nan
+                if math.isnan(price):  # no price yet: the config's weight until the next sync
+                    continue
             lows = tuple(q * price for q, _ in bands)
             weights[asset] = WeightSchedule(lows, tuple(r for _, r in bands))
             used[asset] = bands[0][1]

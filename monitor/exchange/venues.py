@@ -43,8 +43,8 @@ class VenueState:
     positions: tuple[VenuePosition, ...] = ()
     native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
     ts_ms: int = 0
-    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # coin -> ((lower bound, ratio), ...)
-    tiers_in_value: bool = False  # the bands' bounds are values (OKX, in USD), not coin quantities (Bybit)
+    # The venue's collateral weights: coin -> ((lower bound in the coin, ratio), ...), progressive.
+    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     reserve: dict[str, float] = field(default_factory=dict)  # what the reserve wallet could move in (top-ups)
 
 
@@ -128,8 +128,8 @@ def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
 
 def okx_discount_tiers(data: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
     """GET /api/v5/public/discount-rate-interest-free-quota (public): per coin, the discount rate
-    of each band of the holding, progressive (lower bound, rate). OKX states the bands in USD
-    value, so they are (value, rate) bands as the engine's weights are: no per-price rescaling."""
+    of each band of the holding, progressive (lower bound, rate). minAmt/maxAmt are in the coin
+    ("the unit is the currency like BTC", OKX API docs), as Bybit's bands are."""
     out = {}
     for item in data:
         bands = sorted(((_num(b.get("minAmt")), _num(b.get("discountRate"))) for b in item.get("details") or []),
@@ -169,8 +169,7 @@ def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, 
         if net != 0:
             holdings[str(coin.get("ccy"))] = net
     ratio = _num(balance.get("mgnRatio"))  # "" when nothing is owed
-    return VenueState(holdings, {}, okx_positions(positions), 1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {},
-                      tiers_in_value=True)
+    return VenueState(holdings, {}, okx_positions(positions), 1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {})
 
 
 def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
@@ -207,4 +206,4 @@ def binance_usdm_state(account: dict[str, Any], symbol_of: dict[str, str], ts_ms
         positions.append(VenuePosition(symbol, size, entry, _num(p.get("maintMargin")) / abs(notional)))
     maint, balance = _num(account.get("totalMaintMargin")), _num(account.get("totalMarginBalance"))
     native = maint / balance if maint > 0 and balance > 0 else None
-    return VenueState(holdings, {}, tuple(positions), native, ts_ms, tiers or {}, tiers_in_value=True)
+    return VenueState(holdings, {}, tuple(positions), native, ts_ms, tiers or {})

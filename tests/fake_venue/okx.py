@@ -46,7 +46,7 @@ class FakeOkx(SignedVenue):
     cash: dict[str, float] = field(default_factory=dict)  # ccy -> cashBal (negative = borrowed)
     interest: dict[str, float] = field(default_factory=dict)
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTC-USDT -> (bid, ask)
-    discount: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # ccy -> [(minAmt USD, rate)]
+    discount: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # ccy -> [(minAmt in the coin, rate)]
     borrow_mmr: dict[str, float] = field(default_factory=dict)  # ccy -> maintenance rate on its liability
     delay_create_s: float = 0.0
     reject: tuple[str, str] | None = None
@@ -122,7 +122,7 @@ class FakeOkx(SignedVenue):
         items = []
         for ccy, bands in self.discount.items():
             bounds = [b[0] for b in bands[1:]] + [0.0]
-            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:.0f}" if hi else "", "minAmt": f"{lo:.0f}",
+            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:g}" if hi else "", "minAmt": f"{lo:g}",
                         "tier": str(i + 1), "liqPenaltyRate": "0.02", "disCcyEq": "0"}
                        for i, ((lo, rate), hi) in enumerate(zip(bands, bounds))]
             items.append({"amt": "0", "ccy": ccy, "collateralRestrict": False, "details": details,
@@ -136,14 +136,14 @@ class FakeOkx(SignedVenue):
         bid, ask = self.book[ccy + "-USDT"]
         return (bid + ask) / 2
 
-    def discounted(self, ccy: str, value: float) -> float:
-        """A coin's value at its progressive discount-rate bands (USD bounds)."""
+    def discounted(self, ccy: str, qty: float) -> float:
+        """The USD value of `qty` of a coin at its progressive discount-rate bands (bounds in the coin)."""
         bands = self.discount.get(ccy) or [(0.0, 1.0)]
         out = 0.0
         for i, (lo, rate) in enumerate(bands):
             hi = bands[i + 1][0] if i + 1 < len(bands) else float("inf")
-            out += max(0.0, min(value, hi) - lo) * rate
-        return out
+            out += max(0.0, min(qty, hi) - lo) * rate
+        return out * self.price(ccy)
 
     def margin_ratio(self) -> float | None:
         """adjusted equity / maintenance margin, on the fake's own discount rates."""
@@ -151,7 +151,7 @@ class FakeOkx(SignedVenue):
         for ccy, cash in self.cash.items():
             net = cash - self.interest.get(ccy, 0.0)
             value = net * self.price(ccy)
-            adj += self.discounted(ccy, value) if net > 0 else value
+            adj += self.discounted(ccy, net) if net > 0 else value
             mmr += -value * self.borrow_mmr.get(ccy, 0.0) if net < 0 else 0.0
         return adj / mmr if mmr > 0 else None
 
@@ -161,7 +161,7 @@ class FakeOkx(SignedVenue):
             eq, usd = cash - self.interest.get(ccy, 0.0), cash * self.price(ccy)
             details.append({"availBal": f"{max(cash, 0):.10f}", "availEq": f"{max(eq, 0):.10f}",
                             "cashBal": f"{cash:.10f}", "ccy": ccy, "crossLiab": f"{max(-cash, 0):.10f}",
-                            "disEq": f"{self.discounted(ccy, max(usd, 0)):.8f}", "eq": f"{eq:.10f}",
+                            "disEq": f"{self.discounted(ccy, max(eq, 0)):.8f}", "eq": f"{eq:.10f}",
                             "eqUsd": f"{usd:.8f}", "fixedBal": "0", "frozenBal": "0", "imr": "", "interest":
                             f"{self.interest.get(ccy, 0.0):.10f}", "isoEq": "0", "isoLiab": "", "isoUpl": "0",
                             "liab": f"{max(-cash, 0):.10f}", "maxLoan": "", "mgnRatio": "", "mmr": "",
