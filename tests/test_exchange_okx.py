@@ -14,7 +14,6 @@ from monitor.exchange.okx import OkxGateway
 from monitor.exchange.venues import okx_positions
 from monitor.execution.exchange import client_order_id
 from monitor.model import EventKind, Plan
-from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from tests.fake_venue.okx import FakeOkx, serve
 from tests.test_exchange_bybit import Running, until
@@ -32,7 +31,7 @@ def settings_for(url: str, mode: str = "testnet", **execution):
         "accounts": [{
             "name": ACCOUNT, "model": "unified", "source": "okx", "api_key_env": "OKX_API_KEY",
             "api_secret_env": "OKX_API_SECRET", "api_passphrase_env": "OKX_API_PASSPHRASE", "testnet": True,
-            "rest_url": url, "sync_every_s": 30.0, "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.05,
+            "rest_url": url, "ws_url": url.replace("http://", "ws://"), "sync_every_s": 30.0, "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.05,
             "levels": [{"name": "act", "mm_rate": 0.6, "action": "rebalance", "strategy": "sell_to_stable",
                         "target": 2.5, "cooldown_s": 0}],
         }],
@@ -51,17 +50,13 @@ async def venue(monkeypatch):
     await runner.cleanup()
 
 
-def running(settings, **kw) -> Running:
-    return Running(settings, live=settings.execution.mode == "live", account=ACCOUNT, **kw)
-
-
 def gateway(url: str, timeout_s: float = 1.0) -> OkxGateway:
     return OkxGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET, PASSPHRASE), timeout_s, ("BTC/USDT",))
 
 
 async def test_full_rebalance_cycle_on_demo_trading(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000, BOOK)
         await until(lambda: r.health() == pytest.approx(8000 / 1500))  # (0.95*40000 - 30000) / (0.05*30000)
         r.feed.push(fake, 34000, BOOK)  # MM rate 65% > 60%: sell BTC into USDT, which repays the loan
@@ -80,7 +75,7 @@ async def test_full_rebalance_cycle_on_demo_trading(venue) -> None:
 
 async def test_dry_run_against_demo_trading_trades_on_paper(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url, mode="dry_run")) as r:
+    async with Running(settings_for(url, mode="dry_run")) as r:
         r.feed.push(fake, 40000, BOOK)
         await until(lambda: r.health() > 5)
         r.feed.push(fake, 34000, BOOK)
@@ -93,7 +88,7 @@ async def test_dry_run_against_demo_trading_trades_on_paper(venue) -> None:
 
 async def test_rejection_carries_the_venues_own_reason(venue) -> None:
     fake, url = venue
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000, BOOK)
         await until(lambda: r.health() > 5)
         fake.reject = ("51008", "Order failed. Insufficient BTC balance in account.")
@@ -140,7 +135,7 @@ async def test_restart_mid_plan_is_reconciled_from_the_order_history(venue) -> N
     await gw.place(client_order_id(plan.plan_id, 0), "BTC/USDT", "sell", 0.4, 33000.0)
     await gw.close()
     fake.book[BOOK] = (33995, 34005)
-    async with running(settings, store=store) as r:
+    async with Running(settings, store=store) as r:
         assert await store.open_plans() == []
         record = next(j for j in await store.read_journal(ACCOUNT) if j["kind"] == "reconciled")
         assert record["plan_id"] == plan.plan_id and record["fills"][0]["amount"] == pytest.approx(0.4)
@@ -154,7 +149,7 @@ async def test_the_venues_discount_tiers_override_the_config_in_coin_bands(venue
     fake, url = venue
     fake.cash["USDT"] = -20000.0
     fake.discount["BTC"] = [(0.0, 1.0), (0.5, 0.5)]  # the first 0.5 BTC at 100%, the rest at 50%
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000, BOOK)
         await until(lambda: r.health() > 0)
         await r.resync()  # bands in BTC are valued at the price the engine has at the sync
@@ -167,7 +162,7 @@ async def test_the_venues_discount_tiers_override_the_config_in_coin_bands(venue
 async def test_drift_when_the_venue_counts_collateral_we_do_not_price(venue) -> None:
     fake, url = venue
     fake.cash["ETH"], fake.book["ETH-USDT"] = 2.0, (1999, 2001)  # in OKX's margin ratio, not in our config
-    async with running(settings_for(url)) as r:
+    async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000, BOOK)
         await until(lambda: r.health() > 5)
         await r.resync()
@@ -180,12 +175,8 @@ async def test_drift_when_the_venue_counts_collateral_we_do_not_price(venue) -> 
 async def test_wrong_passphrase_or_secret_is_refused_and_never_logged(venue, monkeypatch, capsys, env, value) -> None:
     fake, url = venue
     monkeypatch.setenv(env, value)
-    r = running(settings_for(url))
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_daemon(r.d, stop))
-    await until(lambda: r.handle.failures >= 1)
-    stop.set()
-    assert await asyncio.wait_for(task, 10) == 0
+    r = Running(settings_for(url))
+    await r.until_sync_fails()
     assert fake.bad_signatures >= 1 and r.handle.syncs == 0
     out = capsys.readouterr()
     assert "account sync failed" in out.out + out.err
@@ -217,3 +208,63 @@ def test_positions_are_read_in_base_units() -> None:
            "info": {"instId": "BTC-USDT-SWAP", "pos": "-250", "avgPx": "40000", "mmr": "40", "notionalUsd": "100000"}}
     (p,) = okx_positions([raw])
     assert p.size == pytest.approx(-2.5) and p.entry == 40000 and p.mmr == pytest.approx(0.0004)
+
+
+def streaming(fake) -> bool:
+    return bool(fake.subscribers.get("account") and fake.subscribers.get("positions"))
+
+
+async def test_the_account_channel_moves_health_between_syncs(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() > 5 and streaming(fake))
+        syncs = r.handle.syncs
+        fake.cash["USDT"] += 5000  # a deposit
+        await fake.push_account(["USDT"])  # an event: only the coin that changed
+        await until(lambda: r.health() == pytest.approx((38000 - 25000) / 1250))
+        assert r.handle.streamed >= 1 and r.handle.syncs == syncs  # no REST call needed
+        assert r.d.monitor.engine.books[0].exposures["BTC"].qty == 1.0  # the coins not in the event stay
+        assert not [e for e in r.notifier.events if e.kind == EventKind.DRIFT]  # the push's mgnRatio agrees
+
+
+async def test_a_swap_position_arrives_on_the_positions_channel(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000, BOOK)
+        await until(lambda: r.health() > 5 and streaming(fake))
+        fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0, 0.01)  # 50 contracts of 0.01 BTC, short
+        await fake.push_positions(["BTC-USDT-SWAP"])
+        await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].perp_size == pytest.approx(-0.5))
+        fake.swaps["BTC-USDT-SWAP"] = (0, 0.0, 0.0)  # closed
+        await fake.push_positions(["BTC-USDT-SWAP"])
+        await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].perp_size == 0)
+
+
+async def test_a_bad_stream_login_is_refused_and_never_logged(venue, monkeypatch, capsys) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        fake.passphrase = "rotated-passphrase-42"  # REST synced already; the stream logs in after
+        await fake.drop_streams()
+        await until(lambda: r.handle.stream_failures >= 2)
+        assert fake.bad_signatures >= 1 and not fake.subscribers.get("account")
+    out = capsys.readouterr()
+    assert "account stream failed" in out.out + out.err
+    for secret in (KEY, SECRET, PASSPHRASE, "rotated-passphrase-42"):
+        assert secret not in out.out + out.err
+
+
+async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:
+    fake, url = venue
+    async with Running(settings_for(url)) as r:
+        await until(lambda: streaming(fake))
+        syncs = r.handle.syncs
+        await fake.drop_streams()
+        await until(lambda: r.handle.stream_failures >= 1)
+        # The break kicks a sync, which reconciles the account before it may trade again.
+        await until(lambda: fake.stream_connections >= 2 and streaming(fake) and r.handle.syncs > syncs
+                    and ACCOUNT in r.d.exchange.reconciled)
+        r.feed.push(fake, 40000, BOOK)
+        fake.cash["USDT"] += 1000
+        await fake.push_account()
+        await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(29000))

@@ -30,6 +30,7 @@ from aiohttp import web
 from tests.loopback import SignedVenue, start_app
 
 FEE_RATE = 0.001
+CT_VAL = 0.01  # BTC per BTC-USDT-SWAP contract
 SPOT = {"BTC-USDT": ("BTC", "USDT", "0.00000001", "0.00001", "0.1")}  # instId -> base, quote, lotSz, minSz, tickSz
 
 
@@ -48,12 +49,15 @@ class FakeOkx(SignedVenue):
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTC-USDT -> (bid, ask)
     discount: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # ccy -> [(minAmt in the coin, rate)]
     borrow_mmr: dict[str, float] = field(default_factory=dict)  # ccy -> maintenance rate on its liability
+    swaps: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # BTC-USDT-SWAP -> (pos, avgPx, mm rate)
     delay_create_s: float = 0.0
     reject: tuple[str, str] | None = None
     fill_ratio: float = 1.0
     orders: dict[str, dict] = field(default_factory=dict)  # clOrdId -> order
     bad_signatures: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
+    stream_connections: int = 0
+    subscribers: dict[str, set] = field(default_factory=dict)  # channel -> logged-in websockets
     _ids: itertools.count = field(default_factory=lambda: itertools.count(600_000_000_001))
 
     # -- wire helpers ----------------------------------------------------------------------
@@ -93,7 +97,73 @@ class FakeOkx(SignedVenue):
         r.add_post("/api/v5/trade/cancel-order", self.private(self.cancel_order))
         r.add_get("/api/v5/trade/orders-pending", self.private(self.pending))
         r.add_get("/api/v5/trade/orders-history", self.private(self.history))
+        r.add_get("/ws/v5/private", self.private_stream)
         return app
+
+    # -- the private websocket (login, subscribe, text ping; pushes account and positions) -----
+    async def private_stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        conn = f"okx-{next(self._ids)}"
+        logged_in = False
+        self.stream_connections += 1
+        try:
+            async for msg in ws:
+                if msg.data == "ping":
+                    await ws.send_str("pong")
+                    continue
+                req = json.loads(msg.data)
+                if req.get("op") == "login":
+                    logged_in = self.login_ok((req.get("args") or [{}])[0])
+                    reply = ({"event": "login", "code": "0", "msg": "", "connId": conn} if logged_in else
+                             {"event": "error", "code": "60009", "msg": "Login failed.", "connId": conn})
+                    await ws.send_str(json.dumps(reply))
+                elif req.get("op") == "subscribe":
+                    for arg in req.get("args") or []:
+                        if not logged_in:
+                            await ws.send_str(json.dumps({"event": "error", "code": "60011",
+                                                          "msg": "Please log in", "connId": conn}))
+                            continue
+                        self.subscribers.setdefault(arg["channel"], set()).add(ws)
+                        await ws.send_str(json.dumps({"event": "subscribe", "arg": arg, "connId": conn}))
+        finally:
+            for subs in self.subscribers.values():
+                subs.discard(ws)
+        return ws
+
+    def login_ok(self, arg: dict) -> bool:
+        """OKX's websocket login: sign = base64 HMAC-SHA256 of timestamp + "GET/users/self/verify"."""
+        payload = f"{arg.get('timestamp', '')}GET/users/self/verify"
+        good = base64.b64encode(hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).digest()).decode()
+        ok = (arg.get("apiKey") == self.api_key and arg.get("passphrase") == self.passphrase
+              and hmac.compare_digest(good, str(arg.get("sign", ""))))
+        self.bad_signatures += not ok
+        return ok
+
+    async def publish(self, channel: str, data: list, **arg) -> None:
+        message = json.dumps({"arg": {"channel": channel, "uid": "448721", **arg}, "data": data})
+        for ws in list(self.subscribers.get(channel, ())):
+            await ws.send_str(message)
+
+    async def push_account(self, ccys: list[str] | None = None) -> None:
+        """The `account` channel: a snapshot of every coin, or an event with only `ccys`."""
+        account = self.account_data()
+        if ccys is not None:
+            account["details"] = [d for d in account["details"] if d["ccy"] in ccys]
+        message = json.dumps({"arg": {"channel": "account", "uid": "448721"},
+                              "eventType": "snapshot" if ccys is None else "event", "curPage": 1, "lastPage": True,
+                              "data": [account]})
+        for ws in list(self.subscribers.get("account", ())):
+            await ws.send_str(message)
+
+    async def push_positions(self, inst_ids: list[str]) -> None:
+        """The `positions` channel: the positions on `inst_ids` (pos 0 once closed)."""
+        await self.publish("positions", [self.position_item(i) for i in inst_ids], instType="ANY")
+
+    async def drop_streams(self) -> None:
+        """Closes every private stream connection (a venue restart, a network blip)."""
+        for ws in {w for subs in self.subscribers.values() for w in subs}:
+            await ws.close()
 
 
     # -- public ------------------------------------------------------------------------------
@@ -113,7 +183,7 @@ class FakeOkx(SignedVenue):
                               "instFamily": "", "uly": "", "lotSz": lot, "minSz": min_sz})
             elif kind == "SWAP":
                 items.append({**common, "instType": "SWAP", "instId": inst + "-SWAP", "baseCcy": "", "quoteCcy": "",
-                              "settleCcy": quote, "ctMult": "1", "ctType": "linear", "ctVal": "0.01",
+                              "settleCcy": quote, "ctMult": "1", "ctType": "linear", "ctVal": f"{CT_VAL}",
                               "ctValCcy": base, "instFamily": inst, "uly": inst, "lotSz": "0.01", "minSz": "0.01"})
         return self.answer(items)
 
@@ -153,9 +223,16 @@ class FakeOkx(SignedVenue):
             value = net * self.price(ccy)
             adj += self.discounted(ccy, net) if net > 0 else value
             mmr += -value * self.borrow_mmr.get(ccy, 0.0) if net < 0 else 0.0
+        for inst in self.swaps:
+            item = self.position_item(inst)
+            adj, mmr = adj + float(item["upl"]), mmr + float(item["mmr"])
         return adj / mmr if mmr > 0 else None
 
     async def balance(self, params: dict) -> web.Response:
+        return self.answer([self.account_data()])
+
+    def account_data(self) -> dict:
+        """The account as GET /account/balance's data[0] and the `account` channel show it."""
         details = []
         for ccy, cash in sorted(self.cash.items()):
             eq, usd = cash - self.interest.get(ccy, 0.0), cash * self.price(ccy)
@@ -169,13 +246,25 @@ class FakeOkx(SignedVenue):
                             "uTime": str(now_ms()), "upl": "0", "uplLiab": "0"})
         total = sum(c * self.price(k) for k, c in self.cash.items())
         ratio = self.margin_ratio()
-        return self.answer([{"adjEq": f"{total:.8f}", "borrowFroz": "", "details": details, "imr": "0",
-                             "isoEq": "0", "mgnRatio": f"{ratio:.8f}" if ratio else "", "mmr": "0",
-                             "notionalUsd": "0", "ordFroz": "0", "totalEq": f"{total:.8f}", "uTime": str(now_ms()),
-                             "upl": "0"}])
+        return {"adjEq": f"{total:.8f}", "borrowFroz": "", "details": details, "imr": "0", "isoEq": "0",
+                "mgnRatio": f"{ratio:.8f}" if ratio else "", "mmr": "0", "notionalUsd": "0", "ordFroz": "0",
+                "totalEq": f"{total:.8f}", "uTime": str(now_ms()), "upl": "0"}
+
+    def position_item(self, inst: str) -> dict:
+        """One net-mode cross swap position as /account/positions and the positions channel show it."""
+        pos, avg, rate = self.swaps.get(inst, (0.0, 0.0, 0.0))
+        base = inst.split("-")[0]
+        mark = self.price(base)
+        notional = abs(pos) * CT_VAL * mark
+        return {"adl": "1", "availPos": "", "avgPx": f"{avg}", "cTime": str(now_ms()), "ccy": "USDT",
+                "instId": inst, "instType": "SWAP", "lever": "10", "liab": "", "liabCcy": "", "liqPx": "",
+                "markPx": f"{mark}", "margin": "", "mgnMode": "cross", "mgnRatio": "", "mmr": f"{notional * rate}",
+                "imr": f"{notional / 10}", "notionalUsd": f"{notional}", "pos": f"{pos:g}", "posCcy": "",
+                "posId": str(abs(hash(inst)) % 10**18), "posSide": "net", "upl": f"{pos * CT_VAL * (mark - avg)}",
+                "uTime": str(now_ms())}
 
     async def positions(self, params: dict) -> web.Response:
-        return self.answer([])
+        return self.answer([self.position_item(i) for i, (pos, _, _) in self.swaps.items() if pos])
 
     # -- orders ------------------------------------------------------------------------------
     async def create_order(self, params: dict) -> web.Response:
