@@ -11,7 +11,7 @@ from monitor.config import parse_settings
 from monitor.errors import ConfigError
 from monitor.exchange.credentials import Credentials
 from monitor.exchange.okx import OkxGateway
-from monitor.exchange.venues import okx_positions
+from monitor.exchange.venues import VenueState, okx_positions
 from monitor.execution.exchange import client_order_id
 from monitor.model import EventKind, Plan
 from monitor.store.sqlite import MemoryStore
@@ -31,7 +31,8 @@ def settings_for(url: str, mode: str = "testnet", **execution):
         "accounts": [{
             "name": ACCOUNT, "model": "unified", "source": "okx", "api_key_env": "OKX_API_KEY",
             "api_secret_env": "OKX_API_SECRET", "api_passphrase_env": "OKX_API_PASSPHRASE", "testnet": True,
-            "rest_url": url, "ws_url": url.replace("http://", "ws://"), "sync_every_s": 30.0, "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.05,
+            "rest_url": url, "ws_url": url.replace("http://", "ws://"), "sync_every_s": 30.0,
+            "borrow_mmr": {"USDT": 0.05}, "drift_tolerance": 0.05,
             "levels": [{"name": "act", "mm_rate": 0.6, "action": "rebalance", "strategy": "sell_to_stable",
                         "target": 2.5, "cooldown_s": 0}],
         }],
@@ -241,17 +242,27 @@ async def test_a_swap_position_arrives_on_the_positions_channel(venue) -> None:
         await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].perp_size == 0)
 
 
-async def test_a_bad_stream_login_is_refused_and_never_logged(venue, monkeypatch, capsys) -> None:
+async def test_a_bad_stream_login_is_refused_never_logged_and_retried(venue, capsys) -> None:
     fake, url = venue
     async with Running(settings_for(url)) as r:
+        await until(lambda: streaming(fake))
         fake.passphrase = "rotated-passphrase-42"  # REST synced already; the stream logs in after
         await fake.drop_streams()
         await until(lambda: r.handle.stream_failures >= 2)
         assert fake.bad_signatures >= 1 and not fake.subscribers.get("account")
+        out = capsys.readouterr()
+        logged = out.out + out.err
+        assert "Login failed. (code 60009)" in logged  # OKX's answer to the login op
+        # The fake leaves the connection open after a failed login, and ccxt logs in once per
+        # connection: the gateway must dial again, or the stream would stay dead.
+        fake.passphrase = PASSPHRASE
+        await until(lambda: streaming(fake))
+        fake.cash["USDT"] += 1000
+        await fake.push_account(["USDT"])
+        await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(29000))
     out = capsys.readouterr()
-    assert "account stream failed" in out.out + out.err
     for secret in (KEY, SECRET, PASSPHRASE, "rotated-passphrase-42"):
-        assert secret not in out.out + out.err
+        assert secret not in logged + out.out + out.err
 
 
 async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:
@@ -268,3 +279,50 @@ async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:
         fake.cash["USDT"] += 1000
         await fake.push_account()
         await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(29000))
+
+
+async def test_a_push_before_the_first_rest_sync_is_not_posted(venue) -> None:
+    fake, url = venue
+    fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0, 0.01)
+    fake.delay_balance_s = 0.5  # OKX's snapshots on subscribing come before the REST answer
+    async with Running(settings_for(url)) as r:  # entered on the first state the engine applies
+        assert r.handle.syncs == 1 and r.handle.streamed == 0  # that state is the REST sync's
+        assert streaming(fake)  # the stream was up (its snapshots only folded into the gateway)
+        assert r.d.monitor.engine.books[0].exposures["BTC"].perp_size == pytest.approx(-0.5)
+        await fake.push_account()
+        await until(lambda: r.handle.streamed >= 1)
+
+
+async def watched(gw: OkxGateway, pred) -> VenueState:
+    """The gateway's state after stream updates, once `pred` holds for it."""
+    while not pred(state := await asyncio.wait_for(gw.watch_state(lambda: 0), 5)):
+        pass
+    return state
+
+
+async def test_only_swaps_are_kept_from_the_positions_channel(venue) -> None:
+    fake, url = venue
+    gw = gateway(url)
+    try:
+        await gw.fetch_state(0)
+        await watched(gw, lambda _: streaming(fake))
+        fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0, 0.01)
+        margin = {**fake.position_item("BTC-USDT-SWAP"), "instId": "BTC-USDT", "instType": "MARGIN", "pos": "2"}
+        await fake.publish("positions", [fake.position_item("BTC-USDT-SWAP"), margin])  # ccxt subscribed ANY
+        state = await watched(gw, lambda s: s.positions)
+        assert [(p.symbol, p.size) for p in state.positions] == [("BTC/USDT:USDT", pytest.approx(-0.5))]
+    finally:
+        await gw.close()
+
+
+async def test_the_text_keepalive_keeps_the_stream_open(venue) -> None:
+    fake, url = venue
+    gw = gateway(url)
+    gw._x.streaming["keepAlive"] = 50  # ms; ccxt drops a connection two keepalives without a "pong"
+    try:
+        await gw.fetch_state(0)
+        await watched(gw, lambda _: streaming(fake))
+        await until(lambda: fake.pings >= 6)
+        assert fake.stream_connections == 1 and streaming(fake)
+    finally:
+        await gw.close()

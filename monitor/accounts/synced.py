@@ -89,8 +89,8 @@ async def sync_loop(gw: ExchangeGateway, every_s: float, post: Callable[[Synced]
 
 async def stream_loop(gw: ExchangeGateway, post: Callable[[Synced], None], handle: SyncHandle,
                       clock_ms: Callable[[], int], on_disconnect: Callable[[str], None]) -> None:
-    """Posts every balance update of the venue's private stream. A broken stream is a
-    reconnect: the account is reconciled again (by the sync loop, kicked here) before it trades."""
+    """Posts every update of the venue's private streams, from the first REST sync on. A broken
+    stream is a reconnect: the account is reconciled again (by the sync loop, kicked here) before it trades."""
     backoff = 1.0
     while True:
         try:
@@ -105,6 +105,10 @@ async def stream_loop(gw: ExchangeGateway, post: Callable[[Synced], None], handl
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             continue
         backoff = 1.0
+        if handle.syncs == 0:
+            # Folded into the gateway, not posted: a venue's first push (OKX sends one on
+            # subscribing) can beat the first REST sync, which brings positions and tiers.
+            continue
         post(Synced(gw.account, state))
         handle.streamed += 1
         if gw.resync_wanted:

@@ -161,11 +161,26 @@ class ExchangeGateway:
             if self._next.get(topic) is None:
                 self._next[topic] = asyncio.ensure_future(self._call(method))
         done, _ = await asyncio.wait(self._next.values(), return_when=asyncio.FIRST_COMPLETED)
-        for topic, task in list(self._next.items()):
-            if task in done:
-                self._next[topic] = None
-                self._on_update(topic, task.result())  # a broken stream raises here: the caller reconnects
+        try:
+            for topic, task in list(self._next.items()):
+                if task in done:
+                    self._next[topic] = None
+                    self._on_update(topic, task.result())  # a broken stream raises here: the caller reconnects
+        except VenueError:
+            await self._drop_streams()
+            raise
         return self._streamed_state(now_ms())
+
+    async def _drop_streams(self) -> None:
+        """After a break: the other watches go with it (one break, one failure) and the
+        connections close, so the next watch dials and logs in again. ccxt never repeats a
+        login that failed on a connection the venue left open: that stream would hang."""
+        pending = [task for task in self._next.values() if task is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # their errors are this same break
+        self._next = {}
+        await self._x.close_ws_clients()
 
     def _on_update(self, topic: str, update: Any) -> None:
         """Folds one stream update (what the ccxt.pro watch method returned) into the account."""

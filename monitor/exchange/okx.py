@@ -44,9 +44,11 @@ class OkxGateway(ExchangeGateway):
     def _on_update(self, topic: str, update: Any) -> None:
         """`account` (ccxt.pro watch_balance; the raw push in `info`): a snapshot holds every
         coin, an event only the coins that changed, with the account's totals either way.
-        `positions` (watch_positions): the positions that changed."""
+        `positions` (watch_positions): the positions that changed; only swaps are kept, as a
+        REST sync reads them (ccxt subscribes to every instrument type)."""
         if topic == "positions":
-            self._positions = merge_positions(self._positions, update)
+            swaps = [p for p in update if (p.get("info") or {}).get("instType") == "SWAP"]
+            self._positions = merge_positions(self._positions, swaps)
             return
         push = update.get("info") or {}
         account = (push.get("data") or [{}])[0]

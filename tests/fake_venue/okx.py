@@ -8,8 +8,17 @@ passphrase, and OK-ACCESS-SIGN = base64 HMAC-SHA256 of timestamp + method + requ
 (with its query) + body; a demo-trading key answers only requests that carry
 `x-simulated-trading: 1`, and a live key only those that do not (code 50101).
 
+The private websocket /ws/v5/private (ccxt adds `?brokerId=9999` in sandbox mode; only the
+path is routed) speaks OKX's text frames: the login op (sign = base64 HMAC-SHA256 of
+timestamp + "GET/users/self/verify"; a bad one is answered 60009, the connection left open),
+subscribe to `account` and `positions` (each answered with the channel's snapshot at once),
+and the "ping"/"pong" keepalive. It cannot tell a demo key from a live one (OKX does by
+host). Tests push with `push_account`, `push_positions` and `publish`, and break the
+connections with `drop_streams`.
+
 Orders match immediate-or-cancel against the fake's bid/ask. Knobs as in the other fakes:
-`delay_create_s`, `reject` (the next create fails with an OKX sCode/sMsg), `fill_ratio`.
+`delay_create_s`, `reject` (the next create fails with an OKX sCode/sMsg), `fill_ratio`;
+and `delay_balance_s`.
 The margin ratio is computed from the fake's own discount rates, so a test can make the
 venue disagree with the daemon.
 """
@@ -51,6 +60,7 @@ class FakeOkx(SignedVenue):
     borrow_mmr: dict[str, float] = field(default_factory=dict)  # ccy -> maintenance rate on its liability
     swaps: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # BTC-USDT-SWAP -> (pos, avgPx, mm rate)
     delay_create_s: float = 0.0
+    delay_balance_s: float = 0.0  # GET /account/balance answers this late (the stream's snapshot comes first)
     reject: tuple[str, str] | None = None
     fill_ratio: float = 1.0
     orders: dict[str, dict] = field(default_factory=dict)  # clOrdId -> order
@@ -58,6 +68,7 @@ class FakeOkx(SignedVenue):
     requests: list[tuple[str, str]] = field(default_factory=list)
     stream_connections: int = 0
     subscribers: dict[str, set] = field(default_factory=dict)  # channel -> logged-in websockets
+    pings: int = 0  # keepalive pings answered
     _ids: itertools.count = field(default_factory=lambda: itertools.count(600_000_000_001))
 
     # -- wire helpers ----------------------------------------------------------------------
@@ -110,6 +121,7 @@ class FakeOkx(SignedVenue):
         try:
             async for msg in ws:
                 if msg.data == "ping":
+                    self.pings += 1
                     await ws.send_str("pong")
                     continue
                 req = json.loads(msg.data)
@@ -126,6 +138,7 @@ class FakeOkx(SignedVenue):
                             continue
                         self.subscribers.setdefault(arg["channel"], set()).add(ws)
                         await ws.send_str(json.dumps({"event": "subscribe", "arg": arg, "connId": conn}))
+                        await self.push_snapshot(arg["channel"], [ws])  # OKX sends the state at once
         finally:
             for subs in self.subscribers.values():
                 subs.discard(ws)
@@ -140,31 +153,37 @@ class FakeOkx(SignedVenue):
         self.bad_signatures += not ok
         return ok
 
-    async def publish(self, channel: str, data: list, **arg) -> None:
-        message = json.dumps({"arg": {"channel": channel, "uid": "448721", **arg}, "data": data})
-        for ws in list(self.subscribers.get(channel, ())):
+    async def publish(self, channel: str, data: list, to: list | None = None, **fields) -> None:
+        """One push on `channel` to its subscribers (or to `to`), its arg as ccxt subscribed."""
+        arg = {"channel": channel, "instType": "ANY"} if channel == "positions" else {"channel": channel}
+        message = json.dumps({"arg": {**arg, "uid": "448721"}, **fields, "data": data})
+        for ws in list(self.subscribers.get(channel, ()) if to is None else to):
             await ws.send_str(message)
+
+    async def push_snapshot(self, channel: str, to: list | None = None) -> None:
+        """The channel's whole state: every coin of the account, or every open position."""
+        if channel == "account":
+            await self.publish(channel, [self.account_data()], to, eventType="snapshot", curPage=1, lastPage=True)
+        elif channel == "positions":
+            await self.publish(channel, self.open_positions(), to)
 
     async def push_account(self, ccys: list[str] | None = None) -> None:
         """The `account` channel: a snapshot of every coin, or an event with only `ccys`."""
+        if ccys is None:
+            await self.push_snapshot("account")
+            return
         account = self.account_data()
-        if ccys is not None:
-            account["details"] = [d for d in account["details"] if d["ccy"] in ccys]
-        message = json.dumps({"arg": {"channel": "account", "uid": "448721"},
-                              "eventType": "snapshot" if ccys is None else "event", "curPage": 1, "lastPage": True,
-                              "data": [account]})
-        for ws in list(self.subscribers.get("account", ())):
-            await ws.send_str(message)
+        account["details"] = [d for d in account["details"] if d["ccy"] in ccys]
+        await self.publish("account", [account], eventType="event", curPage=1, lastPage=True)
 
     async def push_positions(self, inst_ids: list[str]) -> None:
         """The `positions` channel: the positions on `inst_ids` (pos 0 once closed)."""
-        await self.publish("positions", [self.position_item(i) for i in inst_ids], instType="ANY")
+        await self.publish("positions", [self.position_item(i) for i in inst_ids])
 
     async def drop_streams(self) -> None:
         """Closes every private stream connection (a venue restart, a network blip)."""
         for ws in {w for subs in self.subscribers.values() for w in subs}:
             await ws.close()
-
 
     # -- public ------------------------------------------------------------------------------
     async def instruments(self, request: web.Request) -> web.Response:
@@ -229,6 +248,7 @@ class FakeOkx(SignedVenue):
         return adj / mmr if mmr > 0 else None
 
     async def balance(self, params: dict) -> web.Response:
+        await asyncio.sleep(self.delay_balance_s)
         return self.answer([self.account_data()])
 
     def account_data(self) -> dict:
@@ -263,8 +283,12 @@ class FakeOkx(SignedVenue):
                 "posId": str(abs(hash(inst)) % 10**18), "posSide": "net", "upl": f"{pos * CT_VAL * (mark - avg)}",
                 "uTime": str(now_ms())}
 
+    def open_positions(self) -> list[dict]:
+        """What GET /account/positions and the channel's snapshot list: the swaps held."""
+        return [self.position_item(i) for i, (pos, _, _) in self.swaps.items() if pos]
+
     async def positions(self, params: dict) -> web.Response:
-        return self.answer([self.position_item(i) for i, (pos, _, _) in self.swaps.items() if pos])
+        return self.answer(self.open_positions())
 
     # -- orders ------------------------------------------------------------------------------
     async def create_order(self, params: dict) -> web.Response:
