@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
@@ -14,6 +15,18 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]
+
+
+@asynccontextmanager
+async def venue_on_loopback(fake, env: dict[str, str], monkeypatch) -> AsyncIterator[tuple[object, str]]:
+    """A fake exchange served on loopback, its test keys in the environment: (fake, base url)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runner, port = await start_app(fake.app())
+    try:
+        yield fake, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class LoopbackServer:

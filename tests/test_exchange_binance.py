@@ -15,7 +15,8 @@ from monitor.exchange.credentials import Credentials
 from monitor.execution.exchange import client_order_id
 from monitor.model import EventKind, Plan
 from monitor.store.sqlite import MemoryStore
-from tests.fake_venue.binance import FakeBinance, serve
+from tests.fake_venue.binance import FakeBinance
+from tests.loopback import venue_on_loopback
 from tests.test_exchange_bybit import Running, until
 
 KEY, SECRET = "binance-test-key-01", "binance-test-secret-01"
@@ -37,15 +38,22 @@ def settings_for(url: str, mode: str = "live", **execution):
     })
 
 
+ENV = {"BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET}
+
+
+def make_fake() -> FakeBinance:
+    return FakeBinance(KEY, SECRET, free={"BTC": 1.0, "USDT": 0.0}, borrowed={"USDT": 30000.0},
+                       book={"BTCUSDT": (39995, 40005)})
+
+
+def gateway(url: str, timeout_s: float = 1.0) -> BinanceMarginGateway:
+    return BinanceMarginGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), timeout_s, ("BTC/USDT",))
+
+
 @pytest.fixture
 async def venue(monkeypatch):
-    monkeypatch.setenv("BINANCE_API_KEY", KEY)
-    monkeypatch.setenv("BINANCE_API_SECRET", SECRET)
-    fake = FakeBinance(KEY, SECRET, free={"BTC": 1.0, "USDT": 0.0}, borrowed={"USDT": 30000.0},
-                       book={"BTCUSDT": (39995, 40005)})
-    runner, url = await serve(fake)
-    yield fake, url
-    await runner.cleanup()
+    async with venue_on_loopback(make_fake(), ENV, monkeypatch) as served:
+        yield served
 
 
 
@@ -65,45 +73,6 @@ async def test_sale_and_repay_cycle_on_cross_margin(venue) -> None:
         assert not [e for e in r.notifier.events if e.kind in (EventKind.REJECTED, EventKind.VERIFY_FAILED,
                                                                EventKind.DRIFT)]
     assert fake.bad_signatures == 0
-
-
-async def test_dry_run_reads_the_account_and_trades_on_paper(venue) -> None:
-    fake, url = venue
-    async with Running(settings_for(url, mode="dry_run")) as r:
-        r.feed.push(fake, 40000)
-        await until(lambda: r.health() > 1.2)
-        r.feed.push(fake, 36000)
-        await asyncio.wait_for(r.d.settled.wait(), 10)
-        assert r.health() * 1.1 == pytest.approx(1.5, rel=0.02)
-        await r.resync()
-        assert r.health() * 1.1 == pytest.approx(1.5, rel=0.02)  # the paper repay stays on top of the sync
-        assert fake.orders == {} and fake.repays == []
-
-
-async def test_rejection_carries_binances_reason(venue) -> None:
-    fake, url = venue
-    async with Running(settings_for(url)) as r:
-        r.feed.push(fake, 40000)
-        await until(lambda: r.health() > 1.2)
-        fake.reject = (-2010, "Account has insufficient balance for requested action.")
-        r.feed.push(fake, 36000)
-        alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.REJECTED)
-        assert "Account has insufficient balance for requested action" in alert.detail
-        assert fake.orders == {} and fake.repays == []
-
-
-async def test_timeout_after_the_order_reached_binance_leaves_one_order(venue) -> None:
-    fake, url = venue
-    gw = BinanceMarginGateway(settings_for(url).accounts[0], Credentials(KEY, SECRET), 0.3, ("BTC/USDT",))
-    fake.delay_create_s = 1.0
-    try:
-        cid = client_order_id("b" * 24, 0)
-        order = await gw.place(cid, "BTC/USDT", "sell", 0.1, 39000.0)
-        again = await gw.place(cid, "BTC/USDT", "sell", 0.1, 39000.0)
-        assert order.filled == again.filled == pytest.approx(0.1)
-        assert list(fake.orders) == [cid] and fake.free["BTC"] == pytest.approx(0.9)
-    finally:
-        await gw.close()
 
 
 async def test_restart_mid_plan_is_reconciled_from_all_orders(venue) -> None:

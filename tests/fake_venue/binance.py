@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.loopback import SignedVenue, start_app
+from tests.loopback import SignedVenue
 
 FEE_RATE = 0.001
 MARKETS = {"BTCUSDT": ("BTC", "USDT", "0.00001000", "0.01000000", "5.00000000")}
@@ -209,7 +209,3 @@ class FakeBinance(BinanceSigned):
         self.repays.append((asset, pay))
         return web.json_response({"tranId": 100_000_000 + next(self._ids)})
 
-
-async def serve(fake: FakeBinance) -> tuple[web.AppRunner, str]:
-    runner, port = await start_app(fake.app())
-    return runner, f"http://127.0.0.1:{port}"

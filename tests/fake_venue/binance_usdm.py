@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from tests.fake_venue.binance import BinanceSigned, now_ms
-from tests.loopback import start_app
 
 FEE_RATE = 0.0005
 PERPS = {"BTCUSDT": ("BTC", "USDT", "0.001", "0.10", "100")}  # symbol -> base, quote, stepSize, tickSize, notional
@@ -271,7 +270,3 @@ class FakeBinanceUsdm(BinanceSigned):
         for ws in list(self.streams):
             await ws.close()
 
-
-async def serve(fake: FakeBinanceUsdm) -> tuple[web.AppRunner, str]:
-    runner, port = await start_app(fake.app())
-    return runner, f"http://127.0.0.1:{port}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.loopback import SignedVenue, start_app
+from tests.loopback import SignedVenue
 
 FEE_RATE = 0.001
 SPOT = {"BTCUSDT": ("BTC", "USDT", "0.000001", "0.000048", "1", "0.01"),
@@ -382,8 +382,3 @@ def linear_position(side: str, size: float, entry: float, mark: float, mm_rate: 
             "curRealisedPnl": "0", "cumRealisedPnl": "0", "adlRankIndicator": 2, "createdTime": ts,
             "updatedTime": ts, "seq": 1, "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": ""}
 
-
-async def serve(fake: FakeBybit) -> tuple[web.AppRunner, str]:
-    """Starts the fake on a free loopback port; returns the runner and its base URL."""
-    runner, port = await start_app(fake.app())
-    return runner, f"http://127.0.0.1:{port}"

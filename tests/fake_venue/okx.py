@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.loopback import SignedVenue, start_app
+from tests.loopback import SignedVenue
 
 FEE_RATE = 0.001
 CT_VAL = 0.01  # BTC per BTC-USDT-SWAP contract
@@ -359,7 +359,3 @@ class FakeOkx(SignedVenue):
         return self.answer([o for o in self.orders.values() if o["instType"] == params["instType"]
                             and o["state"] in ("filled", "canceled") and (state is None or o["state"] == state)])
 
-
-async def serve(fake: FakeOkx) -> tuple[web.AppRunner, str]:
-    runner, port = await start_app(fake.app())
-    return runner, f"http://127.0.0.1:{port}"
