@@ -175,12 +175,15 @@ class ExchangeGateway:
         """After a break: the other watches go with it (one break, one failure) and the
         connections close, so the next watch dials and logs in again. ccxt never repeats a
         login that failed on a connection the venue left open: that stream would hang."""
+        await self._cancel_watches()
+        await self._x.close_ws_clients()
+
+    async def _cancel_watches(self) -> None:
         pending = [task for task in self._next.values() if task is not None]
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)  # their errors are this same break
+        await asyncio.gather(*pending, return_exceptions=True)  # their errors are the break or the close
         self._next = {}
-        await self._x.close_ws_clients()
 
     def _on_update(self, topic: str, update: Any) -> None:
         """Folds one stream update (what the ccxt.pro watch method returned) into the account."""
@@ -349,9 +352,7 @@ class ExchangeGateway:
                           filled, float(average) if average else None, cost, raw.get("status") or "open")
 
     async def close(self) -> None:
-        for task in self._next.values():
-            if task is not None:
-                task.cancel()
+        await self._cancel_watches()
         await self._x.close()
 
 
