@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -22,7 +23,7 @@ from monitor.config import AccountSettings
 from monitor.core import Monitor
 from monitor.execution.journaled import JournaledExecutor
 from monitor.risk.portfolio import Exposure
-from monitor.store.base import AccountSnapshot, StateStore, StoreUnavailable
+from monitor.store.base import AccountSnapshot, Commit, StateStore, StoreUnavailable
 
 log = structlog.get_logger("persistence")
 RULES_FIELDS = ("last_action_ms", "day", "actions_today", "notional_today")
@@ -110,7 +111,22 @@ class SnapshotWriter:
         self.writing = writing
         self.adopt = adopt
         self._dirty: set[int] = set()
+        self._commits: deque[Commit] = deque()
         self._wake = asyncio.Event()
+
+    def commit(self, c: Commit) -> None:
+        """Called on the engine task, in the same step that changed the book `c` carries."""
+        self._commits.append(c)
+        self._wake.set()
+
+    @property
+    def commits_pending(self) -> int:
+        return len(self._commits)
+
+    async def _write_commits(self) -> None:
+        while self._commits:
+            await asyncio.shield(self.store.commit(self._commits[0]))  # a shutdown must not cut it short
+            self._commits.popleft()
 
     async def follow_leader(self) -> None:
         if self.adopt is not None:
@@ -135,6 +151,7 @@ class SnapshotWriter:
                 due = set(range(len(self.monitor.engine.books)))
             self._wake.clear()
             self._dirty = set()
+            await self._write_commits()
             if self.writing():
                 await self.write(due)
             else:
@@ -148,6 +165,7 @@ class SnapshotWriter:
         (a SQLite write does not yield by itself)."""
         indices = sorted(indices)
         for start in range(0, len(indices), SNAPSHOT_CHUNK):
+            await self._write_commits()  # books read below may include what a commit journals
             now = self.clock_ms()
             m = self.monitor
             chunk = [snapshot_of(m, i, now) for i in indices[start:start + SNAPSHOT_CHUNK] if i < len(m.engine.books)]
@@ -155,5 +173,12 @@ class SnapshotWriter:
             await asyncio.sleep(0)
 
     async def flush(self) -> None:
-        if self.writing():
-            await self.write(range(len(self.monitor.engine.books)))
+        """At shutdown. A store that refuses writes must not stop the shutdown: what was not saved is
+        reconciled at the next start (an open claim), never guessed."""
+        try:
+            await self._write_commits()
+            if self.writing():
+                await self.write(range(len(self.monitor.engine.books)))
+        except Exception as err:
+            log.error("state not saved at shutdown", error=f"{type(err).__name__}: {err}"[:200],
+                      commits_unsaved=len(self._commits))

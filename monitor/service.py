@@ -23,10 +23,10 @@ from monitor.execution.modes import announce_mode
 from monitor.execution.reconcile import reconcile_account
 from monitor.feeds.base import FeedEvent, PriceFeed
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
-from monitor.persistence import reconcile_open_plans, restore
+from monitor.persistence import reconcile_open_plans, restore, snapshot_of
 from monitor.retention import retention_loop
 from monitor.risk.portfolio import to_native
-from monitor.store.base import StoreUnavailable
+from monitor.store.base import AccountSnapshot, StoreUnavailable
 from monitor.supervisor import Component, CrashLoop, Supervisor
 from monitor.telemetry import TickRate
 
@@ -86,6 +86,7 @@ def handle(d: Daemon, message: object) -> None:
 
 
 def dispatch(d: Daemon, outcomes: list) -> None:
+    events = []
     for item in outcomes:
         if isinstance(item, Plan):
             log.info("rebalance planned", account=item.account, breach_level=item.level, strategy=item.strategy,
@@ -100,7 +101,8 @@ def dispatch(d: Daemon, outcomes: list) -> None:
                 log.error("execution queue full, plan dropped", account=item.account, plan_id=item.plan_id)
         elif isinstance(item, LevelEvent):
             d.events[item.kind.value] += 1
-            d.alerts.submit(item, describe(d.monitor, item, d.price_sources))
+            events.append((item, describe(d.monitor, item, d.price_sources)))
+    d.alerts.submit_many(events)  # one tick's alerts travel together: one digest per channel
 
 
 def breached_now(d: Daemon) -> Callable[[str], tuple[frozenset[str], Alert] | None]:
@@ -140,6 +142,7 @@ def settle(d: Daemon, done: Executed) -> None:
     if done.plan.account not in d.monitor.engine.account_index:  # removed by a config reload meanwhile
         log.warning("plan settled for an account no longer configured", account=done.plan.account,
                     plan_id=done.plan.plan_id)
+        commit_outcome(d, done)
         return
     ex = done.execution
     if ex.errors:
@@ -150,6 +153,7 @@ def settle(d: Daemon, done: Executed) -> None:
         log.warning("plan not executed", plan_id=done.plan.plan_id, duplicate=done.execution.duplicate,
                     refused=done.execution.refused, errors=list(done.execution.errors))
         d.monitor.abandon(done.plan)
+        commit_outcome(d, done)
         d.not_executed.append(done.execution)
         d.settled.set()
         return
@@ -163,7 +167,7 @@ def settle(d: Daemon, done: Executed) -> None:
         d.sync.expect(done.plan, done.plan.health_before, ex, d.clock_ms())
     d.actions["executed"] += 1
     d.recent_actions.append((done, result.health_after))
-    d.snapshots.mark(d.monitor.engine.account_index[done.plan.account])
+    commit_outcome(d, done, snapshot_of(d.monitor, d.monitor.engine.account_index[done.plan.account], d.clock_ms()))
     log.info("rebalance executed", account=done.plan.account, plan_id=done.plan.plan_id,
              dry_run=d.settings.execution.mode == "dry_run", health_before=round(result.health_before, 4),
              health_after=round(result.health_after, 4),
@@ -177,6 +181,13 @@ def settle(d: Daemon, done: Executed) -> None:
     if handle is not None and d.exchange is not None:
         handle.kick.set()  # the venue's balances after the fills: verify against them, not our arithmetic
     d.settled.set()
+
+
+def commit_outcome(d: Daemon, done: Executed, snapshot: AccountSnapshot | None = None) -> None:
+    """A claimed plan's journal entry and closed claim, with the account's book and cooldown after
+    it: one commit, queued in the same engine step that changed them."""
+    if not (done.execution.duplicate or done.execution.refused):  # else never claimed by this run
+        d.snapshots.commit(d.executor.outcome(done.plan, done.execution, () if snapshot is None else (snapshot,)))
 
 
 def log_status(d: Daemon) -> None:

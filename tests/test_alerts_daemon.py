@@ -127,6 +127,26 @@ async def test_burst_of_1000_accounts_is_one_digest_per_channel_within_rate_limi
     assert telegram.sent[0]["text"].startswith("<b>1000 alerts: 1000 critical firing</b>")
 
 
+class SlowStore(MemoryStore):
+    """A store whose every commit takes longer than the channel's group_wait (a loaded machine)."""
+
+    async def commit(self, c):
+        await asyncio.sleep(0.3)
+        return await super().commit(c)
+
+
+async def test_a_burst_is_one_digest_however_slow_the_store(fakes) -> None:
+    _, _, hook = fakes
+    settings = settings_for(1000, [HOOK], {"group_wait_s": 0.1})
+    feed = QueueFeed()
+    run = Running(build_daemon(settings, default_registry(), store=SlowStore(), feeds=[feed]))
+    feed.push(60000, 40000)  # 2000 alerts (warn and critical), decided in slices, each slice one slow commit
+    await hook.wait_for(lambda h: len(hook_alerts(h)) >= 1000, 30)
+    await eventually(lambda: run.d.alerts.pending() == 0)
+    assert await run.close() == 0
+    assert [len(r.json["alerts"]) for r in hook.received] == [1000]
+
+
 async def test_restart_delivers_undelivered_alerts_exactly_once(fakes, tmp_path: Path) -> None:
     _, _, hook = fakes
     settings = settings_for(3, [HOOK], {"group_wait_s": 0.1}, tmp_path)

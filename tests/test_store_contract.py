@@ -10,7 +10,7 @@ import pytest
 
 from monitor.model import wall_clock_ms
 from monitor.retention import DAY_MS, trim_once
-from monitor.store.base import AccountSnapshot, AlertRecord, KillSwitch, OutboxItem, Silence
+from monitor.store.base import AccountSnapshot, AlertRecord, Commit, JournalEntry, KillSwitch, OutboxItem, Silence
 from monitor.store.sqlite import SqliteStore
 from tests.redis_server import free_port
 
@@ -195,3 +195,24 @@ async def test_snapshots_in_bulk(store) -> None:
     await store.put_snapshots([])
     got = await store.snapshots()
     assert [got[f"a{i}"].book["BTC"]["qty"] for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+async def test_a_commit_lands_whole_and_counts_once(store) -> None:
+    await store.claim_plan("p1", "main", 1)
+    await store.put_alert(AlertRecord("main", "old", 1))
+    snap = AccountSnapshot("main", 5, 1.4, None, {"BTC": {"held": 1.0}}, rules={"last_action_ms": 5})
+    c = Commit(alerts=(AlertRecord("main", "act", 5, last_sent_ms=5, worst_health=1.1),),
+               alerts_deleted=(("main", "old"),),
+               outbox=(OutboxItem("hook", "k1", 5, {"n": 1}), OutboxItem("slack", "k1", 5, {"n": 1})),
+               journal=(JournalEntry("execution", "main", 5, {"plan_id": "p1"}),),
+               plans_finished=(("p1", "done", {}),), snapshots=(snap,))
+    assert await store.commit(c) == [True, True]
+    assert await store.commit(c) == [False, False]  # the same commit again (a retry): nothing twice
+    again = Commit(outbox=(OutboxItem("hook", "k1", 6, {"n": 2}), OutboxItem("hook", "k2", 6, {"n": 3})))
+    assert await store.commit(again) == [False, True]  # a key once per channel, across commits
+    assert [(a.level, a.worst_health) for a in await store.alerts()] == [("act", 1.1)]
+    assert [e["plan_id"] for e in await store.read_journal()] == ["p1"]
+    assert await store.open_plans() == []
+    assert (await store.snapshots())["main"] == snap
+    assert [i.key for i in await store.outbox_pending("hook")] == ["k1", "k2"]
+    assert await store.commit(Commit()) == []

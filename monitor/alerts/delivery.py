@@ -73,13 +73,20 @@ class ChannelWorker:
         return [item for _, item in self._pending]
 
     def put(self, item: OutboxItem) -> bool:
-        if item.key in self._keys:
-            return False
-        self._keys.add(item.key)
-        self._pending.append((self._clock(), item))
-        self._idle.clear()
-        self._wake.set()
-        return True
+        return self.put_many([item]) == 1
+
+    def put_many(self, items: list[OutboxItem]) -> int:
+        """Items that arrive together start one group_wait together (one digest); returns how many were new."""
+        now, added = self._clock(), 0
+        for item in items:
+            if item.key not in self._keys:
+                self._keys.add(item.key)
+                self._pending.append((now, item))
+                added += 1
+        if added:
+            self._idle.clear()
+            self._wake.set()
+        return added
 
     async def idle(self) -> None:
         await self._idle.wait()

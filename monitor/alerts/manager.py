@@ -20,11 +20,16 @@ from monitor.alerts.message import Notice, item_payload
 from monitor.alerts.policy import STALE, AlertPolicy, Changes
 from monitor.alerts.routing import Route, channels_for
 from monitor.model import EventKind, LevelEvent, wall_clock_ms
-from monitor.store.base import OutboxItem, Silence, StateStore
+from monitor.store.base import Commit, OutboxItem, Silence, StateStore
 
 log = structlog.get_logger("alerts")
 PENDING_LOAD_MAX = 1_000_000  # outbox items read back per channel at start
 BATCH_MAX = 1000  # alerts decided in one step (about 10 ms of work)
+
+
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    alerts: tuple[Alert, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,7 @@ class AlertManager:
         self.routes = routes
         self.policy = policy
         self.store = store
-        self.queue: asyncio.Queue[Alert | _NoticeRequest | _Reconcile] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[Alert | _Burst | _NoticeRequest | _Reconcile] = asyncio.Queue(queue_size)
         self._clock_ms = clock_ms
         self._refresh = refresh
         self._silence_poll_s = silence_poll_s
@@ -66,6 +71,11 @@ class AlertManager:
     def submit(self, event: LevelEvent, context: AlertContext | None = None) -> None:
         self._put(Alert.from_event(event, context))
 
+    def submit_many(self, events: list[tuple[LevelEvent, AlertContext | None]]) -> None:
+        """What one tick produced: decided together and handed to the channels together."""
+        if events:
+            self._put(_Burst(tuple(Alert.from_event(e, c) for e, c in events)))
+
     def notice(self, key: str, text: str, exclude: str | None = None) -> None:
         """A daemon-level notice to every channel (but `exclude`): a channel failing, the store down."""
         now = self.now_ms()
@@ -74,7 +84,7 @@ class AlertManager:
     def reconcile(self, now: Callable[[str], tuple[frozenset[str], Alert] | None]) -> None:
         self._put(_Reconcile(now))
 
-    def _put(self, item: Alert | _NoticeRequest | _Reconcile) -> None:
+    def _put(self, item: Alert | _Burst | _NoticeRequest | _Reconcile) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -164,18 +174,26 @@ class AlertManager:
                     for _ in batch:
                         self.queue.task_done()
 
-    async def handle(self, batch: list[Alert | _NoticeRequest | _Reconcile]) -> None:
-        alerts = [x for x in batch if isinstance(x, Alert)]
-        for r in (x for x in batch if isinstance(x, _Reconcile)):
-            alerts += self._gone(r)
-        for item in batch:
-            if isinstance(item, _NoticeRequest):
-                for name in self.workers:
-                    if name != item.exclude:
-                        await self._enqueue(name, item.notice.key, item.notice.ts_ms, item_payload(item.notice))
-        if alerts:
-            self._latest_ms = max(self._latest_ms, *(a.ts_ms for a in alerts))
-            await self.apply(self.policy.step(alerts, self.now_ms()))
+    async def handle(self, batch: list[Alert | _Burst | _NoticeRequest | _Reconcile]) -> None:
+        alerts: list[Alert] = []
+        for x in batch:
+            if isinstance(x, Alert):
+                alerts.append(x)
+            elif isinstance(x, _Burst):
+                alerts += x.alerts
+            elif isinstance(x, _Reconcile):
+                alerts += self._gone(x)
+        held: dict[str, list[OutboxItem]] = {}
+        notices = [OutboxItem(name, x.notice.key, x.notice.ts_ms, item_payload(x.notice))
+                   for x in batch if isinstance(x, _NoticeRequest) for name in self.workers if name != x.exclude]
+        if notices:
+            await self._commit(Commit(outbox=tuple(notices)), held)
+        for part in _by_account_slices(alerts, BATCH_MAX):
+            self._latest_ms = max(self._latest_ms, *(a.ts_ms for a in part))
+            async with self._apply_lock:
+                await self._apply(self.policy.step(part, self.now_ms()), held)
+            await asyncio.sleep(0)  # a burst of thousands leaves the engine its turns
+        self._hand_over(held)
 
     def _gone(self, r: _Reconcile) -> list[Alert]:
         """Alerts restored from the store that no longer hold: they cleared while the daemon was
@@ -196,42 +214,43 @@ class AlertManager:
         return out
 
     async def apply(self, changes: Changes) -> None:
-        async with self._apply_lock:  # a put waiting on the store must not land after a later delete
-            await self._apply(changes)
+        held: dict[str, list[OutboxItem]] = {}
+        async with self._apply_lock:  # a transition waiting on the store must not land after a later one
+            await self._apply(changes, held)
+        self._hand_over(held)
 
-    async def _apply(self, changes: Changes) -> None:
-        for n, active in enumerate(changes.put):
-            await self._store_write(self.store.put_alert(active.record()))
-            if n % 64 == 63:
-                await asyncio.sleep(0)
-        for account, level in changes.delete:
-            await self._store_write(self.store.delete_alert(account, level))
+    async def _apply(self, changes: Changes, held: dict[str, list[OutboxItem]]) -> None:
+        """One commit: the alerts' new states and their notifications land together or not at all,
+        so a kill -9 can neither lose a notification whose alert is saved as sent nor send one twice."""
+        items = []
         for alert in changes.notify:
             if alert.repeat and self._refresh is not None:
                 alert = self._refresh(alert)
-            for name in channels_for(self.routes, alert):
-                await self._enqueue(name, alert.key, alert.ts_ms, item_payload(alert))
-            # The SQLite store writes inline: a burst of thousands must leave the engine its turns.
-            await asyncio.sleep(0)
+            payload = item_payload(alert)
+            items += [OutboxItem(name, alert.key, alert.ts_ms, payload) for name in channels_for(self.routes, alert)]
+        await self._commit(Commit(tuple(a.record() for a in changes.put), changes.delete, tuple(items)), held)
 
-    async def _enqueue(self, channel: str, key: str, ts_ms: int, payload: dict) -> None:
-        item = OutboxItem(channel, key, ts_ms, payload)
+    async def _commit(self, c: Commit, held: dict[str, list[OutboxItem]]) -> None:
+        if not c:
+            return
         try:
-            if not await self.store.outbox_add(item):
-                return  # in the outbox already, or delivered: exactly once
+            added = await self.store.commit(c)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # memory is authoritative while running: deliver anyway
-            log.warning("outbox write failed", channel=channel, error=type(err).__name__)
-        self.workers[channel].put(item)
-
-    async def _store_write(self, aw) -> None:
-        try:
-            await aw
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
             log.warning("alert state not saved", error=type(err).__name__)
+            added = [True] * len(c.outbox)
+        for item, new in zip(c.outbox, added):
+            if new:  # else in the outbox already, or delivered: exactly once
+                held.setdefault(item.channel, []).append(item)
+
+    def _hand_over(self, held: dict[str, list[OutboxItem]]) -> None:
+        """What one step decided reaches each channel at once: a burst is one digest, however long
+        the store took to commit it."""
+        for name, items in held.items():
+            worker = self.workers.get(name)
+            if worker is not None:  # else removed by a reload meanwhile: the outbox keeps its items
+                worker.put_many(items)
 
     async def _repeat_loop(self, every_s: float = 1.0) -> None:
         while True:
@@ -298,3 +317,18 @@ class AlertManager:
             if close is not None:
                 await close()
 
+
+
+def _by_account_slices(alerts: list[Alert], size: int) -> list[list[Alert]]:
+    """Slices of about `size`, never splitting one account's alerts (a warn and a critical of one
+    tick must be decided together: the critical inhibits the warn)."""
+    out: list[list[Alert]] = []
+    part: list[Alert] = []
+    for a in alerts:
+        if len(part) >= size and a.account != part[-1].account:
+            out.append(part)
+            part = []
+        part.append(a)
+    if part:
+        out.append(part)
+    return out

@@ -14,6 +14,7 @@ Pure and synchronous: the manager feeds it alerts and the time, and persists wha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -115,8 +116,8 @@ class AlertPolicy:
                 self.active.pop(alert.account, None)
             if a is None:
                 return Changes()
-            if alert.since_ms is None:  # FRESH carries no history: the record has it
-                alert = replace(alert, since_ms=a.alert.ts_ms, min_health=a.worst_health)
+            # The record holds the whole history, from before any restart: the rules only know this process's part.
+            alert = replace(alert, since_ms=a.alert.ts_ms, min_health=_lower(a.worst_health, _nan_if_none(alert.min_health)))
             notify = () if a.last_sent_ms is None or self.silenced(alert, now_ms) else (alert,)
             return Changes(notify, delete=(key,))  # milder alerts held back by it: the next due()
         return Changes(() if self.silenced(alert, now_ms) else (alert,))  # one-off notices
@@ -150,6 +151,10 @@ class AlertPolicy:
 
     def silenced(self, alert: Alert, now_ms: int) -> bool:
         return any(s.matches(alert.account, alert.level, now_ms) for s in self.silences)
+
+
+def _nan_if_none(h: float | None) -> float:
+    return math.nan if h is None else h
 
 
 def _lower(worst: float | None, h: float) -> float | None:

@@ -4,7 +4,9 @@
    instance that may trade can still execute the same plan id.
 2. The plan id is claimed in the store: a plan retried, or planned again after a
    restart, is never executed twice.
-3. The outcome is journaled and the claim closed (done / failed). A claim left open
+3. The outcome (`outcome()`: the journal entry and the closed claim) is committed by the
+   engine's side together with the account's book and cooldown after the fills, so a kill -9
+   can never leave a journaled fill on a ledger that does not show it. A claim left open
    means a crash mid-plan: the daemon reconciles it at start.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from monitor.execution.base import Execution, Executor
 from monitor.model import Plan
-from monitor.store.base import PlanRecord, StateStore
+from monitor.store.base import AccountSnapshot, Commit, JournalEntry, PlanRecord, StateStore
 
 Gate = Callable[[Plan], Awaitable[str | None]]  # the reason trading is refused, or None
 
@@ -37,9 +39,14 @@ class JournaledExecutor:
         except BaseException as err:
             await self._store.finish_plan(plan.plan_id, "failed", {"error": type(err).__name__})
             raise
-        await self._store.journal("execution", plan.account, self._clock_ms(), execution_record(plan, execution))
-        await self._store.finish_plan(plan.plan_id, "failed" if execution.errors else "done")
         return execution
+
+    def outcome(self, plan: Plan, execution: Execution, snapshots: tuple[AccountSnapshot, ...] = ()) -> Commit:
+        """What an executed plan leaves in the store, as one commit: its journal entry, its closed
+        claim and (`snapshots`) the account's book and rules state after it."""
+        entry = JournalEntry("execution", plan.account, self._clock_ms(), execution_record(plan, execution))
+        return Commit(journal=(entry,), plans_finished=((plan.plan_id, "failed" if execution.errors else "done", {}),),
+                      snapshots=snapshots)
 
     async def reconcile(self, record: PlanRecord) -> str:
         """Closes a plan a crash left open. An executor that talks to a venue asks it what

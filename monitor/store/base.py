@@ -10,6 +10,7 @@ bytes under keys and never needs to know what is inside.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -99,6 +100,35 @@ class Lease:
     expires_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    kind: str
+    account: str
+    ts_ms: int
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Writes that land together or not at all: a transition and its consequence.
+
+    An alert's state change with its notifications; a plan's journal entry with its closed
+    claim, the account's book and its cooldown. A kill -9 lands before or after a commit,
+    never inside one. `id` makes a commit applied twice (a retry after a lost reply) count once.
+    """
+    alerts: tuple[AlertRecord, ...] = ()
+    alerts_deleted: tuple[tuple[str, str], ...] = ()  # (account, level)
+    outbox: tuple[OutboxItem, ...] = ()
+    journal: tuple[JournalEntry, ...] = ()
+    plans_finished: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # (plan_id, state, detail)
+    snapshots: tuple[AccountSnapshot, ...] = ()
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.alerts_deleted or self.outbox or self.journal or self.plans_finished
+                    or self.snapshots)
+
+
 def dump(record: Any) -> bytes:
     return orjson.dumps(asdict(record) if hasattr(record, "__dataclass_fields__") else record)
 
@@ -112,6 +142,11 @@ class StateStore(Protocol):
     outage, buffered in order for the flush: see monitor/store/redis.py)."""
 
     name: str
+
+    # -- transitions ------------------------------------------------------------------------
+    async def commit(self, c: Commit) -> list[bool]:
+        """Applies every write of `c` atomically. Returns, per outbox item, whether it was new
+        (False: in the outbox already, or delivered)."""
 
     # -- order idempotency ----------------------------------------------------------------
     async def claim_plan(self, plan_id: str, account: str, ts_ms: int) -> bool:

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from monitor.store.base import (
     AccountSnapshot,
     AlertRecord,
+    Commit,
     KillSwitch,
     Lease,
     OutboxItem,
@@ -64,6 +65,38 @@ local item = cjson.decode(raw)
 item['attempts'] = item['attempts'] + 1
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(item))
 return 1
+"""
+# A Commit, atomically (a script runs alone on the server). KEYS[1] guards against applying it
+# twice (a retry after a reply lost in an outage). ARGV[1]: the key prefix; ARGV[2]: the commit as
+# JSON (monitor.store.redis.RedisStore._commit_doc); ARGV[3]: delivered keys kept per channel.
+_COMMIT = """
+local doc = cjson.decode(ARGV[2])
+local p = ARGV[1]
+local added = {}
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', 604800000) == false then
+  for i = 1, #doc.outbox do added[i] = 0 end
+  return added
+end
+for _, a in ipairs(doc.alerts) do redis.call('HSET', p .. ':alerts', a[1], a[2]) end
+for _, f in ipairs(doc.alerts_deleted) do redis.call('HDEL', p .. ':alerts', f) end
+for _, s in ipairs(doc.snapshots) do redis.call('HSET', p .. ':snapshots', s[1], s[2]) end
+for _, pl in ipairs(doc.plans) do redis.call('HSET', p .. ':plans:outcome', pl[1], pl[2]) end
+for _, j in ipairs(doc.journal) do
+  redis.call('XADD', p .. ':journal', '*', 'kind', j[1], 'account', j[2], 'ts_ms', j[3], 'record', j[4])
+end
+for i, o in ipairs(doc.outbox) do
+  local items, queue, done = p .. ':outbox:' .. o[1] .. ':items', p .. ':outbox:' .. o[1] .. ':queue',
+                             p .. ':outbox:' .. o[1] .. ':done'
+  if redis.call('HEXISTS', items, o[2]) == 1 or redis.call('ZSCORE', done, o[2]) then
+    added[i] = 0
+  else
+    redis.call('HSET', items, o[2], o[3])
+    redis.call('ZADD', queue, redis.call('INCR', p .. ':outbox:seq'), o[2])
+    redis.call('SADD', p .. ':outbox:channels', o[1])
+    added[i] = 1
+  end
+end
+return added
 """
 # Takes or renews the lease. A new tenure (free, expired, or another holder's expired) gets a new token.
 _LEASE_ACQUIRE = """
@@ -115,7 +148,7 @@ class RedisStore:
         self._on_outage = on_outage
         self._scripts = {name: self._r.register_script(src) for name, src in (
             ("outbox_add", _OUTBOX_ADD), ("outbox_done", _OUTBOX_DONE), ("outbox_retry", _OUTBOX_RETRY),
-            ("lease_acquire", _LEASE_ACQUIRE), ("lease_release", _LEASE_RELEASE))}
+            ("lease_acquire", _LEASE_ACQUIRE), ("lease_release", _LEASE_RELEASE), ("commit", _COMMIT))}
 
     def _outage_changed(self, down: bool, detail: str) -> None:
         if not down:
@@ -163,6 +196,8 @@ class RedisStore:
             await r.hsetnx(self.k("plans"), args[0], args[1])
         elif name == "set":
             await r.set(self.k(args[0]), args[1])
+        elif name == "commit":
+            await self._commit_script(*args)
         elif name in ("outbox_add", "outbox_done", "outbox_retry"):
             await self._outbox_script(name, *args)
         else:
@@ -183,6 +218,33 @@ class RedisStore:
             await self._read(self._apply(Op(name, args)))
             return
         await self._writes.submit(Op(name, args, coalesce))
+
+    # -- transitions ------------------------------------------------------------------------
+    async def commit(self, c: Commit) -> list[bool]:
+        doc = self._commit_doc(c)
+        if not self._writes.outage and not len(self._writes):
+            try:
+                return [bool(x) for x in await self._commit_script(c.id, doc)]
+            except OUTAGE_ERRORS as err:
+                self._writes.note_outage(err)
+        await self._write("commit", c.id, doc)  # in order, once, with the flush: outbox keys deduplicated then
+        return [True] * len(c.outbox)
+
+    @staticmethod
+    def _commit_doc(c: Commit) -> bytes:
+        """The commit as the script reads it: records are orjson text, so they nest as strings."""
+        return orjson.dumps({
+            "alerts": [[f"{a.account}\x1f{a.level}", dump(a).decode()] for a in c.alerts],
+            "alerts_deleted": [f"{account}\x1f{level}" for account, level in c.alerts_deleted],
+            "snapshots": [[s.account, dump(s).decode()] for s in c.snapshots],
+            "plans": [[plan_id, orjson.dumps({"state": state, "detail": detail}).decode()]
+                      for plan_id, state, detail in c.plans_finished],
+            "journal": [[j.kind, j.account, str(j.ts_ms), orjson.dumps(j.record).decode()] for j in c.journal],
+            "outbox": [[o.channel, o.key, dump(o).decode()] for o in c.outbox],
+        })
+
+    async def _commit_script(self, commit_id: str, doc: bytes) -> list[int]:
+        return await self._scripts["commit"](keys=[self.k("commits", commit_id)], args=[self.prefix, doc])
 
     # -- order idempotency -----------------------------------------------------------------
     async def claim_plan(self, plan_id: str, account: str, ts_ms: int) -> bool:

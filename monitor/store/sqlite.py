@@ -21,6 +21,7 @@ from monitor.model import wall_clock_ms
 from monitor.store.base import (
     AccountSnapshot,
     AlertRecord,
+    Commit,
     KillSwitch,
     Lease,
     OutboxItem,
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, key TEXT NOT NULL,
     item BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0, UNIQUE (channel, key));
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (channel, done, seq);
+CREATE TABLE IF NOT EXISTS commits (id TEXT PRIMARY KEY, ts_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL);
 """
@@ -56,6 +58,7 @@ _MIGRATIONS = (
 _SNAPSHOT, _ALERT, _SILENCE, _CONTROL = "snapshot", "alert", "silence", "control"
 _DELIVERED_KEEP = 10_000  # delivered outbox keys kept per channel, so a late duplicate add is refused
 _TRIM_EVERY = 1_000
+_COMMIT_IDS_KEEP_MS = 7 * 86_400_000  # a retried commit arrives within seconds; a week is ample
 
 
 class SqliteStore:
@@ -68,6 +71,7 @@ class SqliteStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._clock_ms = clock_ms
         self._done_since_trim = 0
+        self._commits_since_trim = 0
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -98,6 +102,28 @@ class SqliteStore:
 
     def _values(self, space: str) -> list[bytes]:
         return [v for (v,) in self._db.execute("SELECT value FROM kv WHERE space = ? ORDER BY key", (space,))]
+
+    # -- transitions ------------------------------------------------------------------------
+    async def commit(self, c: Commit) -> list[bool]:
+        now = self._clock_ms()
+        with self._transaction() as db:
+            if db.execute("INSERT OR IGNORE INTO commits VALUES (?, ?)", (c.id, now)).rowcount == 0:
+                return [False] * len(c.outbox)  # applied before
+            self._commits_since_trim += 1
+            if self._commits_since_trim >= _TRIM_EVERY:
+                self._commits_since_trim = 0
+                db.execute("DELETE FROM commits WHERE ts_ms < ?", (now - _COMMIT_IDS_KEEP_MS,))
+            db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                           [(_ALERT, f"{a.account}\x1f{a.level}", dump(a)) for a in c.alerts]
+                           + [(_SNAPSHOT, s.account, dump(s)) for s in c.snapshots])
+            db.executemany("DELETE FROM kv WHERE space = ? AND key = ?",
+                           [(_ALERT, f"{account}\x1f{level}") for account, level in c.alerts_deleted])
+            db.executemany("INSERT INTO journal (kind, account, ts_ms, record) VALUES (?, ?, ?, ?)",
+                           [(j.kind, j.account, j.ts_ms, orjson.dumps(j.record)) for j in c.journal])
+            db.executemany("UPDATE plans SET state = ?, detail = ? WHERE plan_id = ?",
+                           [(state, orjson.dumps(detail), plan_id) for plan_id, state, detail in c.plans_finished])
+            return [db.execute("INSERT OR IGNORE INTO outbox (channel, key, item) VALUES (?, ?, ?)",
+                               (item.channel, item.key, dump(item))).rowcount == 1 for item in c.outbox]
 
     # -- order idempotency -----------------------------------------------------------------
     async def claim_plan(self, plan_id: str, account: str, ts_ms: int) -> bool:
