@@ -14,7 +14,7 @@ import hashlib
 from collections import deque
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import orjson
 import structlog
@@ -61,7 +61,11 @@ def restore(m: Monitor, snaps: dict[str, AccountSnapshot]) -> int:
             log.warning("holdings in the config changed since the last run: the config wins", account=name)
             continue
         book = m.engine.books[i]
-        exposures = {a: Exposure(**e) for a, e in snap.book.items()}
+        try:
+            exposures = {a: Exposure(**e) for a, e in snap.book.items()}
+        except (TypeError, ValueError) as err:  # written by another version: the config's book, said once
+            log.error("snapshot unreadable, the config's book is used", account=name, error=str(err)[:200])
+            continue
         reserve = snap.reserve if book.reserve else {}  # a venue's reserve comes back with the next sync
         if exposures != {a: e for a, e in book.exposures.items() if not e.is_empty} or reserve != book.reserve:
             m.engine.set_book(replace(book, exposures=exposures, reserve=reserve))
@@ -88,9 +92,15 @@ async def reconcile_open_plans(store: StateStore, executor: JournaledExecutor) -
 class AdoptSnapshots:
     """A control message for the engine task (the one owner of risk state): take these books."""
     snaps: dict[str, AccountSnapshot]
+    applied: asyncio.Event | None = None  # set once the engine took them
+    restored: list[int] = field(default_factory=list)  # how many accounts were, once applied
 
     def apply_to(self, d) -> list:
-        restore(d.monitor, self.snaps)
+        try:
+            self.restored.append(restore(d.monitor, self.snaps))
+        finally:  # whoever waits on it must never wait forever
+            if self.applied is not None:
+                self.applied.set()
         return []
 
 
@@ -103,12 +113,16 @@ class SnapshotWriter:
     fills and a new leader starts from them."""
 
     def __init__(self, monitor: Monitor, store: StateStore, clock_ms, every_s: float,
-                 writing: Callable[[], bool] = lambda: True, adopt: Callable[[AdoptSnapshots], None] | None = None):
+                 writing: Callable[[], bool] = lambda: True, adopt: Callable[[AdoptSnapshots], None] | None = None,
+                 loaded: Callable[[], bool] = lambda: True):
+        """Until `loaded()` (the state was read from the store), nothing is written or adopted: the
+        books in memory then come from the config and must never overwrite the stored ones."""
         self.monitor = monitor
         self.store = store
         self.clock_ms = clock_ms
         self.every_s = every_s
         self.writing = writing
+        self.loaded = loaded
         self.adopt = adopt
         self._dirty: set[int] = set()
         self._commits: deque[Commit] = deque()
@@ -150,6 +164,8 @@ class SnapshotWriter:
             except TimeoutError:
                 due = set(range(len(self.monitor.engine.books)))
             self._wake.clear()
+            if not self.loaded():
+                continue  # what is dirty stays dirty: written once the state has loaded
             self._dirty = set()
             await self._write_commits()
             if self.writing():
@@ -175,6 +191,8 @@ class SnapshotWriter:
     async def flush(self) -> None:
         """At shutdown. A store that refuses writes must not stop the shutdown: what was not saved is
         reconciled at the next start (an open claim), never guessed."""
+        if not self.loaded():
+            return
         try:
             await self._write_commits()
             if self.writing():

@@ -23,7 +23,7 @@ from monitor.execution.modes import announce_mode
 from monitor.execution.reconcile import reconcile_account
 from monitor.feeds.base import FeedEvent, PriceFeed
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, wall_clock_ms
-from monitor.persistence import reconcile_open_plans, restore, snapshot_of
+from monitor.persistence import AdoptSnapshots, reconcile_open_plans, restore, snapshot_of
 from monitor.retention import retention_loop
 from monitor.risk.portfolio import to_native
 from monitor.store.base import AccountSnapshot, StoreUnavailable
@@ -295,18 +295,47 @@ def sync_component(d: Daemon, gw: ExchangeGateway) -> Component:
     return Component(f"sync:{gw.account}", start)
 
 
-async def warm_start(d: Daemon) -> None:
-    """State from the store before the first tick: books, cooldowns and caps, plans a crash left open."""
+async def warm_start(d: Daemon, on_engine: bool = False) -> None:
+    """State from the store: books, cooldowns and caps, plans a crash left open. Before the first
+    tick (applied here), or (`on_engine`) later, once a store that was down at start answers: then
+    the engine task applies the books, as it owns them. Trading and state writes wait for it."""
     if d.lease is not None:  # who trades is known before the first tick
         await d.lease.renew()
-    restored = restore(d.monitor, await d.store.snapshots())
+    snaps = await d.store.snapshots()
+    if on_engine:
+        adopt = AdoptSnapshots(snaps, asyncio.Event())
+        d.inbox.put_control(adopt)
+        await adopt.applied.wait()
+        restored = adopt.restored[0] if adopt.restored else 0
+    else:
+        restored = restore(d.monitor, snaps)
     # Open plans are the leader's to reconcile: a standby must not close the leader's plan in flight.
     reconciled = await reconcile_open_plans(d.store, d.executor) if d.lease is None or d.lease.leading else 0
     if d.lease is not None:
         d.lease.on_lead = lambda: take_over(d)
     ks = await d.store.kill_switch()
+    d.loaded.set()
     log.info("state loaded", store=d.store.name, accounts_restored=restored, plans_reconciled=reconciled,
              kill_switch=bool(ks and ks.engaged))
+
+
+async def load_state_later(d: Daemon, retry_s: float = 2.0, remind_s: float = 60.0) -> None:
+    """The store could not be read at start: monitor and alert meanwhile, say so loudly (once a
+    minute), and load the state as soon as the store answers; trading resumes by itself then."""
+    started = last_said = time.monotonic()
+    while True:
+        try:
+            await warm_start(d, on_engine=True)
+        except StoreUnavailable as err:
+            if time.monotonic() - last_said >= remind_s:
+                last_said = time.monotonic()
+                log.error("state still not loaded: monitoring and alerting only, no order and no state written",
+                          error=str(err), for_s=round(last_said - started))
+            await asyncio.sleep(retry_s)
+            continue
+        await d.alerts.load_state()
+        log.warning("state loaded late: trading and state writes resume", after_s=round(time.monotonic() - started, 1))
+        return
 
 
 async def take_over(d: Daemon) -> None:
@@ -319,11 +348,13 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
     """Runs until `stop` is set (0) or a component crash-loops (1)."""
     ds = d.settings.daemon
     announce_mode(d.settings)
+    late: list[Component] = []
     try:
         await warm_start(d)
-    except StoreUnavailable as err:  # Redis down at start: run from the config, the store catches up later
-        log.error("state not loaded: starting from the config", error=str(err))
-    d.loaded.set()
+    except StoreUnavailable as err:  # never trade on, or write over the store with, the config's books
+        log.error("state not loaded: monitoring and alerting only, no order and no state written until "
+                  "the store answers", error=str(err))
+        late.append(Component("state-loader", lambda: load_state_later(d)))
     sup = Supervisor(ds.max_restarts, ds.restart_window_s, ds.restart_backoff_s)
     # Start order: consumers before producers; shutdown cancels in reverse.
     components = [Component("engine", lambda: engine_loop(d)), Component("alerts", d.alerts.run),
@@ -332,7 +363,7 @@ async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:
                   *([Component("lease", d.lease.run)] if d.lease is not None else []), *d.extra,
                   *([Component("retention", lambda: retention_loop(d.store, keep, d.clock_ms))]
                     if (keep := d.settings.store.journal_keep_days) > 0 else []),
-                  Component("loop-lag", d.loop_lag.run),
+                  Component("loop-lag", d.loop_lag.run), *late,
                   *(sync_component(d, gw) for gw in d.gateways.values()),
                   *(feed_component(d, f) for f in d.feeds)]
     if d.http is not None:

@@ -76,7 +76,8 @@ def build_gateways(settings: Settings) -> dict[str, ExchangeGateway]:
 
 
 def build_executor(settings: Settings, monitor: Monitor, store: StateStore, clock_ms: Callable[[], int],
-                   lease: LeaseKeeper | None, exchange: ExchangeExecutor | None = None) -> JournaledExecutor:
+                   lease: LeaseKeeper | None, exchange: ExchangeExecutor | None = None,
+                   loaded: asyncio.Event | None = None) -> JournaledExecutor:
     """Every plan's path: the trading gate, the journal, the global caps, then the venue's orders
     (`exchange`, testnet/live) or the paper ledger (priced by `monitor`)."""
     paper = PaperExecutor(monitor.quote, settings.execution.fee_rate, settings.execution.slippage, clock_ms)
@@ -89,7 +90,8 @@ def build_executor(settings: Settings, monitor: Monitor, store: StateStore, cloc
     if ex.max_notional_per_action is not None or ex.max_notional_per_day is not None:
         inner = CappedExecutor(inner, store, clock_ms, ex.max_notional_per_action, ex.max_notional_per_day)
     gate = TradingGate(store, state_dir(settings), settings.execution.kill_switch, lease,
-                       trade_without_store=settings.store.trade_during_outage)
+                       trade_without_store=settings.store.trade_during_outage,
+                       loaded=loaded.is_set if loaded is not None else lambda: True)
     return JournaledExecutor(inner, store, clock_ms, gate)
 
 
@@ -112,7 +114,8 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     lease = LeaseKeeper(store, ha.instance_id or default_instance_id(), ha.lease_ttl_s) if ha.enabled else None
     gateways = gateways if gateways is not None else build_gateways(settings)
     exchange = ExchangeExecutor(gateways, clock_ms) if settings.execution.mode != "dry_run" else None
-    executor = build_executor(settings, monitor, store, clock_ms, lease, exchange)
+    loaded = asyncio.Event()  # the state was read from the store: until then, no order and no state written
+    executor = build_executor(settings, monitor, store, clock_ms, lease, exchange, loaded)
     sources = {sym: f.name for f in settings.feeds for sym in f.symbols} | {
         sym: f.name for f in feeds for sym in getattr(f, "symbols", ())}
     running: list[Daemon] = []  # reminders read the monitor in use, which a reload replaces
@@ -121,10 +124,12 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     relay.append(alerts)
     inbox = EngineInbox()
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s,
-                               writing=lambda: lease is None or lease.leading, adopt=inbox.put_control)
+                               writing=lambda: lease is None or lease.leading, adopt=inbox.put_control,
+                               loaded=loaded.is_set)
     d = Daemon(settings, monitor, inbox, alerts, executor, store, snapshots, feeds,
                asyncio.Queue(settings.daemon.queue_size), clock_ms=clock_ms,
-               notifier=notifier or SystemdNotifier(), owns_store=owns_store, lease=lease, price_sources=sources,
+               notifier=notifier or SystemdNotifier(), owns_store=owns_store, loaded=loaded, lease=lease,
+               price_sources=sources,
                gateways=gateways, exchange=exchange, sync=SyncApplier(settings) if gateways else None,
                sync_handles={name: SyncHandle(name) for name in gateways})
     running.append(d)

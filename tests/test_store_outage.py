@@ -130,3 +130,44 @@ async def test_after_a_redis_restart_no_dead_pooled_connection_surfaces(redis_se
             assert await store.alerts() == []
     finally:
         await store.close()
+
+
+async def test_a_store_down_at_start_means_no_order_and_no_overwrite_until_it_loads(redis_server, tmp_path: Path,
+                                                                                     contract_config: Path) -> None:
+    """Redis is down when the daemon starts: it monitors and alerts from the config's books but
+    places no order and writes no book; when Redis returns it loads the stored state by itself."""
+    import asyncio as aio
+
+    from monitor.persistence import config_digest
+    from monitor.service import run_daemon
+    from monitor.store.base import AccountSnapshot
+    from monitor.wiring import build_daemon
+    from strategies import default_registry
+    from tests.test_daemon import ListNotifier, ScriptedFeed, crash_ticks
+    from tests.test_restart import settings_in
+
+    settings = settings_in(tmp_path, contract_config)
+    store = RedisStore(redis_server.url, "down-at-start", spill_path=tmp_path / "spill.jsonl")
+    d0 = build_daemon(settings, default_registry(), store=store, feeds=[ScriptedFeed([])])
+    stored = AccountSnapshot("main", 1, 2.0, None, {"BTC": {"qty": 0.21}, "USDT": {"debt": 5000.0}},
+                             config_digest(d0.monitor.books_cfg["main"]), {"actions_today": 3})
+    await store.put_snapshot(stored)
+    redis_server.stop()
+
+    notifier = ListNotifier()
+    d = build_daemon(settings, default_registry(), store=store, feeds=[ScriptedFeed(crash_ticks())],
+                     notifiers=[(notifier, None)])
+    stop = aio.Event()
+    task = aio.create_task(run_daemon(d, stop))
+    await aio.wait_for(d.settled.wait(), 15)  # the crash breaches "act": a plan is made ...
+    assert d.not_executed and "state not loaded" in d.not_executed[0].refused  # ... and refused
+    assert not d.loaded.is_set()
+    redis_server.start()
+    await aio.wait_for(d.loaded.wait(), 15)  # back: loaded by itself
+    i = d.monitor.engine.account_index["main"]
+    assert d.monitor.engine.books[i].exposures["BTC"].qty == 0.21  # the stored book, not the config's
+    assert d.monitor.rules.state[i].actions_today == 3
+    stop.set()
+    assert await aio.wait_for(task, 20) == 0
+    assert await store.read_journal() == []  # no order while the state was not loaded
+    await store.close()

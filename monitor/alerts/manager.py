@@ -60,6 +60,7 @@ class AlertManager:
         self._silence_poll_s = silence_poll_s
         self._latest_ms = 0  # event time of the newest alert: repeats follow event time
         self._loaded = False
+        self._unread: set[str] = set()
         self.ready = asyncio.Event()  # pending outbox and active alerts loaded
         self.dropped = 0
         self._group: asyncio.TaskGroup | None = None  # while running: where channel workers live
@@ -124,31 +125,33 @@ class AlertManager:
 
     # -- the manager's task ---------------------------------------------------------------
     async def start(self) -> None:
-        """Loads active alerts, silences and undelivered notifications (delivered first)."""
+        """Loads active alerts, silences and undelivered notifications (delivered first). What the
+        store cannot give now is read by `load_state()` once it answers; alerting starts anyway."""
         if self._loaded:
             return
-        for name, records in (("alerts", self.store.alerts), ("silences", lambda: self.store.silences(self.now_ms()))):
-            try:
-                loaded = await records()
-            except Exception as err:  # an unreadable store must not silence alerting
-                log.error("alert state not loaded", what=name, error=type(err).__name__)
-                continue
-            if name == "alerts":
-                self.policy.load(loaded)
-            else:
-                self.policy.silences = loaded
-        for name, worker in self.workers.items():
-            try:
-                pending = await self.store.outbox_pending(name, PENDING_LOAD_MAX)
-            except Exception as err:
-                log.error("outbox not loaded", channel=name, error=type(err).__name__)
-                continue
-            for item in pending:
-                worker.put(item)
-            if pending:
-                log.info("undelivered alerts from before the restart", channel=name, items=len(pending))
+        self._unread = {"alerts", "silences", *(f"outbox:{name}" for name in self.workers)}
+        await self.load_state()
         self._loaded = True
         self.ready.set()
+
+    async def load_state(self) -> bool:
+        """Reads what was not read yet; True once everything was."""
+        for what in sorted(self._unread):
+            try:
+                if what == "alerts":
+                    self.policy.load(await self.store.alerts())  # the stored history wins over this run's
+                elif what == "silences":
+                    self.policy.silences = await self.store.silences(self.now_ms())
+                elif (worker := self.workers.get(what.removeprefix("outbox:"))) is not None:
+                    pending = await self.store.outbox_pending(worker.name, PENDING_LOAD_MAX)
+                    worker.put_many(pending)
+                    if pending:
+                        log.info("undelivered alerts from before the restart", channel=worker.name, items=len(pending))
+            except Exception as err:  # an unreadable store must not silence alerting
+                log.error("alert state not loaded", what=what, error=type(err).__name__)
+                continue
+            self._unread.discard(what)
+        return not self._unread
 
     async def run(self) -> None:
         await self.start()

@@ -9,6 +9,7 @@ instance on the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from monitor.lease import LeaseKeeper
@@ -20,15 +21,20 @@ KILL_FILE = "KILL"
 
 class TradingGate:
     def __init__(self, store: StateStore, state_dir: Path, config_engaged: bool, lease: LeaseKeeper | None = None,
-                 trade_without_store: bool = False):
+                 trade_without_store: bool = False, loaded: Callable[[], bool] = lambda: True):
+        """`loaded()`: the state was read from the store. Until then the books are the config's,
+        not the account's: no order."""
         self.store = store
         self.kill_file = state_dir / KILL_FILE
         self.config_engaged = config_engaged
         self.lease = lease
         self.trade_without_store = trade_without_store
+        self.loaded = loaded
 
     async def __call__(self, plan: Plan) -> str | None:
         """The reason trading is refused, or None."""
+        if not self.loaded():
+            return "state not loaded from the store yet: no order until it is"
         if self.config_engaged:
             return "kill switch engaged in the config (execution.kill_switch)"
         if self.kill_file.exists():
