@@ -6,11 +6,12 @@ import asyncio
 import hashlib
 import hmac
 import io
+from dataclasses import replace
 
 import pytest
 import structlog
 
-from monitor.alerts.content import Alert, AlertContext, ExposureLine
+from monitor.alerts.content import Alert, AlertContext, ExposureLine, delivery_id
 from monitor.alerts.delivery import ChannelWorker, DeliveryPolicy
 from monitor.alerts.message import Message, Notice, item_payload
 from monitor.alerts.notifiers import DeliveryError
@@ -186,8 +187,11 @@ async def test_webhook_payload_is_versioned_and_signed(hook: FakeWebhook) -> Non
     assert (body["version"], body["type"], body["id"], body["sent_at"]) == (
         1, "alerts", message.id, "2023-11-14T22:13:21.000Z")
     assert body["notices"] == [{"key": "k", "text": "store down", "at": "2023-11-14T22:13:20.000Z"}]
+    (sent,) = message.alerts
+    assert len(body["alerts"][0]["id"]) == 24 and body["alerts"][0]["id"] == delivery_id(sent.key)
+    assert delivery_id(sent.key) != delivery_id(replace(sent, repeat=1).key)  # a reminder is news of its own
     assert body["alerts"] == [{
-        "account": NASTY, "level": "critical", "state": "resolved", "health": 1.04, "native": 0.8173,
+        "id": delivery_id(sent.key), "account": NASTY, "level": "critical", "state": "resolved", "health": 1.04, "native": 0.8173,
         "native_name": "LTV", "model": "ltv", "dry_run": True, "at": "2023-11-14T22:13:20.000Z",
         "since": "2023-11-14T22:12:20.000Z", "min_health": 1.01, "repeat": 0,
         "action": CTX.action, "detail": "", "price_source": "binance", "price_age_s": 2.0,

@@ -8,6 +8,7 @@ round-trip through JSON for the durable outbox.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,10 @@ class Alert:
         """Deterministic: the same alert is the same outbox entry, before and after a restart."""
         return f"{self.account}\x1f{self.level}\x1f{self.kind.value}\x1f{self.ts_ms}\x1f{self.repeat}"
 
+    @property
+    def delivery_id(self) -> str:
+        return delivery_id(self.key)
+
     def again(self, ts_ms: int, repeat: int) -> Alert:
         return replace(self, ts_ms=ts_ms, repeat=repeat)
 
@@ -87,6 +92,12 @@ class Alert:
         return cls(d["account"], d["level"], EventKind(d["kind"]), _nan(d["health"]), _nan(d["native"]), d["ts_ms"],
                    d["dry_run"], d.get("detail", ""), d.get("min_health"), d.get("since_ms"), AlertContext(**ctx),
                    d.get("repeat", 0), tuple(d.get("stale_assets", ())))
+
+
+def delivery_id(key: str) -> str:
+    """What a receiver drops duplicates by: the same for every delivery of one transition, from any
+    process, before and after a restart (derived from the alert's key, never from a clock)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def json_safe(x: Any) -> Any:

@@ -3,7 +3,7 @@
 Schema (version 1; fields are only ever added):
   {"version": 1, "id": "<stable per message>", "type": "alerts" | "notice" | "test",
    "sent_at": ISO-8601, "alerts": [ALERT, ...], "notices": [{"key", "text", "at"}]}
-  ALERT = {"account", "level", "state", "health", "native", "native_name", "model", "dry_run",
+  ALERT = {"id" (stable per transition: drop duplicates by it), "account", "level", "state", "health", "native", "native_name", "model", "dry_run",
            "at", "since", "min_health", "repeat", "action", "detail", "price_source",
            "price_age_s", "exposures": [{"asset", "price", "liquidation_price",
            "distance_pct", "distance_sigma"}]}
@@ -32,7 +32,7 @@ SIGNATURE_HEADER = "X-Collateral-Monitor-Signature"
 def webhook_alert(a: Alert) -> dict[str, Any]:
     c = a.context
     return json_safe({
-        "account": a.account, "level": a.level, "state": a.state, "health": a.health, "native": a.native,
+        "id": a.delivery_id, "account": a.account, "level": a.level, "state": a.state, "health": a.health, "native": a.native,
         "native_name": NATIVE_NAME.get(c.model, "health"), "model": c.model or None, "dry_run": a.dry_run,
         "at": iso_ms(a.ts_ms), "since": iso_ms(a.since_ms), "min_health": a.min_health, "repeat": a.repeat,
         "action": c.action, "detail": a.detail, "price_source": c.price_source, "price_age_s": c.price_age_s,

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from monitor.execution.base import Execution, Executor
 from monitor.model import Plan
-from monitor.store.base import AccountSnapshot, Commit, JournalEntry, PlanRecord, StateStore
+from monitor.store.base import AccountSnapshot, Commit, JournalEntry, PlanRecord, StateStore, StoreUnavailable
 
 Gate = Callable[[Plan], Awaitable[str | None]]  # the reason trading is refused, or None
 
@@ -32,7 +32,11 @@ class JournaledExecutor:
     async def execute(self, plan: Plan) -> Execution:
         if self._gate is not None and (reason := await self._gate(plan)) is not None:
             return Execution(plan.plan_id, refused=reason)
-        if not await self._store.claim_plan(plan.plan_id, plan.account, plan.ts_ms):
+        try:
+            claimed = await self._store.claim_plan(plan.plan_id, plan.account, plan.ts_ms)
+        except StoreUnavailable as err:  # no order without its idempotency key
+            return Execution(plan.plan_id, refused=str(err))
+        if not claimed:
             return Execution(plan.plan_id, duplicate=True)
         try:
             execution = await self.inner.execute(plan)
