@@ -19,7 +19,7 @@ from monitor.feeds.backoff import Backoff
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
 from monitor.feeds.ccxt_exchange import BaseError, NetworkError, market_type, ticker_price
 from monitor.feeds.rest_fallback import RestFallback
-from monitor.feeds.stats import FeedStats, RateLimitedLog, TickGate, now_ms
+from monitor.feeds.stats import DEFAULT_MAX_SKEW_MS, FeedStats, RateLimitedLog, TickGate, now_ms
 
 log = structlog.get_logger("feed")
 
@@ -40,7 +40,8 @@ def watch_method(exchange: Any, mode: str) -> tuple[str, bool]:
 class CcxtFeed:
     def __init__(self, name: str, modes: dict[str, str], exchange_factory: Callable[[set[str]], Any], *,
                  watchdog_s: float = 15.0, backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
-                 fallback: RestFallback | None = None) -> None:
+                 fallback: RestFallback | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000,
+                 clock_ms: Callable[[], int] = now_ms) -> None:
         self.name = name
         self.modes = modes  # symbol -> mid | last | mark
         self.symbols: tuple[str, ...] = tuple(modes)
@@ -48,6 +49,8 @@ class CcxtFeed:
         self.watchdog_s = watchdog_s
         self._backoff = backoff
         self._fallback = fallback
+        self._max_skew_ms = round(max_skew_s * 1000)
+        self._clock_ms = clock_ms  # receipt time (injected by tests)
         self.stats = FeedStats()
         self.events: FeedEventSink | None = None
         self._down: set[tuple[str, str]] = set()
@@ -61,7 +64,7 @@ class CcxtFeed:
         return [s for g in self._down for s in self._groups[g]]
 
     async def run(self, sink: TickSink) -> None:
-        gate = TickGate(self.name, self.stats, sink)
+        gate = TickGate(self.name, self.stats, sink, self._max_skew_ms, self._clock_ms)
         async with asyncio.TaskGroup() as tg:
             for group in self._groups:
                 tg.create_task(self._watch_group(group, gate))
@@ -122,7 +125,7 @@ class CcxtFeed:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _emit(self, result: Any, mode: str, gate: TickGate, cache: dict, seen: dict) -> None:
-        recv = now_ms()
+        recv = gate.clock_ms()
         stats = self.stats
         stats.last_message_ms, stats.last_message_mono = recv, time.monotonic()
         tickers = list(result.values()) if isinstance(result, dict) and "symbol" not in result else [result]

@@ -23,7 +23,7 @@ from monitor.feeds.backoff import Backoff
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
 from monitor.feeds.binance_wire import Endpoint
 from monitor.feeds.rest_fallback import RestFallback
-from monitor.feeds.stats import FeedStats, RateLimitedLog, TickGate, now_ms
+from monitor.feeds.stats import DEFAULT_MAX_SKEW_MS, FeedStats, RateLimitedLog, TickGate, now_ms
 from monitor.feeds.ws_clients import CLIENTS, FeedDisconnected, WsConnection
 
 log = structlog.get_logger("feed")
@@ -46,7 +46,8 @@ VENUES = {
 class NativeFeed:
     def __init__(self, name: str, endpoints: list[Endpoint], *, venue: str = "binance", client: str = "aiohttp",
                  watchdog_s: float = 15.0, backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
-                 fallback: RestFallback | None = None) -> None:
+                 fallback: RestFallback | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000,
+                 clock_ms: Callable[[], int] = now_ms) -> None:
         self.name = name
         self.venue = VENUES[venue]
         self.endpoints = endpoints
@@ -56,6 +57,8 @@ class NativeFeed:
         self.watchdog_s = watchdog_s
         self._backoff = backoff
         self._fallback = fallback
+        self._max_skew_ms = round(max_skew_s * 1000)
+        self._clock_ms = clock_ms  # receipt time (injected by tests)
         self.stats = FeedStats()
         self.events: FeedEventSink | None = None  # set by the daemon
         self._down: set[str] = {e.url for e in endpoints}  # endpoint URLs without a live connection
@@ -65,7 +68,7 @@ class NativeFeed:
         return [s for e in self.endpoints if e.url in self._down for s, _ in e.routes.values()]
 
     async def run(self, sink: TickSink) -> None:
-        gate = TickGate(self.name, self.stats, sink)
+        gate = TickGate(self.name, self.stats, sink, self._max_skew_ms, self._clock_ms)
         async with asyncio.TaskGroup() as tg:
             for endpoint in self.endpoints:
                 tg.create_task(self._keep_connected(endpoint, gate))
@@ -90,7 +93,7 @@ class NativeFeed:
             mono = last[0] = time.monotonic()
             stats.messages += 1
             stats.last_message_mono = mono
-            stats.last_message_ms = recv = now_ms()
+            stats.last_message_ms = recv = gate.clock_ms()
             if endpoint.url in self._down:
                 self._set_up(endpoint)
                 backoff.reset()

@@ -25,8 +25,10 @@ PREFIX = "collateral_monitor_"
 # without one (simulated, replayed) exports none of them.
 FEED_COUNTERS: tuple[tuple[str, str], ...] = (
     ("messages", "Frames or updates the feed received, good or bad"),
-    ("bad_frames", "Malformed frames and non-finite, zero, negative or crossed prices skipped"),
-    ("out_of_order", "Ticks older than the newest one already sent for their symbol, skipped"),
+    ("bad_frames", "Malformed frames, non-finite, zero, negative or crossed prices, and ticks stamped "
+                   "ahead of our clock, skipped"),
+    ("out_of_order", "Ticks older (by the venue's sequence number, else time) than the last one sent "
+                     "for their symbol, skipped"),
     ("reconnects", "Connections the feed re-established"),
     ("watchdog_trips", "Connections dropped because they went silent"),
     ("rest_polls", "REST fallback requests made while the socket was down"),
