@@ -174,3 +174,42 @@ async def test_the_page_says_no_price_and_its_badge_follows_the_feeds(contract_c
     two = [{"name": "a", "live": True}, {"name": "b", "live": False}]
     assert page_eval("document.getElementById('conn').textContent", {**blind, "feeds": two}) == "feeds live 1/2"
     assert page_eval("document.getElementById('conn').className", {**blind, "feeds": two[:1]}) == "badge on"
+
+
+# -- a venue out of reach: one clear line, at a bounded cadence, never silence ---------------
+def test_retry_log_says_it_once_a_minute_for_as_long_as_it_lasts() -> None:
+    from monitor.feeds.backoff import RetryLog
+
+    now = [0.0]
+    retry = RetryLog("binance", every_s=60, clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(600):  # ten minutes of a failure a second
+            retry.failed("at wss://stream.binance.com:9443/stream", 30, "ClientConnectorError: refused")
+            now[0] += 1
+        retry.reached("at wss://stream.binance.com:9443/stream")
+        retry.failed("at wss://stream.binance.com:9443/stream", 0.5, "refused")  # a new outage: said at once
+    assert [x["attempts"] for x in logs] == [1, 61, 121, 181, 241, 301, 361, 421, 481, 541, 1]
+    assert logs[0]["event"] == "cannot reach binance at wss://stream.binance.com:9443/stream: retrying every 30 s"
+    assert logs[0]["log_level"] == "warning" and logs[-1]["event"].endswith("retrying every 0.5 s")
+
+
+async def test_an_unreachable_venue_is_never_silent(monkeypatch) -> None:
+    from monitor.feeds.backoff import RetryLog
+
+    venue = Unreachable()
+    feed = live_feed(venue, "native", ["BTC/USDT"], backoff_s=0.02, backoff_max_s=0.05)
+    feed._retry_log = RetryLog("binance", every_s=0.5)  # a minute, shortened
+    with structlog.testing.capture_logs() as logs:
+        lines = lambda: [x for x in logs if x["event"].startswith("cannot reach binance")]  # noqa: E731
+        task = asyncio.ensure_future(feed.run(lambda t: None))
+        try:
+            await until(lambda: len(lines()) >= 4, what="the fourth line about the venue")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    said = lines()
+    assert said[0]["event"] == f"cannot reach binance at {venue.ws_url}/stream: retrying every 0.02 s"
+    assert said[-1]["event"].endswith("retrying every 0.05 s")  # the backoff's cap by then
+    attempts = [x["attempts"] for x in said]
+    assert attempts == sorted(attempts) and attempts[-1] > len(said)  # counted always, said sparingly
+    assert feed.stats.reconnects >= attempts[-1]

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from monitor.feeds.backoff import Backoff
+from monitor.feeds.backoff import Backoff, RetryLog
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
 from monitor.feeds.ccxt_exchange import BaseError, NetworkError, market_type, ticker_price
 from monitor.feeds.rest_fallback import RestFallback
@@ -41,7 +41,7 @@ class CcxtFeed:
     def __init__(self, name: str, modes: dict[str, str], exchange_factory: Callable[[set[str]], Any], *,
                  watchdog_s: float = 15.0, backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
                  fallback: RestFallback | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000,
-                 clock_ms: Callable[[], int] = now_ms) -> None:
+                 clock_ms: Callable[[], int] = now_ms, venue: str = "") -> None:
         self.name = name
         self.modes = modes  # symbol -> mid | last | mark
         self.symbols: tuple[str, ...] = tuple(modes)
@@ -59,6 +59,7 @@ class CcxtFeed:
             self._groups.setdefault((mode, market_type(s)), []).append(s)
         self._down = set(self._groups)
         self._errors = RateLimitedLog(first=5, every=100)
+        self._retry_log = RetryLog(venue or name)
 
     def down_symbols(self) -> list[str]:
         return [s for g in self._down for s in self._groups[g]]
@@ -83,7 +84,7 @@ class CcxtFeed:
             seen: dict[str, Any] = {}  # symbol -> the last ccxt ticker dict emitted (outlives reconnects)
             while True:
                 reason = await self._watch_until_failure(exchange, calls, group, gate, backoff, seen)
-                self._set_down(group, reason)
+                self._set_down(group, reason, backoff.cap_s)
                 self.stats.reconnects += 1
                 await asyncio.sleep(backoff.next_delay())
         finally:
@@ -148,7 +149,7 @@ class CcxtFeed:
             ts = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0 else recv
             gate.emit(symbol, priced[0], ts, priced[1], priced[2], recv)
 
-    def _set_down(self, group: tuple[str, str], reason: str) -> None:
+    def _set_down(self, group: tuple[str, str], reason: str, retry_s: float) -> None:
         first = group not in self._down
         self._down.add(group)
         self.stats.connected = False
@@ -156,12 +157,13 @@ class CcxtFeed:
             log.warning("feed disconnected", feed=self.name, group=f"{group[0]}/{group[1]}", reason=reason[:300])
             self._event("disconnected", reason)
         else:
-            self._errors("feed connection failed", feed=self.name, reason=reason[:300])
+            self._retry_log.failed(_where(group), retry_s, reason, feed=self.name)
         if self._fallback is not None:
             self._fallback.wake.set()
 
     def _set_up(self, group: tuple[str, str]) -> None:
         self._down.discard(group)
+        self._retry_log.reached(_where(group))
         self.stats.connected = not self._down
         log.info("feed connected", feed=self.name, group=f"{group[0]}/{group[1]}")
         self._event("connected", f"{group[0]}/{group[1]}")
@@ -170,3 +172,6 @@ class CcxtFeed:
         if self.events is not None:
             self.events(FeedEvent(self.name, kind, detail))
 
+
+def _where(group: tuple[str, str]) -> str:
+    return f"for {group[1]} {group[0]} prices (ccxt)"

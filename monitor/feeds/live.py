@@ -36,4 +36,4 @@ def build_live_feed(fs: FeedSettings) -> PriceFeed:
         return NativeFeed(fs.name, eps, venue=fs.exchange, client=fs.client, watchdog_s=fs.watchdog_s,
                           backoff=backoff, fallback=fallback, max_skew_s=fs.max_clock_skew_s)
     return CcxtFeed(fs.name, modes, lambda t: exchange(pro=True, types=t), watchdog_s=fs.watchdog_s,
-                    backoff=backoff, fallback=fallback, max_skew_s=fs.max_clock_skew_s)
+                    backoff=backoff, fallback=fallback, max_skew_s=fs.max_clock_skew_s, venue=fs.exchange)
