@@ -281,6 +281,9 @@ class FeedSettings(Frozen):
     backoff_s: float = Field(default=0.5, gt=0)  # first reconnect delay; doubles (with jitter) per failure
     backoff_max_s: float = Field(default=30.0, gt=0)
     rest_poll_s: float = Field(default=2.0, ge=0)  # REST polling while the socket is down (0 = off)
+    # A tick stamped further ahead of our clock at receipt is a bad tick. Bounded: past a
+    # minute a venue clock glitch would hold a symbol's prices back for that long.
+    max_clock_skew_s: float = Field(default=2.0, gt=0, le=60)
     client: Literal["aiohttp", "websockets"] = "aiohttp"  # native driver's websocket client
 
     @field_validator("ws_url", "rest_url")

@@ -16,7 +16,7 @@ from monitor.config import AccountSettings, Settings
 from monitor.errors import ConfigError
 from monitor.exchange.venues import PERPS_ONLY
 from monitor.execution.base import Execution
-from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick
+from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick, iso_ms
 from monitor.risk.engine import RiskEngine
 from monitor.risk.portfolio import AccountBook, evaluate, to_native
 from monitor.risk.solve import liquidation_price
@@ -44,12 +44,13 @@ class ExposureStatus:
 class AccountStatus:
     name: str
     model: str
-    health: float
+    health: float  # NaN: unknown (a held asset without a price)
     native: float
-    equity: float
+    equity: float  # NaN: unknown, as health
     level: str | None  # deepest breached level
     stale: bool
     exposures: tuple[ExposureStatus, ...]
+    unpriced: tuple[str, ...] = ()  # held assets that never had a price
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,21 +179,29 @@ class Monitor:
         return out
 
     def check_stale(self) -> list[LevelEvent]:
+        """STALE / FRESH events. Called on ticks and on the daemon's clock ticks, so an asset that
+        never sends a price goes stale `stale_after_s` after the start even if nothing ever ticks."""
+        if self.start_ms is None:
+            if self.now_ms <= 0:
+                return []  # no time known yet (a reload before any tick or clock tick)
+            self.start_ms = self.now_ms  # the grace for first prices starts now, not at epoch 0
         self._next_stale_check = self.now_ms + STALE_CHECK_MS
         e, since = self.engine, self.start_ms
-        if since is None:  # no tick yet: the grace for first prices starts now, not at epoch 0
-            since = self.start_ms = self.now_ms
         mask = e.stale_accounts(self.now_ms, self.rules.stale_after_ms, self.fixed, since)
 
-        def stale_of(i: int) -> tuple[list[str], int]:
-            """The stale assets, and the moment they went stale: it follows from the prices, not
-            from this process's clock, so instances sharing a store agree on the alert's time."""
+        def stale_of(i: int) -> tuple[list[str], int, str]:
+            """The stale assets, the moment they went stale (it follows from the prices, not from
+            this process's clock, so instances sharing a store agree on the alert's time), and why."""
             after = self.rules.stale_after_ms[i]
             assets = e.stale_assets_of(i, self.now_ms, after, self.fixed, since)
-            seen = [int(e.last_ts[e.asset_index[a]]) for a in assets]
-            went = min((t if t >= 0 else since) for t in seen) + int(after) if seen else self.now_ms
-            return assets, min(went, self.now_ms)
+            seen = {a: int(e.last_ts[e.asset_index[a]]) for a in assets}
+            went = min((t if t >= 0 else since) for t in seen.values()) + int(after) if seen else self.now_ms
+            return assets, min(went, self.now_ms), stale_detail(seen)
         return self.rules.update_stale(mask, e.health, self.now_ms, stale_of)
+
+    def blind(self) -> np.ndarray:
+        """Accounts whose health is unknown: stale, or holding an asset that never had a price."""
+        return self.rules.stale | (self.engine.missing > 0)
 
     def _plan(self, req: RebalanceRequest) -> Plan | LevelEvent | None:
         """A plan to execute, or an INEFFECTIVE alert (once until the level resolves or the book changes)."""
@@ -335,9 +344,10 @@ class Monitor:
                 if self.fixed[k] or e.is_empty:
                     continue
                 exposures.append(self._exposure(book, prices, asset, k))
+        unpriced = tuple(self.engine.unpriced_assets_of(i))
         return AccountStatus(book.name, book.model, h, to_native(book.model, book.param, h) if not math.isnan(h) else math.nan,
-                             float(self.engine.equity[i]), levels[depth - 1].name if depth else None,
-                             bool(self.rules.stale[i]), tuple(exposures))
+                             self.engine.equity_of(i), levels[depth - 1].name if depth else None,
+                             bool(self.rules.stale[i]), tuple(exposures), unpriced)
 
     def _exposure(self, book: AccountBook, prices: dict[str, float], asset: str, k: int) -> ExposureStatus:
         p = prices[asset]
@@ -357,6 +367,15 @@ class Monitor:
         h = float(self.engine.health[i])
         return LevelEvent(book.name, level, kind, h, to_native(book.model, book.param, h), self.now_ms,
                           self.rules.dry_run, detail)
+
+
+def stale_detail(last_seen: dict[str, int]) -> str:
+    """"no price for BTC, ETH since start; SOL since 2024-05-01T10:00:00.000Z" (asset -> its last
+    price time, -1 for never)."""
+    never = [a for a, t in last_seen.items() if t < 0]
+    parts = [f"{', '.join(never)} since start"] if never else []
+    parts += [f"{a} since {iso_ms(t)}" for a, t in last_seen.items() if t >= 0]
+    return "no price for " + "; ".join(parts)
 
 
 def valid_tick(tick: PriceTick) -> bool:

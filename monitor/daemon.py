@@ -99,12 +99,18 @@ def level_order(monitor: Monitor) -> dict[str, list[str]]:
 
 
 def status_line(d: Daemon) -> str:
-    """One line for systemd's STATUS=: accounts, the worst health, feeds live."""
+    """One line for systemd's STATUS=: accounts, how many are blind, the worst health, feeds live."""
     health = d.monitor.engine.health
     known = [(h, i) for i, h in enumerate(health.tolist()) if not math.isnan(h)]
     worst = f", worst {d.monitor.engine.books[min(known)[1]].name} health {min(known)[0]:.3f}" if known else ""
+    blind = blind_count(d)
     live = sum(feed_live(d, f.name) for f in d.feeds)
-    return f"{len(health)} accounts{worst}, feeds live {live}/{len(d.feeds)}"
+    return f"{len(health)} accounts{f', {blind} blind' if blind else ''}{worst}, feeds live {live}/{len(d.feeds)}"
+
+
+def blind_count(d: Daemon) -> int:
+    """Accounts whose health is unknown (stale, or an asset never priced): /healthz is 503 while any is."""
+    return int(d.monitor.blind().sum())
 
 
 def feed_live(d: Daemon, name: str) -> bool:

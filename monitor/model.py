@@ -7,11 +7,12 @@ hands these out only at its edges (events, views, plans).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 Side = Literal["buy", "sell"]
 
@@ -26,6 +27,17 @@ def iso_ms(ts_ms: int | None) -> str | None:
     if ts_ms is None:
         return None
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_number(x: Any) -> Any:
+    """Strict JSON has no NaN or infinity: unknown is null, infinite (health without debt) "inf"."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: json_number(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_number(v) for v in x]
+    return x
 
 
 @dataclass(frozen=True, slots=True)

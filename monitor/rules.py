@@ -276,14 +276,13 @@ class Rules:
     # -- staleness ----------------------------------------------------------------------
     def update_stale(self, mask: np.ndarray, health: np.ndarray, now_ms: int, assets_of) -> list[LevelEvent]:
         """Accounts whose prices went stale or fresh since the last call. `assets_of(i)` names the stale
-        ones and when they went stale (the STALE event's time; None: now)."""
+        ones, when they went stale (the STALE event's time; None: now) and the alert's detail."""
         out = []
         for i in np.flatnonzero(mask != self.stale).tolist():
             st = self.state[i]
             st.stale = self.stale[i] = bool(mask[i])
             kind = EventKind.STALE if st.stale else EventKind.FRESH
-            stale_assets, when = assets_of(i) if st.stale else ((), None)
-            detail = "no price for " + ", ".join(stale_assets) if st.stale else "prices fresh again"
+            stale_assets, when, detail = assets_of(i) if st.stale else ((), None, "prices fresh again")
             out.append(self._event(i, None, kind, float(health[i]), now_ms if when is None else when, detail=detail,
                                    stale_assets=tuple(stale_assets)))
             if not st.stale:

@@ -77,9 +77,12 @@ class BybitServer(LoopbackServer):
                 await self._changed.wait()
         await asyncio.wait_for(loop(), timeout)
 
-    async def publish(self, topic: str, data: dict, kind: str = "snapshot") -> None:
-        self._seq += 1
-        body = orjson.dumps({"topic": topic, "type": kind, "data": data, "cs": self._seq, "ts": now_ms()}).decode()
+    async def publish(self, topic: str, data: dict, kind: str = "snapshot", *, cs: int | None = None,
+                      ts: int | None = None) -> None:
+        """`cs` (cross sequence) and `ts` default to the next number and now."""
+        self._seq = cs if cs is not None else self._seq + 1
+        body = orjson.dumps({"topic": topic, "type": kind, "data": data, "cs": self._seq,
+                             "ts": ts if ts is not None else now_ms()}).decode()
         for ws, topics in list(self.sockets):
             if topic in topics and not ws.closed:
                 await ws.send_str(body)

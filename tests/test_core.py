@@ -147,3 +147,40 @@ def test_the_stale_alert_carries_the_moment_prices_went_stale_not_when_it_was_no
         assert stale and stale[0].stale_assets == ("BTC",)
         times.append(stale[0].ts_ms)
     assert times == [5_000 + 120_000] * 2
+
+
+T0 = 1_700_000_000_000
+
+
+def test_an_account_never_priced_is_blind_from_the_start() -> None:
+    """No tick ever arrives: the clock alone starts the grace, and what is missing is never summed."""
+    m = Monitor(settings([ACT]), default_registry())
+    m.now_ms = T0  # the daemon's first clock tick
+    assert m.check_stale() == []
+    st = m.status(0)
+    assert math.isnan(st.health) and math.isnan(st.native) and math.isnan(st.equity)  # not -40000
+    assert st.unpriced == ("BTC",) and not st.stale and m.blind().tolist() == [True]
+    m.now_ms = T0 + 121_000
+    stale = m.check_stale()
+    assert [(e.kind, e.detail, e.ts_ms) for e in stale] == [(EventKind.STALE, "no price for BTC since start",
+                                                             T0 + 120_000)]
+    assert math.isnan(stale[0].health)
+    m.on_tick(PriceTick("BTC/USDT", 60000, T0 + 122_000))
+    assert m.status(0).equity == 20000 and m.status(0).unpriced == () and m.blind().tolist() == [False]
+
+
+def test_the_stale_clock_never_starts_at_epoch_zero() -> None:
+    m = Monitor(settings([ACT]), default_registry())
+    assert m.check_stale() == [] and m.start_ms is None  # a reload before any tick or clock tick
+    m.now_ms = T0
+    assert m.check_stale() == []  # not "stale since 1970"
+    assert m.start_ms == T0
+
+
+def test_the_stale_detail_names_what_never_came_and_since_when_the_rest() -> None:
+    m = Monitor(settings([ACT], holdings={"BTC": 1.0, "ETH": 5.0, "USDT": -50000}), default_registry())
+    m.on_tick(PriceTick("BTC/USDT", 60000, T0))
+    m.now_ms = T0 + 121_000
+    (stale,) = m.check_stale()
+    assert stale.stale_assets == ("BTC", "ETH")
+    assert stale.detail == "no price for ETH since start; BTC since 2023-11-14T22:13:20.000Z"

@@ -263,7 +263,8 @@ def tick(engine: RiskEngine, rules: Rules, fixed, asset: str, price: float, t: i
     idx = engine.apply(engine.asset_index[asset], price, t)
     mask = engine.stale_accounts(t, rules.stale_after_ms, fixed)
     out = rules.update_stale(mask, engine.health, t,
-                             lambda i: (engine.stale_assets_of(i, t, rules.stale_after_ms[i], fixed), None))
+                             lambda i: ((a := engine.stale_assets_of(i, t, rules.stale_after_ms[i], fixed)), None,
+                                        "no price for " + ", ".join(a)))
     return out + rules.evaluate(idx, engine.health, t)
 
 

@@ -4,7 +4,10 @@ is served, and a parser from combined-stream frames straight to ticks.
 Frames (https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams,
 .../derivatives/usds-margined-futures/websocket-market-streams):
   combined envelope  {"stream": "btcusdt@bookTicker", "data": {...}}
-  bookTicker         {"u", "s", "b", "B", "a", "A"} (futures add "e", "E", "T")
+  bookTicker         {"u", "s", "b", "B", "a", "A"} (futures add "e", "E", "T"); "u" is the
+                     order book updateId (Spot "Individual Symbol Book Ticker Streams",
+                     USDⓈ-M "Individual Symbol Book Ticker Streams"): it orders a symbol's book
+                     tickers where "E" is absent (spot) or may not be monotonic
   24hrTicker         {"e": "24hrTicker", "E", "s", "c" (last), "b", "a" (spot only), ...}
   markPriceUpdate    {"e": "markPriceUpdate", "E", "s", "p" (mark), "i", "r", "T"}
   replies            {"result": null, "id": 1} or {"error": {"code", "msg"}, "id": 1}
@@ -83,8 +86,10 @@ class BinanceParser:
         self.gate = gate
         self.acks = 0
         self.errors = 0
+        gate.restart_sequences(s for s, _ in routes.values())  # one parser per connection
 
     def feed(self, raw: str | bytes, recv_ms: int) -> None:
+        seq = None
         try:
             msg = orjson.loads(raw)
             route = self.routes.get(msg["stream"])
@@ -96,6 +101,9 @@ class BinanceParser:
             if kind == MID:
                 bid, ask = float(data["b"]), float(data["a"])
                 price = (bid + ask) * 0.5
+                seq = data.get("u")
+                if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+                    raise TypeError("u is not an integer")
             elif kind == MARK:
                 bid = ask = None
                 price = float(data["p"])
@@ -108,7 +116,7 @@ class BinanceParser:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             self._reply_or_bad(raw, err)
             return
-        self.gate.emit(symbol, price, ts, bid, ask, recv_ms)
+        self.gate.emit(symbol, price, ts, bid, ask, recv_ms, seq)
 
     def _reply_or_bad(self, raw: str | bytes, err: Exception) -> None:
         try:

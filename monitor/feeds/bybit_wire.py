@@ -5,6 +5,10 @@ Frames (https://bybit-exchange.github.io/docs/v5/websocket/public/ticker):
   linear data: "lastPrice", "markPrice", "bid1Price", "ask1Price", ... (a delta carries only
   what changed, so the parser keeps each symbol's latest fields); spot data: "lastPrice", no book.
   replies: {"success": bool, "ret_msg", "conn_id", "req_id", "op": "subscribe" | "pong" | ...}
+"cs" is the cross sequence of the matching engine (v5 "Ticker"; the "Orderbook" topic carries
+the same figure as data "seq", beside "u", an update id that restarts at 1 with a snapshot when
+the service restarts): it orders a symbol's frames, "ts" breaking ties (a mark-price-only delta
+may repeat the cs). A snapshot starts the order afresh.
 Bybit drops a connection that sends no ping for a while, so the client pings every 20 s.
 """
 
@@ -51,6 +55,7 @@ class BybitParser:
         self._state: dict[str, dict] = {}  # topic -> the latest fields (deltas merge into it)
         self.acks = 0
         self.errors = 0
+        gate.restart_sequences(s for s, _ in routes.values())  # one parser per connection
 
     def feed(self, raw: str | bytes, recv_ms: int) -> None:
         try:
@@ -64,12 +69,13 @@ class BybitParser:
                 self.gate.bad("unknown topic", topic)
                 return
             data = msg["data"]
+            symbol, mode = route
             if msg["type"] == "snapshot":
                 state = self._state[topic] = dict(data)
+                self.gate.restart_sequences((symbol,))
             else:
                 state = self._state.setdefault(topic, {})
                 state.update(data)
-            symbol, mode = route
             bid = ask = None
             if "bid1Price" in state and "ask1Price" in state:
                 bid, ask = float(state["bid1Price"]), float(state["ask1Price"])
@@ -79,13 +85,13 @@ class BybitParser:
                 price = (bid + ask) * 0.5
             else:
                 price = float(state[FIELD[mode]])
-            ts = msg["ts"]
-            if not isinstance(ts, int):
-                raise TypeError("ts is not an integer")
+            ts, seq = msg["ts"], msg.get("cs")
+            if not isinstance(ts, int) or not (seq is None or isinstance(seq, int)):
+                raise TypeError("ts or cs is not an integer")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             self.gate.bad(f"malformed frame ({type(err).__name__})", raw[:200])
             return
-        self.gate.emit(symbol, price, ts, bid, ask, recv_ms)
+        self.gate.emit(symbol, price, ts, bid, ask, recv_ms, seq)
 
     def _reply(self, msg: dict) -> None:
         if msg.get("success") is True:

@@ -15,11 +15,11 @@ from typing import Any
 
 import structlog
 
-from monitor.feeds.backoff import Backoff
+from monitor.feeds.backoff import Backoff, RetryLog
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
 from monitor.feeds.ccxt_exchange import BaseError, NetworkError, market_type, ticker_price
 from monitor.feeds.rest_fallback import RestFallback
-from monitor.feeds.stats import FeedStats, RateLimitedLog, TickGate, now_ms
+from monitor.feeds.stats import DEFAULT_MAX_SKEW_MS, FeedStats, RateLimitedLog, TickGate, now_ms
 
 log = structlog.get_logger("feed")
 
@@ -40,7 +40,8 @@ def watch_method(exchange: Any, mode: str) -> tuple[str, bool]:
 class CcxtFeed:
     def __init__(self, name: str, modes: dict[str, str], exchange_factory: Callable[[set[str]], Any], *,
                  watchdog_s: float = 15.0, backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
-                 fallback: RestFallback | None = None) -> None:
+                 fallback: RestFallback | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000,
+                 clock_ms: Callable[[], int] = now_ms, venue: str = "") -> None:
         self.name = name
         self.modes = modes  # symbol -> mid | last | mark
         self.symbols: tuple[str, ...] = tuple(modes)
@@ -48,6 +49,8 @@ class CcxtFeed:
         self.watchdog_s = watchdog_s
         self._backoff = backoff
         self._fallback = fallback
+        self._max_skew_ms = round(max_skew_s * 1000)
+        self._clock_ms = clock_ms  # receipt time (injected by tests)
         self.stats = FeedStats()
         self.events: FeedEventSink | None = None
         self._down: set[tuple[str, str]] = set()
@@ -56,12 +59,13 @@ class CcxtFeed:
             self._groups.setdefault((mode, market_type(s)), []).append(s)
         self._down = set(self._groups)
         self._errors = RateLimitedLog(first=5, every=100)
+        self._retry_log = RetryLog(venue or name)
 
     def down_symbols(self) -> list[str]:
         return [s for g in self._down for s in self._groups[g]]
 
     async def run(self, sink: TickSink) -> None:
-        gate = TickGate(self.name, self.stats, sink)
+        gate = TickGate(self.name, self.stats, sink, self._max_skew_ms, self._clock_ms)
         async with asyncio.TaskGroup() as tg:
             for group in self._groups:
                 tg.create_task(self._watch_group(group, gate))
@@ -80,7 +84,7 @@ class CcxtFeed:
             seen: dict[str, Any] = {}  # symbol -> the last ccxt ticker dict emitted (outlives reconnects)
             while True:
                 reason = await self._watch_until_failure(exchange, calls, group, gate, backoff, seen)
-                self._set_down(group, reason)
+                self._set_down(group, reason, backoff.cap_s)
                 self.stats.reconnects += 1
                 await asyncio.sleep(backoff.next_delay())
         finally:
@@ -122,7 +126,7 @@ class CcxtFeed:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _emit(self, result: Any, mode: str, gate: TickGate, cache: dict, seen: dict) -> None:
-        recv = now_ms()
+        recv = gate.clock_ms()
         stats = self.stats
         stats.last_message_ms, stats.last_message_mono = recv, time.monotonic()
         tickers = list(result.values()) if isinstance(result, dict) and "symbol" not in result else [result]
@@ -145,7 +149,7 @@ class CcxtFeed:
             ts = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0 else recv
             gate.emit(symbol, priced[0], ts, priced[1], priced[2], recv)
 
-    def _set_down(self, group: tuple[str, str], reason: str) -> None:
+    def _set_down(self, group: tuple[str, str], reason: str, retry_s: float) -> None:
         first = group not in self._down
         self._down.add(group)
         self.stats.connected = False
@@ -153,12 +157,13 @@ class CcxtFeed:
             log.warning("feed disconnected", feed=self.name, group=f"{group[0]}/{group[1]}", reason=reason[:300])
             self._event("disconnected", reason)
         else:
-            self._errors("feed connection failed", feed=self.name, reason=reason[:300])
+            self._retry_log.failed(_where(group), retry_s, reason, feed=self.name)
         if self._fallback is not None:
             self._fallback.wake.set()
 
     def _set_up(self, group: tuple[str, str]) -> None:
         self._down.discard(group)
+        self._retry_log.reached(_where(group))
         self.stats.connected = not self._down
         log.info("feed connected", feed=self.name, group=f"{group[0]}/{group[1]}")
         self._event("connected", f"{group[0]}/{group[1]}")
@@ -167,3 +172,6 @@ class CcxtFeed:
         if self.events is not None:
             self.events(FeedEvent(self.name, kind, detail))
 
+
+def _where(group: tuple[str, str]) -> str:
+    return f"for {group[1]} {group[0]} prices (ccxt)"

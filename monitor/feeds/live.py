@@ -34,6 +34,6 @@ def build_live_feed(fs: FeedSettings) -> PriceFeed:
         wire = bybit_wire if fs.exchange == "bybit" else binance_wire
         eps = wire.endpoints(modes, testnet=fs.testnet, ws_url=fs.ws_url, feed=fs.name)
         return NativeFeed(fs.name, eps, venue=fs.exchange, client=fs.client, watchdog_s=fs.watchdog_s,
-                          backoff=backoff, fallback=fallback)
+                          backoff=backoff, fallback=fallback, max_skew_s=fs.max_clock_skew_s)
     return CcxtFeed(fs.name, modes, lambda t: exchange(pro=True, types=t), watchdog_s=fs.watchdog_s,
-                    backoff=backoff, fallback=fallback)
+                    backoff=backoff, fallback=fallback, max_skew_s=fs.max_clock_skew_s, venue=fs.exchange)

@@ -19,11 +19,11 @@ from typing import Any
 import structlog
 
 from monitor.feeds import binance_wire, bybit_wire
-from monitor.feeds.backoff import Backoff
+from monitor.feeds.backoff import Backoff, RetryLog
 from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
 from monitor.feeds.binance_wire import Endpoint
 from monitor.feeds.rest_fallback import RestFallback
-from monitor.feeds.stats import FeedStats, RateLimitedLog, TickGate, now_ms
+from monitor.feeds.stats import DEFAULT_MAX_SKEW_MS, FeedStats, TickGate, now_ms
 from monitor.feeds.ws_clients import CLIENTS, FeedDisconnected, WsConnection
 
 log = structlog.get_logger("feed")
@@ -46,7 +46,8 @@ VENUES = {
 class NativeFeed:
     def __init__(self, name: str, endpoints: list[Endpoint], *, venue: str = "binance", client: str = "aiohttp",
                  watchdog_s: float = 15.0, backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
-                 fallback: RestFallback | None = None) -> None:
+                 fallback: RestFallback | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000,
+                 clock_ms: Callable[[], int] = now_ms) -> None:
         self.name = name
         self.venue = VENUES[venue]
         self.endpoints = endpoints
@@ -56,16 +57,18 @@ class NativeFeed:
         self.watchdog_s = watchdog_s
         self._backoff = backoff
         self._fallback = fallback
+        self._max_skew_ms = round(max_skew_s * 1000)
+        self._clock_ms = clock_ms  # receipt time (injected by tests)
         self.stats = FeedStats()
         self.events: FeedEventSink | None = None  # set by the daemon
         self._down: set[str] = {e.url for e in endpoints}  # endpoint URLs without a live connection
-        self._dial_log = RateLimitedLog(first=5, every=100)
+        self._retry_log = RetryLog(venue)
 
     def down_symbols(self) -> list[str]:
         return [s for e in self.endpoints if e.url in self._down for s, _ in e.routes.values()]
 
     async def run(self, sink: TickSink) -> None:
-        gate = TickGate(self.name, self.stats, sink)
+        gate = TickGate(self.name, self.stats, sink, self._max_skew_ms, self._clock_ms)
         async with asyncio.TaskGroup() as tg:
             for endpoint in self.endpoints:
                 tg.create_task(self._keep_connected(endpoint, gate))
@@ -76,7 +79,7 @@ class NativeFeed:
         backoff = self._backoff()
         while True:
             reason = await self._session(endpoint, gate, backoff)
-            self._set_down(endpoint, reason)
+            self._set_down(endpoint, reason, backoff.cap_s)
             self.stats.reconnects += 1
             await asyncio.sleep(backoff.next_delay())
 
@@ -90,7 +93,7 @@ class NativeFeed:
             mono = last[0] = time.monotonic()
             stats.messages += 1
             stats.last_message_mono = mono
-            stats.last_message_ms = recv = now_ms()
+            stats.last_message_ms = recv = gate.clock_ms()
             if endpoint.url in self._down:
                 self._set_up(endpoint)
                 backoff.reset()
@@ -132,7 +135,7 @@ class NativeFeed:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
-    def _set_down(self, endpoint: Endpoint, reason: str) -> None:
+    def _set_down(self, endpoint: Endpoint, reason: str, retry_s: float) -> None:
         first = endpoint.url not in self._down
         self._down.add(endpoint.url)
         self.stats.connected = False
@@ -140,12 +143,13 @@ class NativeFeed:
             log.warning("feed disconnected", feed=self.name, endpoint=endpoint.url, reason=reason[:300])
             self._event("disconnected", reason)
         else:
-            self._dial_log("feed connection failed", feed=self.name, endpoint=endpoint.url, reason=reason[:300])
+            self._retry_log.failed(f"at {endpoint.url}", retry_s, reason, feed=self.name)
         if self._fallback is not None:
             self._fallback.wake.set()
 
     def _set_up(self, endpoint: Endpoint) -> None:
         self._down.discard(endpoint.url)
+        self._retry_log.reached(f"at {endpoint.url}")
         self.stats.connected = not self._down
         log.info("feed connected", feed=self.name, endpoint=endpoint.url, streams=len(endpoint.routes))
         self._event("connected", endpoint.url)

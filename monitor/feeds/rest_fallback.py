@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from monitor.feeds.ccxt_exchange import BaseError, market_type, ticker_price
-from monitor.feeds.stats import RateLimitedLog, TickGate, now_ms
+from monitor.feeds.stats import RateLimitedLog, TickGate
 
 log = structlog.get_logger("feed")
 
@@ -58,7 +58,7 @@ class RestFallback:
             except (BaseError, OSError, asyncio.TimeoutError) as err:
                 self._errors("REST fallback failed", feed=gate.feed, error=f"{type(err).__name__}: {err}"[:300])
                 continue
-            recv = now_ms()
+            recv = gate.clock_ms()
             for symbol in batch:
                 t = tickers.get(symbol)
                 priced = ticker_price(t, self._modes[symbol]) if isinstance(t, dict) else None

@@ -16,7 +16,7 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from monitor.daemon import Daemon, feed_live, healthy
+from monitor.daemon import Daemon, blind_count, feed_live, healthy
 from monitor.risk.portfolio import to_native
 
 PREFIX = "collateral_monitor_"
@@ -25,8 +25,10 @@ PREFIX = "collateral_monitor_"
 # without one (simulated, replayed) exports none of them.
 FEED_COUNTERS: tuple[tuple[str, str], ...] = (
     ("messages", "Frames or updates the feed received, good or bad"),
-    ("bad_frames", "Malformed frames and non-finite, zero, negative or crossed prices skipped"),
-    ("out_of_order", "Ticks older than the newest one already sent for their symbol, skipped"),
+    ("bad_frames", "Malformed frames, non-finite, zero, negative or crossed prices, and ticks stamped "
+                   "ahead of our clock, skipped"),
+    ("out_of_order", "Ticks older (by the venue's sequence number, else time) than the last one sent "
+                     "for their symbol, skipped"),
     ("reconnects", "Connections the feed re-established"),
     ("watchdog_trips", "Connections dropped because they went silent"),
     ("rest_polls", "REST fallback requests made while the socket was down"),
@@ -49,14 +51,14 @@ def account_metrics(d: Daemon) -> Iterator[Metric]:
     level = gauge("account_level", "How many levels are breached (0 = none)", ("account",))
     firing = gauge("account_level_firing", "1 while the level fires", ("account", "level"))
     stale = gauge("account_stale", "1 while some price the account needs is stale", ("account",))
-    equity = gauge("account_equity", "Equity in quote units", ("account",))
+    equity = gauge("account_equity", "Equity in quote units (NaN when a held asset has no price)", ("account",))
     for i, book in enumerate(m.engine.books):
         h = float(m.engine.health[i])
         health.add_metric([book.name], h)
         native.add_metric([book.name, book.model], math.nan if math.isnan(h) else to_native(book.model, book.param, h))
         level.add_metric([book.name], int(m.rules.depth[i]))
         stale.add_metric([book.name], float(m.rules.stale[i]))
-        equity.add_metric([book.name], float(m.engine.equity[i]))
+        equity.add_metric([book.name], m.engine.equity_of(i))
         levels = m.rules.accounts[i].levels
         for j in m.rules.state[i].firing_since:
             firing.add_metric([book.name, levels[j].name], 1.0)
@@ -169,11 +171,13 @@ def store_metrics(d: Daemon) -> Iterator[Metric]:
 def daemon_metrics(d: Daemon) -> Iterator[Metric]:
     ready = gauge("ready", "1 once fresh prices valued every account (READY=1 was sent)")
     ready.add_metric([], float(d.all_priced.is_set()))
-    live = gauge("live", "1 while the tick path is alive (what /healthz reports)")
+    live = gauge("live", "1 while the tick path is alive (/healthz also needs no account blind)")
     live.add_metric([], float(healthy(d, LIVE_WITHIN_S)))
+    blind = gauge("accounts_blind", "Accounts whose health is unknown: stale, or an asset never priced")
+    blind.add_metric([], blind_count(d))
     accounts = gauge("accounts", "Accounts monitored")
     accounts.add_metric([], len(d.monitor.engine.books))
-    yield from (ready, live, accounts)
+    yield from (ready, live, blind, accounts)
 
 
 LIVE_WITHIN_S = 5.0  # the engine loop hears the clock every second: 5 s of silence is a stall

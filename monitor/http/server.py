@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.config import HttpSettings, listen_address
-from monitor.daemon import Daemon, healthy, status_line
+from monitor.daemon import Daemon, blind_count, feed_live, healthy, status_line
 from monitor.errors import ConfigError
 from monitor.http.metrics import LIVE_WITHIN_S, daemon_registry
 from monitor.http.status import snapshot
@@ -96,8 +96,11 @@ class HttpEndpoint:
         return await handler(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """200 while the tick path is alive and every account's health is known; else 503."""
         live = healthy(self.daemon, LIVE_WITHIN_S)
-        return web.json_response({"live": live, "status": status_line(self.daemon)}, status=200 if live else 503)
+        blind = blind_count(self.daemon)
+        return web.json_response({"live": live, "blind": blind, "status": status_line(self.daemon)},
+                                 status=200 if live and not blind else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         # Read on the loop, between two ticks (a consistent view, a fifth of the cost); the text
@@ -131,8 +134,9 @@ class HttpEndpoint:
         return orjson.dumps(snapshot(self.daemon, self.settings.page_accounts))
 
     def _version(self) -> tuple:
-        d = self.daemon
-        return d.ticks_applied, d.changes, sum(d.events.values()), id(d.monitor)
+        d = self.daemon  # feed liveness changes with time alone: the page's badge must follow it
+        return d.ticks_applied, d.changes, sum(d.events.values()), id(d.monitor), \
+            tuple(feed_live(d, f.name) for f in d.feeds)
 
     async def push_loop(self) -> None:
         """At most one push per push_every_s, and only when something changed."""

@@ -13,14 +13,12 @@ import numpy as np
 
 from monitor.daemon import Daemon, Executed, feed_live, status_line
 from monitor.execution.journaled import execution_record_fills, legs_text
-from monitor.model import iso_ms
+from monitor.model import iso_ms, json_number
 
 
 def _num(x: float) -> float | str | None:
     """JSON has no inf or nan: infinite health (no debt) is "inf", unknown is null."""
-    if math.isnan(x):
-        return None
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+    return json_number(float(x))
 
 
 def snapshot(d: Daemon, limit: int) -> dict:
@@ -53,6 +51,7 @@ def account_row(d: Daemon, i: int) -> dict:
         "depth": int(m.rules.depth[i]),
         "levels": [{"name": lv.name, "health": lv.threshold, "action": lv.action} for lv in levels],
         "stale": st.stale,
+        "unpriced": list(st.unpriced),  # held assets without any price yet: "no price" on the page
         "exposures": [{"asset": e.asset, "price": e.price, "liquidation_price": e.liquidation_price,
                        "distance_pct": e.distance_pct, "distance_sigma": e.distance_sigma}
                       for e in sorted(st.exposures, key=lambda e: abs(e.distance_pct)

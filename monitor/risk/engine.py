@@ -280,6 +280,17 @@ class RiskEngine:
     def price_of(self, asset: str) -> float:
         return float(self.prices[self.asset_index[asset]])
 
+    def equity_of(self, i: int) -> float:
+        """Account i's equity; NaN while a held asset has no price (never the sum without it)."""
+        return math.nan if self.missing[i] else float(self.equity[i])
+
+    def unpriced_assets_of(self, i: int) -> list[str]:
+        """Held assets that never had a price."""
+        if not self.missing[i]:
+            return []
+        return [a for a, e in self.books[i].exposures.items()
+                if not e.is_empty and math.isnan(self.prices[self.asset_index[a]])]
+
     def price_map(self) -> dict[str, float]:
         return {a: float(p) for a, p in zip(self.assets, self.prices)}
 
