@@ -437,6 +437,8 @@ def is_loopback(host: str) -> bool:
 
 class DaemonSettings(Frozen):
     state_dir: str = "state"
+    # Whose state it is (README: One daemon per state); default: the config file's absolute path.
+    state_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
     queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
     resync_every_s: int = Field(default=60, gt=0)  # exact recompute of all accounts (bounds float drift)
     max_restarts: int = Field(default=5, ge=0)  # per component, within restart_window_s, before the daemon gives up
