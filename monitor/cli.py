@@ -12,6 +12,7 @@ import math
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -23,6 +24,9 @@ from monitor.inputs import load_checked, load_series, parse_time, registry
 from monitor.logs import configure_logging
 from monitor.model import PriceTick
 from monitor.risk.portfolio import to_native
+
+if TYPE_CHECKING:  # annotations only: `run` imports the daemon when it starts
+    from monitor.daemon import Daemon
 
 EXIT_USER_ERROR = 2
 
@@ -118,13 +122,20 @@ def print_summary(report: dict) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.reload import Reloader
     from monitor.service import run_daemon
+    from monitor.statelock import StateInUse, hold_state
     from monitor.wiring import build_daemon
 
     settings, _ = load_checked(args.config)
 
     async def main() -> int:
-        daemon = build_daemon(settings, registry(), live=args.live)
         stop = asyncio.Event()
+        async with hold_state(settings, args.config, args.adopt_state, on_lost=stop.set) as held:
+            code = await serve(build_daemon(settings, registry(), live=args.live), stop)
+        if held.lost:  # another daemon took the state: it is that one's now
+            raise StateInUse(held.lost)
+        return code
+
+    async def serve(daemon: Daemon, stop: asyncio.Event) -> int:
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
 
@@ -183,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="the TOML config file")
     run.add_argument("--live", action="store_true",
                      help="allow real-money orders (the config must also say execution.mode = \"live\")")
+    run.add_argument("--adopt-state", action="store_true",
+                     help="take over a state recorded as another config's (a moved config file, or on purpose)")
     run.set_defaults(func=cmd_run)
 
     chk = sub.add_parser("check-config", help="validate a config and print a summary")

@@ -355,11 +355,21 @@ class AlertSettings(Frozen):
     group_wait_s: float = Field(default=2.0, ge=0)  # alerts arriving within this go out as one digest per channel
     retry_base_s: float = Field(default=1.0, gt=0)  # first retry delay; doubles per failure
     retry_max_s: float = Field(default=60.0, gt=0)
+    # A service's Retry-After / retry_after is honoured between retry_base_s and this (an hour at most):
+    # "wait a day" must not park a channel, "0" must not hammer it.
+    retry_after_max_s: float = Field(default=300.0, gt=0, le=3600)
     channel_failing_after_s: float = Field(default=120.0, ge=0)  # then the other channels are told
     secrets_file: str | None = None  # KEY=VALUE lines (an EnvironmentFile) read when a variable is unset
     heartbeat_url_env: str | None = None  # dead-man's switch: a URL fetched every heartbeat_every_s
     heartbeat_every_s: float = Field(default=60.0, gt=0)
     silence_poll_s: float = Field(default=5.0, gt=0)  # how soon a silence set from the CLI takes effect
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> AlertSettings:
+        for key in ("retry_max_s", "retry_after_max_s"):
+            if getattr(self, key) < self.retry_base_s:
+                raise ValueError(f"{key} must not be below retry_base_s ({self.retry_base_s:g})")
+        return self
 
 
 class StoreSettings(Frozen):
@@ -430,6 +440,8 @@ def is_loopback(host: str) -> bool:
 
 class DaemonSettings(Frozen):
     state_dir: str = "state"
+    # Whose state it is (README: One daemon per state); default: the config file's absolute path.
+    state_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
     queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
     resync_every_s: int = Field(default=60, gt=0)  # exact recompute of all accounts (bounds float drift)
     max_restarts: int = Field(default=5, ge=0)  # per component, within restart_window_s, before the daemon gives up

@@ -40,8 +40,10 @@ class Received:
 
 @dataclass
 class FakeServer(LoopbackServer):
-    """A scripted aiohttp server on 127.0.0.1; `script` answers requests in order, then `default`."""
+    """A scripted aiohttp server on 127.0.0.1; `script` answers requests in order, then `default`
+    (None: the normal answer)."""
     script: deque = field(default_factory=deque)
+    default: Any = None
     received: list[Received] = field(default_factory=list)
     hung: list[asyncio.Event] = field(default_factory=list)
 
@@ -76,7 +78,7 @@ class FakeServer(LoopbackServer):
 
     async def scripted(self) -> Any:
         """The next scripted answer; HANG waits until the server stops (a peer that never answers)."""
-        action = self.script.popleft() if self.script else None
+        action = self.script.popleft() if self.script else self.default
         if action == HANG:
             ev = asyncio.Event()
             self.hung.append(ev)
@@ -89,6 +91,11 @@ class FakeServer(LoopbackServer):
                 self._changed.clear()
                 await self._changed.wait()
         await asyncio.wait_for(loop(), timeout)
+
+
+def retry_header(value: Any) -> dict[str, str]:
+    """A 429's Retry-After as scripted: seconds, an HTTP-date, any text, or None for no header."""
+    return {} if value is None else {"Retry-After": str(value)}
 
 
 # -- Slack ------------------------------------------------------------------------------------
@@ -116,7 +123,7 @@ def slack_problem(payload: Any) -> str | None:
 
 
 class FakeSlack(FakeServer):
-    """Script items: "ok" | ("429", retry_after_s) | "500" | HANG | "404"."""
+    """Script items: "ok" | ("429", Retry-After header value, None for none) | "500" | HANG | "404"."""
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/services/{a}/{b}/{c}", self.post)]
@@ -144,7 +151,7 @@ class FakeSlack(FakeServer):
         if request.path != SLACK_PATH or action == "404":
             return web.Response(status=404, text="no_service")
         if isinstance(action, tuple) and action[0] == "429":
-            return web.Response(status=429, text="rate_limited", headers={"Retry-After": str(action[1])})
+            return web.Response(status=429, text="rate_limited", headers=retry_header(action[1]))
         if action == "500":
             return web.Response(status=500, text="rollup_error")
         try:
@@ -204,7 +211,8 @@ def telegram_html_problem(text: str) -> tuple[str | None, int]:
 
 
 class FakeTelegram(FakeServer):
-    """Script items: "ok" | ("429", retry_after_s) | "500" | HANG. Enforces Telegram's rate limits."""
+    """Script items: "ok" | ("429", parameters.retry_after, None for none) | "500" | HANG. Enforces
+    Telegram's rate limits."""
 
     def __init__(self, chats: tuple[str, ...] = ("-1001234567890",), enforce_limits: bool = True):
         super().__init__()
@@ -304,7 +312,8 @@ class FakeTelegram(FakeServer):
 
 # -- generic webhook and heartbeat receiver ---------------------------------------------------------
 class FakeWebhook(FakeServer):
-    """Script items: "ok" | "500" | ("429", s) | HANG. Accepts POST (alerts) and GET (heartbeats)."""
+    """Script items: "ok" | "500" | ("429", Retry-After or None) | HANG. Accepts POST (alerts) and GET
+    (heartbeats)."""
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/hook", self.handle), web.get("/ping/{check}", self.handle)]
@@ -315,5 +324,5 @@ class FakeWebhook(FakeServer):
         if action == "500":
             return web.Response(status=500, text="down")
         if isinstance(action, tuple) and action[0] == "429":
-            return web.Response(status=429, headers={"Retry-After": str(action[1])})
+            return web.Response(status=429, headers=retry_header(action[1]))
         return web.Response(status=200, text="accepted")

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, password: str | None = None):
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server not installed (apt-get install redis-server; .ci/run does it)")
@@ -31,15 +31,18 @@ class RedisServer:
         self.dir = directory
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.password = password  # --requirepass: clients must AUTH
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--logfile", "redis.log"],
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--logfile", "redis.log",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # until it accepts connections (a bounded wait on a condition)
@@ -48,7 +51,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (and asking for the password)
                         return
             except OSError:
                 time.sleep(0.02)

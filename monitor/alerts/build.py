@@ -59,7 +59,8 @@ def build_alert_manager(settings: Settings, store: StateStore, level_order: dict
                         refresh: Callable[[Alert], Alert] | None = None) -> AlertManager:
     notifiers = notifiers if notifiers is not None else build_notifiers(settings)
     a = settings.alerts
-    delivery = DeliveryPolicy(a.group_wait_s, a.retry_base_s, a.retry_max_s, a.channel_failing_after_s)
+    delivery = DeliveryPolicy(a.group_wait_s, a.retry_base_s, a.retry_max_s, a.channel_failing_after_s,
+                              a.retry_after_max_s)
     by_name = {n.name: n for n in settings.notifiers}
     manager: AlertManager | None = None
 

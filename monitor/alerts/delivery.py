@@ -5,12 +5,13 @@ outbox mirrors it (an item is added when created, marked done once the channel
 accepted it), so a restart delivers what was pending late rather than never. Items
 waiting together go out as one message (a digest) after `group_wait_s`, within the
 channel's rate limit; failures are retried with exponential backoff, or after the
-service's own retry_after / Retry-After.
+service's own retry_after / Retry-After, bounded to [retry_base_s, retry_after_max_s].
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from monitor.store.base import OutboxItem, StateStore
 
 log = structlog.get_logger("alerts")
 MAX_BATCH = 2000  # items in one message: a crash over thousands of accounts is still a few digests
+JITTER = 0.1  # up to this fraction is added to each retry wait: channels and instances do not retry in step
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,18 @@ class DeliveryPolicy:
     retry_base_s: float = 1.0
     retry_max_s: float = 60.0
     failing_after_s: float = 120.0  # a failure streak this long is reported on the other channels
+    retry_after_max_s: float = 300.0  # the longest wait a service's Retry-After / retry_after gets
+
+
+def retry_delay(policy: DeliveryPolicy, attempt: int, asked_s: float | None, u: float) -> float:
+    """The wait before retry `attempt` (1, 2, ...), with jitter `u` in [0, 1). What the service asked
+    is clamped to [retry_base_s, retry_after_max_s]: 0 or a negative would hammer it, a day would park
+    the channel. Otherwise exponential backoff up to retry_max_s."""
+    if asked_s is None:
+        wait, cap = policy.retry_base_s * 2.0 ** min(attempt - 1, 64), policy.retry_max_s
+    else:
+        wait, cap = asked_s, policy.retry_after_max_s
+    return min(max(wait * (1 + JITTER * u), policy.retry_base_s), cap)
 
 
 # (channel, failing, reason): failing True once a streak lasts failing_after_s, False when it ends,
@@ -42,7 +56,8 @@ Report = Callable[[str, bool | None, str], None]
 
 class ChannelWorker:
     def __init__(self, notifier: Notifier, store: StateStore, limiter: RateLimiter, policy: DeliveryPolicy,
-                 report: Report, clock: Callable[[], float] = time.monotonic):
+                 report: Report, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random):
         self.notifier = notifier
         self.name = notifier.name
         self._store = store
@@ -50,6 +65,7 @@ class ChannelWorker:
         self._policy = policy
         self._report = report
         self._clock = clock
+        self._rng = rng  # the retry jitter (seeded in tests)
         self._pending: deque[tuple[float, OutboxItem]] = deque()  # (when it arrived, item)
         self._keys: set[str] = set()  # pending here: one copy of each
         self._wake = asyncio.Event()
@@ -138,17 +154,28 @@ class ChannelWorker:
                     log.error("alert refused by channel", channel=self.name, reason=err.reason, items=len(batch))
                     self._report(self.name, None, err.reason)
                     return
-                reason, delay = err.reason, err.retry_after_s
+                reason, asked = err.reason, err.retry_after_s
             except Exception as err:  # a notifier's bug must not stop the channel
-                reason, delay = type(err).__name__, None
+                reason, asked = type(err).__name__, None
             attempt += 1
             self.failures += 1
-            if delay is None:
-                delay = min(self._policy.retry_base_s * 2 ** (attempt - 1), self._policy.retry_max_s)
+            delay = retry_delay(self._policy, attempt, asked, self._rng())
             self._failed(reason)
             log.warning("alert delivery failed, retrying", channel=self.name, reason=reason, attempt=attempt,
-                        retry_in_s=round(delay, 3), items=len(batch))
-            await asyncio.sleep(delay)
+                        retry_in_s=round(delay, 3), items=len(batch),
+                        **({"asked_s": round(asked, 3)} if asked is not None else {}))
+            await self._wait(delay, reason)
+
+    async def _wait(self, delay: float, reason: str) -> None:
+        """Sleeps before a retry. A streak that reaches failing_after_s meanwhile is reported then,
+        not at the next failure, which a long Retry-After would put off."""
+        if not self._reported and self._failing_since is not None:
+            due = max(self._failing_since + self._policy.failing_after_s - self._clock(), 0.0)
+            if due < delay:
+                await asyncio.sleep(due)
+                delay -= due
+                self._report_failing(reason)
+        await asyncio.sleep(delay)
 
     def _succeeded(self, items: int) -> None:
         self.messages_sent += 1
@@ -161,7 +188,11 @@ class ChannelWorker:
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
-        if not self._reported and now - self._failing_since >= self._policy.failing_after_s:
+        if now - self._failing_since >= self._policy.failing_after_s:
+            self._report_failing(reason)
+
+    def _report_failing(self, reason: str) -> None:
+        if not self._reported:
             self._reported = True
             self._report(self.name, True, reason)
 

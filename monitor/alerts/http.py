@@ -7,7 +7,12 @@ the secret; only the exception's type name leaves this module.
 from __future__ import annotations
 
 import asyncio
+import math
+import re
+import time
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 
@@ -18,7 +23,7 @@ from monitor.alerts.notifiers import DeliveryError
 class Reply:
     status: int
     body: str
-    retry_after_s: float | None  # the Retry-After header, when it is a number of seconds
+    retry_after_s: float | None  # the Retry-After header in seconds from now, as the service said it
 
 
 class HttpPoster:
@@ -57,11 +62,30 @@ class HttpPoster:
             await self._session.close()
 
 
-def retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def retry_after(value: object, now_s: float | None = None) -> float | None:
+    """Seconds a service asks us to wait: Retry-After as delay-seconds or an HTTP-date (RFC 9110
+    §10.2.3), or Telegram's `retry_after` number. None when absent or unreadable: our own backoff
+    applies. Not bounded here (0, negative, a year): the delivery worker clamps it."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and _SECONDS.fullmatch(value.strip()):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # the asctime form carries no zone; HTTP dates are always GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
+    else:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def status_error(reply: Reply, what: str) -> DeliveryError:

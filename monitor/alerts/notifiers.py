@@ -19,6 +19,7 @@ class DeliveryError(Exception):
 
     `rejected`: the service refused this message itself (a retry cannot help);
     otherwise the failure is transient or the channel's, and the message is retried.
+    `retry_after_s`: the wait the service asked for, unbounded; the delivery worker clamps it.
     """
 
     def __init__(self, reason: str, retry_after_s: float | None = None, rejected: bool = False):

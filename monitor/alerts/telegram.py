@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from monitor.alerts.http import HttpPoster, Reply
+from monitor.alerts.http import HttpPoster, Reply, retry_after
 from monitor.alerts.message import Message
 from monitor.alerts.notifiers import DeliveryError
 from monitor.alerts.render import PLAIN, TELEGRAM_HTML, render
@@ -58,8 +58,10 @@ def reply_error(reply: Reply) -> DeliveryError | None:
     if reply.status == 200 and data.get("ok") is True:
         return None
     desc = str(data.get("description", ""))[:200]
-    retry = (data.get("parameters") or {}).get("retry_after")
-    if reply.status == 429 or retry is not None:
-        return DeliveryError(f"telegram: {desc}", retry_after_s=float(retry) if retry is not None else reply.retry_after_s)
+    params = data.get("parameters")
+    told = params.get("retry_after") if isinstance(params, dict) else None
+    if reply.status == 429 or told is not None:  # ResponseParameters.retry_after: seconds, as Retry-After
+        wait = retry_after(told)
+        return DeliveryError(f"telegram: {desc}", retry_after_s=wait if wait is not None else reply.retry_after_s)
     chat_gone = "chat not found" in desc or reply.status in (401, 403, 404)
     return DeliveryError(f"telegram: HTTP {reply.status} {desc}", rejected=reply.status == 400 and not chat_gone)

@@ -17,6 +17,17 @@ def state_dir(settings: Settings) -> Path:
     return Path(settings.daemon.state_dir)
 
 
+def redis_url(settings: Settings) -> str:
+    """The Redis URL from the config or its environment variable (it may hold a password: never log it)."""
+    st = settings.store
+    url = os.environ.get(st.url_env, "") if st.url_env else st.url
+    if not url:
+        raise ConfigError(f"store.url_env: the environment variable {st.url_env} is not set")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("store.url: a Redis URL starts with redis://, rediss:// or unix://")
+    return url
+
+
 def open_store(settings: Settings, on_outage: Callable[[bool, str], None] | None = None, *,
                daemon: bool = True) -> StateStore:
     """The configured backend. Problems a user can fix end in a ConfigError naming the key.
@@ -31,11 +42,7 @@ def open_store(settings: Settings, on_outage: Callable[[bool, str], None] | None
             raise ConfigError(f"daemon.state_dir: cannot open {path} ({err})") from None
     from monitor.store.redis import RedisStore  # only a Redis deployment needs the client
 
-    url = os.environ.get(st.url_env, "") if st.url_env else st.url
-    if not url:
-        raise ConfigError(f"store.url_env: the environment variable {st.url_env} is not set")
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("store.url: a Redis URL starts with redis://, rediss:// or unix://")
+    url = redis_url(settings)
     if not daemon:
         return RedisStore(url, st.prefix, buffer_writes=False)
     try:
