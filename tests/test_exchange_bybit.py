@@ -181,6 +181,7 @@ async def test_an_order_lost_before_the_venue_is_not_doubled_and_trading_resumes
         assert "outcome unknown" in alert.detail and fake.orders == {}
         await r.resync()  # reconciled: no order carries the plan's id, so the account may trade again
         assert ACCOUNT in r.d.exchange.reconciled
+        r.d.settled.clear()  # set by the lost order's settlement: wait for the next one
         r.feed.push(fake, 33990)
         await until(lambda: len(fake.orders) == 1)
         await asyncio.wait_for(r.d.settled.wait(), 10)

@@ -70,8 +70,12 @@ class Alert:
 
     @property
     def key(self) -> str:
-        """Deterministic: the same alert is the same outbox entry, before and after a restart."""
-        return f"{self.account}\x1f{self.level}\x1f{self.kind.value}\x1f{self.ts_ms}\x1f{self.repeat}"
+        """Deterministic: the same alert is the same outbox entry, before and after a restart. The end
+        of a firing is named by when the firing began: resolved again after a restart (its first
+        notice lost with the process), it is the same entry, never news."""
+        ends = self.kind in (EventKind.RESOLVED, EventKind.FRESH) and self.since_ms is not None
+        at = self.since_ms if ends else self.ts_ms
+        return f"{self.account}\x1f{self.level}\x1f{self.kind.value}\x1f{at}\x1f{self.repeat}"
 
     @property
     def delivery_id(self) -> str:
