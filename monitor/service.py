@@ -339,9 +339,13 @@ async def load_state_later(d: Daemon, retry_s: float = 2.0, remind_s: float = 60
 
 
 async def take_over(d: Daemon) -> None:
-    """Won leadership: start from the last leader's books, and close the plans it left open."""
+    """Won leadership: start from the last leader's books, close the plans it left open, and
+    notify from its alerts on (those that cleared meanwhile resolve once every account is priced)."""
     await d.snapshots.follow_leader()
     await reconcile_open_plans(d.store, d.executor)
+    await d.alerts.take_over()
+    if d.all_priced.is_set():
+        d.alerts.reconcile(breached_now(d))
 
 
 async def run_daemon(d: Daemon, stop: asyncio.Event) -> int:

@@ -122,6 +122,8 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
     alerts = build_alert_manager(settings, store, level_order(monitor), notifiers, clock_ms=clock_ms,
                                  refresh=lambda a: refreshed(running[0].monitor if running else monitor, a, sources))
     relay.append(alerts)
+    if lease is not None:  # the leader notifies; while the store is away nobody can lead: all do, rather than none
+        alerts.notifying = lambda: lease.leading or bool(getattr(store, "in_outage", False))
     inbox = EngineInbox()
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s,
                                writing=lambda: lease is None or lease.leading, adopt=inbox.put_control,

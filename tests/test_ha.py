@@ -128,3 +128,52 @@ async def test_a_paused_leader_is_fenced_off(redis_session, tmp_path: Path) -> N
     finally:
         await store_a.close()
         await store_b.close()
+
+
+async def test_instances_that_see_a_breach_at_different_ticks_notify_it_once(redis_session, contract_config: Path,
+                                                                            tmp_path: Path) -> None:
+    """Each instance sees the crash at its own ticks (here B's are 250 ms later), so each would
+    date the same transition differently. Only the leader notifies; the one that takes over goes
+    on from the stored alerts: one FIRING, and its RESOLVED names the same firing."""
+    from monitor.model import PriceTick
+    from tests.test_daemon import PushFeed
+    prefix = f"ha{next(_prefixes)}"
+    stores = [RedisStore(redis_session.url, prefix) for _ in range(2)]
+    channels = [ListNotifier(name="ops"), ListNotifier(name="ops")]
+    feeds = [PushFeed(), PushFeed()]
+    a, b = [build_daemon(ha_settings(contract_config, tmp_path, name, TTL_S), default_registry(), store=store,
+                         feeds=[feed], notifiers=[(channel, None)])
+            for name, store, channel, feed in zip("AB", stores, channels, feeds)]
+    stops = [asyncio.Event(), asyncio.Event()]
+    tasks = [asyncio.create_task(run_daemon(a, stops[0]))]
+    try:
+        await asyncio.wait_for(a.loaded.wait(), 10)
+        tasks.append(asyncio.create_task(run_daemon(b, stops[1])))
+        await asyncio.wait_for(b.loaded.wait(), 10)
+        assert a.lease.leading and not b.lease.leading
+        await asyncio.gather(*(f.connected.wait() for f in feeds))
+        for feed, offset_ms in zip(feeds, (0, 250)):
+            feed.push(*(PriceTick(t.symbol, t.price, t.ts_ms + offset_ms, t.bid, t.ask) for t in crash_ticks()))
+        await channels[0].wait_for(lambda e: (e.level, e.kind) == ("warn", EventKind.FIRING))
+        await wait_until(lambda: b.monitor.rules.depth.max() > 0)  # B saw the breach too
+        await a.alerts.drain()
+        await b.alerts.drain()
+        assert channels[1].events == []  # the standby kept it to itself
+
+        stops[0].set()  # A goes: B leads, and resolves what A notified
+        assert await asyncio.wait_for(tasks[0], 10) == 0
+        await wait_until(lambda: b.lease.leading, timeout=3 * TTL_S + 2)
+        fired = {(e.account, e.level): e.ts_ms for e in channels[0].events if e.kind == EventKind.FIRING}
+        feeds[1].push(*(PriceTick(s, p, 1_700_000_000_000 + 200 * 60_000, p, p)
+                        for s, p in (("BTC/USDT", 60000.0), ("ETH/USDT", 3000.0))))
+        resolved = await channels[1].wait_for(lambda e: e.kind == EventKind.RESOLVED)
+        await b.alerts.drain()
+        assert resolved.since_ms == fired[(resolved.account, resolved.level)]  # A's firing, not B's own
+        again = [e for e in channels[1].events if e.kind == EventKind.FIRING and (e.account, e.level) in fired]
+        assert again == []  # B never re-announced what A had notified
+    finally:
+        for s in stops:
+            s.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in stores:
+            await s.close()

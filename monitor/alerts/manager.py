@@ -67,6 +67,9 @@ class AlertManager:
         self._worker_tasks: dict[str, asyncio.Task] = {}
         self._closing: set[asyncio.Task] = set()  # notifiers of channels a reload replaced, being closed
         self._apply_lock = asyncio.Lock()  # the repeat loop and the queue both apply changes
+        # With several instances on one state only one notifies (see take_over): each instance sees
+        # a transition at its own tick, so their deliveries would carry different ids.
+        self.notifying: Callable[[], bool] = lambda: True
 
     # -- called from anywhere, never blocks ---------------------------------------------
     def submit(self, event: LevelEvent, context: AlertContext | None = None) -> None:
@@ -234,7 +237,7 @@ class AlertManager:
         await self._commit(Commit(tuple(a.record() for a in changes.put), changes.delete, tuple(items)), held)
 
     async def _commit(self, c: Commit, held: dict[str, list[OutboxItem]]) -> None:
-        if not c:
+        if not c or not self.notifying():  # a standby decides as the leader does, and keeps it to itself
             return
         try:
             added = await self.store.commit(c)
@@ -246,6 +249,27 @@ class AlertManager:
         for item, new in zip(c.outbox, added):
             if new:  # else in the outbox already, or delivered: exactly once
                 held.setdefault(item.channel, []).append(item)
+
+    async def take_over(self) -> None:
+        """This instance now notifies for the state (it won the lease). The alerts the last one
+        stored are the truth: their ids go on (a RESOLVED names the same firing). What fires here
+        but was never stored is news, notified now; what the last one left undelivered is sent."""
+        stored = AlertPolicy(self.policy._repeat_ms, self.policy._rank)
+        try:
+            stored.load(await self.store.alerts())
+        except Exception as err:  # the store is away: go on from this instance's view
+            log.error("alert state not loaded at take-over", error=type(err).__name__)
+            return
+        async with self._apply_lock:
+            for account, levels in self.policy.active.items():
+                for level, a in levels.items():
+                    if level not in stored.active.get(account, {}):
+                        a.last_sent_ms = None  # decided here, never sent by anyone
+                        stored.active.setdefault(account, {})[level] = a
+            self.policy.active = stored.active
+        self._unread |= {f"outbox:{name}" for name in self.workers}
+        await self.load_state()
+        await self.apply(self.policy.due(self.now_ms()))
 
     def _hand_over(self, held: dict[str, list[OutboxItem]]) -> None:
         """What one step decided reaches each channel at once: a burst is one digest, however long
