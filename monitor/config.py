@@ -129,7 +129,7 @@ class LevelSettings(Frozen):
     target_ltv: Ratio | None = None
     target_margin_level: Ratio | None = None
     target_mm_rate: Ratio | None = None
-    strategy: str | None = None
+    strategy: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)  # strategy-specific options
     confirm_s: Seconds = 0.0  # the breach must last this long in event time
     cooldown_s: Seconds = 300.0  # min time between two actions of this account

@@ -93,6 +93,7 @@ def test_unknown_keys_anywhere_name_their_path(tmp_path, old, new, path):
     ('name = "main"', 'name = "main"\nmax_actions_per_day = -1', "accounts.0.max_actions_per_day", "0"),
     ('name = "main"', 'name = 7', "accounts.0.name", "string"),
     ('strategy = "repay_debt"', "strategy = 5", "accounts.0.levels.1.strategy", "string"),  # not "levels.1ategy"
+    ('strategy = "repay_debt"', 'strategy = ""', "accounts.0.levels.1.strategy", "at least 1 character"),
     ('name = "main"', 'name = "main"\nstable = 5', "accounts.0.stable", "string"),
     ('price = "ETH/USDT"', "price = [1]", "assets.ETH.price", "valid"),
     ("[execution]", '[[feeds]]\nname = "f"\nsymbols = ["BTC/USDT"]\nsimulated = { interval_s = "fast" }\n[execution]',

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
+
 from monitor.config import parse_settings
 from monitor.core import Monitor
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick
@@ -128,6 +130,14 @@ def test_volatility_of_extreme_prices_stays_finite_and_quiet() -> None:
         for n, price in enumerate([1e300, 1e-308, 1e300, 1e-308]):
             vol.update(0, price, n)
     assert math.isfinite(vol.daily(0))
+
+
+def test_a_dust_debt_is_infinitely_healthy_without_a_warning() -> None:
+    from monitor.risk.portfolio import health_of
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = health_of(1.0, np.array([1e10, 1.0]), np.array([1e-308, 2.0]))
+    assert h.tolist() == [math.inf, 0.5]
 
 
 def test_paper_fill_in_quote_units_when_the_quote_depegs() -> None:

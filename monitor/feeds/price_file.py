@@ -108,10 +108,10 @@ def load_price_file(
     try:
         with _open_text(path) as stream:
             layout, times, columns, bad = _read_rows(stream, name)
-    except OSError as exc:  # includes gzip.BadGzipFile
-        raise PriceFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    except (EOFError, zlib.error) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # BadGzipFile (a CRC mismatch) before OSError
         raise PriceFileError(f"{name}: corrupt gzip data ({exc or 'truncated'})") from exc
+    except OSError as exc:
+        raise PriceFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise PriceFileError(f"{name}: not a UTF-8 text file") from exc
     except csv.Error as exc:
