@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from monitor.analysis.commands import add_analysis_commands
 from monitor.analysis.replay_outputs import add_chart_arguments
 from monitor.config import Settings, load_settings
 from monitor.errors import UserError
+from monitor.feeds.price_file import describe_bad_rows
 from monitor.inputs import load_checked, load_series, parse_time, registry
 from monitor.logs import configure_logging
 from monitor.model import PriceTick
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # annotations only: `run` imports the daemon when it starts
     from monitor.daemon import Daemon
 
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer its pipe killed
 
 
 # -- check-config ------------------------------------------------------------------------
@@ -108,6 +111,8 @@ def _h(x: float | None) -> str:
 def print_summary(report: dict) -> None:
     print(f"replayed {report['ticks']} ticks from {report['start']} to {report['end']} "
           f"in {report['wall_seconds']:.2f}s ({report['bad_rows']} bad rows skipped)")
+    for path, bad in report["bad_rows_by_file"].items():  # where to look, not just how many
+        print(f"  {path}: skipped {describe_bad_rows(bad['rows'], bad['lines'])}")
     for name, a in report["accounts"].items():
         b = a["baseline"]
         liq = f"LIQUIDATED at {a['liquidated_at']}" if a["liquidated"] else "not liquidated"
@@ -240,9 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone early (`| head`) surfaces here, not as a traceback at exit
+        return code
     except UserError as err:
         print(f"collateral-monitor: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing to flush
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -8,7 +8,6 @@ turns any validation problem into a one-line ConfigError naming the key path.
 from __future__ import annotations
 
 import ipaddress
-import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +16,25 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from monitor.errors import ConfigError
+from monitor.limits import (
+    Amount,
+    Count,
+    Days,
+    Fraction,
+    NonNegativeAmount,
+    PositiveAmount,
+    PositiveCount,
+    PositiveFraction,
+    PositiveMillis,
+    PositiveSeconds,
+    PositiveWholeSeconds,
+    Price,
+    Ratio,
+    Seconds,
+    bad_number,
+    too_deep,
+    usable_price,
+)
 
 Model = Literal["health_factor", "ltv", "margin_level", "unified"]
 KNOWN_STABLES = frozenset({"USDT", "USDC", "USD", "DAI", "BUSD", "FDUSD", "TUSD", "USDP", "PYUSD", "USDS"})
@@ -30,14 +48,15 @@ NATIVE_UNIT: dict[str, str] = {
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf or NaN anywhere is a typo or an attack, never a setting
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Tier(Frozen):
     """One band of a progressive weight schedule: value up to `up_to` (USD) counts at `weight`."""
 
-    up_to: float | None = Field(default=None, gt=0)
-    weight: float = Field(ge=0, le=1)
+    up_to: PositiveAmount | None = None
+    weight: Fraction
 
 
 WeightSpec = float | list[Tier]
@@ -63,8 +82,8 @@ class AssetSettings(Frozen):
     price: str | float  # a market symbol ("BTC/USDT") or a fixed price
     weight: WeightSpec = 1.0
     stable: bool | None = None  # a stable target for sell_to_stable/repay; default: fixed price or a known stablecoin
-    lot_size: float = Field(default=0.0, ge=0)  # order amount step in base units (0 = any)
-    min_notional: float = Field(default=0.0, ge=0)  # smallest order the venue accepts, in quote units
+    lot_size: NonNegativeAmount = 0.0  # order amount step in base units (0 = any)
+    min_notional: NonNegativeAmount = 0.0  # smallest order the venue accepts, in quote units
     tradable: bool = True  # false: strategies never trade it (e.g. collateral locked elsewhere)
 
     @field_validator("weight")
@@ -79,8 +98,8 @@ class AssetSettings(Frozen):
             if not v.strip():
                 raise ValueError("price symbol must not be empty")
             return v
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError("a fixed price must be a positive number")
+        if not usable_price(v):
+            raise ValueError("a fixed price must be a positive number between 1e-15 and 1e15")
         return float(v)
 
     @property
@@ -92,8 +111,8 @@ class PositionSettings(Frozen):
     """A perpetual position on a unified account (size < 0 is short)."""
 
     symbol: str
-    size: float
-    entry: float = Field(gt=0)
+    size: Amount
+    entry: Price
     mmr: float = Field(ge=0, lt=1)  # maintenance margin rate of the position's notional
 
 
@@ -101,21 +120,29 @@ class LevelSettings(Frozen):
     name: str = Field(min_length=1)
     action: Literal["alert", "rebalance"] = "alert"
     # The threshold: exactly one of health or the model's native unit.
-    health: float | None = Field(default=None, gt=0)
-    ltv: float | None = Field(default=None, gt=0)
-    margin_level: float | None = Field(default=None, gt=0)
-    mm_rate: float | None = Field(default=None, gt=0)
+    health: Ratio | None = None
+    ltv: Ratio | None = None
+    margin_level: Ratio | None = None
+    mm_rate: Ratio | None = None
     # Rebalance target: at most one of health or the native unit.
-    target: float | None = Field(default=None, gt=0)
-    target_ltv: float | None = Field(default=None, gt=0)
-    target_margin_level: float | None = Field(default=None, gt=0)
-    target_mm_rate: float | None = Field(default=None, gt=0)
-    strategy: str | None = None
+    target: Ratio | None = None
+    target_ltv: Ratio | None = None
+    target_margin_level: Ratio | None = None
+    target_mm_rate: Ratio | None = None
+    strategy: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)  # strategy-specific options
-    confirm_s: float = Field(default=0.0, ge=0)  # the breach must last this long in event time
-    cooldown_s: float = Field(default=300.0, ge=0)  # min time between two actions of this account
-    hysteresis: float = Field(default=0.02, ge=0)  # clears only above threshold * (1 + hysteresis)
-    max_notional: float | None = Field(default=None, gt=0)  # cap per action, quote units
+    confirm_s: Seconds = 0.0  # the breach must last this long in event time
+    cooldown_s: Seconds = 300.0  # min time between two actions of this account
+    hysteresis: Fraction = 0.02  # clears only above threshold * (1 + hysteresis)
+    max_notional: PositiveAmount | None = None  # cap per action, quote units
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = bad_number(v)  # free-form, so the typed fields' bounds do not reach in here
+        if bad is not None:
+            raise ValueError(f"{'.'.join(map(str, bad))}: not a finite number of at most 1e15")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> LevelSettings:
@@ -151,23 +178,23 @@ class AccountSettings(Frozen):
     testnet: bool = False  # the exchange's sandbox
     rest_url: str | None = None  # endpoint overrides; the venue's standard paths are appended
     ws_url: str | None = None
-    sync_every_s: float = Field(default=10.0, gt=0)
+    sync_every_s: PositiveSeconds = 10.0
     stream: bool = True  # also apply every update of the venue's private balance stream (websocket)
-    drift_tolerance: float = Field(default=0.05, gt=0)  # |ours - venue's| / venue's native figure before alerting
-    holdings: dict[str, float] = Field(default_factory=dict)  # negative = borrowed
-    borrowed: dict[str, float] = Field(default_factory=dict)  # gross liabilities beside positive holdings
+    drift_tolerance: PositiveFraction = 0.05  # |ours - venue's| / venue's native figure before alerting
+    holdings: dict[str, Amount] = Field(default_factory=dict)  # negative = borrowed
+    borrowed: dict[str, Amount] = Field(default_factory=dict)  # gross liabilities beside positive holdings
     weights: dict[str, WeightSpec] = Field(default_factory=dict)  # per-account weight overrides
     positions: list[PositionSettings] = Field(default_factory=list)
-    borrow_mmr: dict[str, float] = Field(default_factory=dict)  # unified: maintenance rate of each borrowed asset
+    borrow_mmr: dict[str, Fraction] = Field(default_factory=dict)  # unified: maintenance rate of each borrowed asset
     # Top-ups (strategy top_up): what the owner keeps outside the account to move in when it runs low.
-    reserve: dict[str, float] = Field(default_factory=dict)  # config accounts: amounts set aside (paper)
+    reserve: dict[str, Amount] = Field(default_factory=dict)  # config accounts: amounts set aside (paper)
     reserve_wallet: str | None = None  # exchange accounts: the venue wallet to draw from (e.g. "funding")
     liquidation_ltv: float | None = Field(default=None, gt=0, le=1.5)
-    liquidation_level: float | None = Field(default=None, gt=0)
+    liquidation_level: Ratio | None = None
     stable: str | None = None  # the stable asset strategies sell into; default: the account's first stable
-    stale_after_s: float = Field(default=60.0, gt=0)
-    max_actions_per_day: int = Field(default=10, ge=0)
-    max_notional_per_day: float | None = Field(default=None, gt=0)
+    stale_after_s: PositiveSeconds = 60.0
+    max_actions_per_day: Count = 10
+    max_notional_per_day: PositiveAmount | None = None
     levels: list[LevelSettings] = Field(default_factory=list)
 
     @field_validator("weights")
@@ -197,14 +224,6 @@ class AccountSettings(Frozen):
     def _reserve(cls, v: dict[str, float]) -> dict[str, float]:
         if any(x < 0 for x in v.values()):
             raise ValueError("reserve amounts are >= 0 (what is set aside, not owed)")
-        return v
-
-    @field_validator("holdings", "borrowed", "reserve")
-    @classmethod
-    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, x in v.items() if not math.isfinite(x)]
-        if bad:
-            raise ValueError(f"not a finite number: {bad[0]}")
         return v
 
     @model_validator(mode="after")
@@ -238,28 +257,28 @@ class ExecutionSettings(Frozen):
     mode: Literal["dry_run", "testnet", "live"] = "dry_run"
     fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
     slippage: float = Field(default=0.0005, ge=0, lt=0.1)
-    verify_offset: float = Field(default=0.05, ge=0)  # allowed overshoot of the target health after execution
+    verify_offset: Fraction = 0.05  # allowed overshoot of the target health after execution
     kill_switch: bool = False  # true: no order is placed (monitoring and alerting go on)
-    order_timeout_s: float = Field(default=10.0, gt=0)  # one exchange call; a timeout is resolved by client order id
-    max_notional_per_action: float | None = Field(default=None, gt=0)  # all accounts together, quote units
-    max_notional_per_day: float | None = Field(default=None, gt=0)  # all accounts together, per UTC day
+    order_timeout_s: PositiveSeconds = 10.0  # one exchange call; a timeout is resolved by client order id
+    max_notional_per_action: PositiveAmount | None = None  # all accounts together, quote units
+    max_notional_per_day: PositiveAmount | None = None  # all accounts together, per UTC day
 
 
 class SimulatedFeedParams(Frozen):
-    start: dict[str, float] = Field(default_factory=dict)  # symbol -> start price
-    fixed: dict[str, float] = Field(default_factory=dict)  # symbols that tick at a constant price (stables)
-    seed: int = 7
-    interval_s: float = Field(default=0.2, ge=0)  # wall time between steps
-    step_ms: int = Field(default=1000, gt=0)
-    vol_per_step: float = Field(default=0.002, ge=0)
-    jump_prob: float = Field(default=0.01, ge=0, le=1)
-    jump_scale: float = Field(default=0.03, ge=0)
-    crash_at_step: int | None = Field(default=300, ge=0)
+    start: dict[str, Price] = Field(default_factory=dict)  # symbol -> start price
+    fixed: dict[str, Price] = Field(default_factory=dict)  # symbols that tick at a constant price (stables)
+    seed: int = Field(default=7, ge=0, le=2**64 - 1)  # numpy's seed range
+    interval_s: Seconds = 0.2  # wall time between steps
+    step_ms: PositiveMillis = 1000
+    vol_per_step: Fraction = 0.002
+    jump_prob: Fraction = 0.01
+    jump_scale: Fraction = 0.03
+    crash_at_step: Count | None = 300
     crash_depth: float = Field(default=0.35, ge=0, lt=1)
-    crash_steps: int = Field(default=60, gt=0)
-    recover_steps: int = Field(default=300, gt=0)
-    correlation: float = Field(default=0.7, ge=0, le=1)
-    max_steps: int | None = Field(default=None, gt=0)
+    crash_steps: PositiveCount = 60
+    recover_steps: PositiveCount = 300
+    correlation: Fraction = 0.7
+    max_steps: PositiveCount | None = None
     # wall: ticks carry the wall-clock time; market: each step advances event time by
     # step_ms, so a demo can play minutes of market in seconds.
     clock: Literal["wall", "market"] = "wall"
@@ -270,17 +289,17 @@ class FeedSettings(Frozen):
     driver: Literal["ccxt", "native", "simulated"] = "simulated"
     symbols: list[str] = Field(min_length=1)
     simulated: SimulatedFeedParams = Field(default_factory=SimulatedFeedParams)
-    stale_after_s: float = Field(default=30.0, gt=0)
+    stale_after_s: PositiveSeconds = 30.0
     # live drivers (ccxt, native)
     exchange: str = "binance"  # a ccxt exchange id; native supports binance and bybit
     price: Literal["mid", "last", "mark"] | None = None  # default: mark for perpetuals (":" in the symbol), else mid
     testnet: bool = False  # the venue's sandbox (ccxt sandbox mode)
     ws_url: str | None = None  # base (scheme://host:port) replacing the venue's; its paths are appended
     rest_url: str | None = None
-    watchdog_s: float = Field(default=15.0, gt=0)  # no message on a connection this long -> reconnect
-    backoff_s: float = Field(default=0.5, gt=0)  # first reconnect delay; doubles (with jitter) per failure
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    rest_poll_s: float = Field(default=2.0, ge=0)  # REST polling while the socket is down (0 = off)
+    watchdog_s: PositiveSeconds = 15.0  # no message on a connection this long -> reconnect
+    backoff_s: PositiveSeconds = 0.5  # first reconnect delay; doubles (with jitter) per failure
+    backoff_max_s: PositiveSeconds = 30.0
+    rest_poll_s: Seconds = 2.0  # REST polling while the socket is down (0 = off)
     # A tick stamped further ahead of our clock at receipt is a bad tick. Bounded: past a
     # minute a venue clock glitch would hold a symbol's prices back for that long.
     max_clock_skew_s: float = Field(default=2.0, gt=0, le=60)
@@ -308,7 +327,7 @@ class CombineSettings(Frozen):
     """How one symbol watched by several feeds becomes one price."""
 
     rule: Literal["primary", "median"] = "primary"  # primary: the first live feed in config order
-    max_deviation: float = Field(default=0.05, gt=0)  # a price this far from the other live feeds is suspect
+    max_deviation: PositiveFraction = 0.05  # a price this far from the other live feeds is suspect
 
 
 NOTIFIER_SECRET = {"telegram": "token_env", "slack": "webhook_url_env", "webhook": "url_env"}
@@ -327,9 +346,9 @@ class NotifierSettings(Frozen):
     api_base: str = Field(default="https://api.telegram.org", pattern=r"^https?://")  # telegram: self-hosted Bot API
     control: bool = False  # telegram: accept /status /pause /resume /silence from allowed_chat_ids
     allowed_chat_ids: list[str] = Field(default_factory=list)
-    timeout_s: float = Field(default=10.0, gt=0)  # one HTTP request, then it counts as failed
-    min_interval_s: float | None = Field(default=None, ge=0)  # rate limit (default: the service's own)
-    max_per_minute: int | None = Field(default=None, gt=0)
+    timeout_s: PositiveSeconds = 10.0  # one HTTP request, then it counts as failed
+    min_interval_s: Seconds | None = None  # rate limit (default: the service's own)
+    max_per_minute: PositiveCount | None = None
 
     @model_validator(mode="after")
     def _kind_keys(self) -> NotifierSettings:
@@ -350,19 +369,19 @@ class NotifierSettings(Frozen):
 
 class AlertSettings(Frozen):
     """Alertmanager-style policy: repeats, grouping, retries; the heartbeat (dead-man's switch)."""
-    repeat_s: dict[str, float] = Field(default_factory=dict)  # level -> repeat interval while firing
-    default_repeat_s: float = Field(default=14400.0, gt=0)  # levels not in repeat_s (Alertmanager's 4 h)
-    group_wait_s: float = Field(default=2.0, ge=0)  # alerts arriving within this go out as one digest per channel
-    retry_base_s: float = Field(default=1.0, gt=0)  # first retry delay; doubles per failure
-    retry_max_s: float = Field(default=60.0, gt=0)
+    repeat_s: dict[str, PositiveSeconds] = Field(default_factory=dict)  # level -> repeat interval while firing
+    default_repeat_s: PositiveSeconds = 14400.0  # levels not in repeat_s (Alertmanager's 4 h)
+    group_wait_s: Seconds = 2.0  # alerts arriving within this go out as one digest per channel
+    retry_base_s: PositiveSeconds = 1.0  # first retry delay; doubles per failure
+    retry_max_s: PositiveSeconds = 60.0
     # A service's Retry-After / retry_after is honoured between retry_base_s and this (an hour at most):
     # "wait a day" must not park a channel, "0" must not hammer it.
     retry_after_max_s: float = Field(default=300.0, gt=0, le=3600)
-    channel_failing_after_s: float = Field(default=120.0, ge=0)  # then the other channels are told
+    channel_failing_after_s: Seconds = 120.0  # then the other channels are told
     secrets_file: str | None = None  # KEY=VALUE lines (an EnvironmentFile) read when a variable is unset
     heartbeat_url_env: str | None = None  # dead-man's switch: a URL fetched every heartbeat_every_s
-    heartbeat_every_s: float = Field(default=60.0, gt=0)
-    silence_poll_s: float = Field(default=5.0, gt=0)  # how soon a silence set from the CLI takes effect
+    heartbeat_every_s: PositiveSeconds = 60.0
+    silence_poll_s: PositiveSeconds = 5.0  # how soon a silence set from the CLI takes effect
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> AlertSettings:
@@ -377,9 +396,9 @@ class StoreSettings(Frozen):
     url: str | None = None  # redis: redis://host:port/db (no password here: use url_env for one)
     url_env: str | None = None  # redis: the environment variable holding the URL (wins over url)
     prefix: str = Field(default="cm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")  # one per deployment
-    buffer_max: int = Field(default=100_000, gt=0)  # writes held in memory during a Redis outage, then spilled
+    buffer_max: PositiveCount = 100_000  # writes held in memory during a Redis outage, then spilled
     trade_during_outage: bool = False  # redis down: keep trading on local idempotency keys (single instance only)
-    journal_keep_days: float = Field(default=365.0, ge=0)  # older journal entries are dropped hourly; 0 keeps all
+    journal_keep_days: Days = 365.0  # older journal entries are dropped hourly; 0 keeps all
 
     @model_validator(mode="after")
     def _redis_url(self) -> StoreSettings:
@@ -393,7 +412,7 @@ class StoreSettings(Frozen):
 class HASettings(Frozen):
     """Several instances on one store: a lease decides which one may trade."""
     enabled: bool = False
-    lease_ttl_s: float = Field(default=10.0, gt=0)  # a dead leader is replaced within this
+    lease_ttl_s: PositiveSeconds = 10.0  # a dead leader is replaced within this
     instance_id: str | None = None  # default: host name and process id
 
 
@@ -402,8 +421,8 @@ class HttpSettings(Frozen):
 
     listen: str = "127.0.0.1:9108"  # host:port ([v6]:port); port 0 picks a free one
     token_env: str | None = None  # env variable holding the bearer token; required off loopback
-    push_every_s: float = Field(default=1.0, gt=0)  # the status page is pushed at most this often
-    page_accounts: int = Field(default=200, gt=0)  # the status page lists this many accounts, least healthy first
+    push_every_s: PositiveSeconds = 1.0  # the status page is pushed at most this often
+    page_accounts: PositiveCount = 200  # the status page lists this many accounts, least healthy first
 
     @field_validator("listen")
     @classmethod
@@ -442,13 +461,13 @@ class DaemonSettings(Frozen):
     state_dir: str = "state"
     # Whose state it is (README: One daemon per state); default: the config file's absolute path.
     state_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
-    queue_size: int = Field(default=10_000, gt=0)  # bound of the alert and execution queues
-    resync_every_s: int = Field(default=60, gt=0)  # exact recompute of all accounts (bounds float drift)
-    max_restarts: int = Field(default=5, ge=0)  # per component, within restart_window_s, before the daemon gives up
-    restart_window_s: float = Field(default=60.0, gt=0)
-    restart_backoff_s: float = Field(default=0.5, gt=0)  # first restart delay; doubles per crash, at most 30 s
-    status_every_s: float = Field(default=10.0, gt=0)  # how often each account's status is logged
-    snapshot_every_s: float = Field(default=30.0, gt=0)  # all accounts' snapshots (a changed book: at once)
+    queue_size: PositiveCount = 10_000  # bound of the alert and execution queues
+    resync_every_s: PositiveWholeSeconds = 60  # exact recompute of all accounts (bounds float drift)
+    max_restarts: Count = 5  # per component, within restart_window_s, before the daemon gives up
+    restart_window_s: PositiveSeconds = 60.0
+    restart_backoff_s: PositiveSeconds = 0.5  # first restart delay; doubles per crash, at most 30 s
+    status_every_s: PositiveSeconds = 10.0  # how often each account's status is logged
+    snapshot_every_s: PositiveSeconds = 30.0  # all accounts' snapshots (a changed book: at once)
 
 
 class Settings(Frozen):
@@ -560,9 +579,6 @@ def _check_alert_refs(settings: Settings, levels: set[str]) -> None:
     unknown = sorted(set(settings.alerts.repeat_s) - levels - {"stale"})
     if unknown:
         raise ValueError(f"alerts.repeat_s: no account has a level named {unknown[0]!r}")
-    bad = sorted(k for k, v in settings.alerts.repeat_s.items() if not v > 0)
-    if bad:
-        raise ValueError(f"alerts.repeat_s.{bad[0]}: must be a positive number of seconds")
 
 
 def linear_perpetual(symbol: str) -> str:
@@ -589,13 +605,17 @@ def _format_error(err: ValidationError) -> str:
     cut = next((n for n, p in enumerate(first["loc"]) if p in _BRANCHES), None)
     if cut is not None:
         # A union failed in every branch: report the branch that got furthest, which is the one
-        # the user meant (a typo inside a tier list, not "Input should be a valid number").
-        first = max((e for e in errors if e["loc"][:cut] == first["loc"][:cut]), key=lambda e: len(e["loc"]))
+        # the user meant (a typo inside a tier list, not "Input should be a valid number"); at equal
+        # depth, a branch of the input's type (inf for a price: not "a valid string").
+        first = max((e for e in errors if e["loc"][:cut] == first["loc"][:cut]),
+                    key=lambda e: (len(e["loc"]), not e["type"].endswith("_type")))
     path = ".".join(str(p) for p in first["loc"]
                     if p not in _BRANCHES and not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling)"
+    elif first["type"] == "float_type" and isinstance(first.get("input"), int):
+        msg = "number too large"  # an integer beyond float range, e.g. 1 followed by 400 zeros
     return f"{path}: {msg}" if path else msg
 
 
@@ -605,6 +625,9 @@ def _one_line(text: str) -> str:
 
 
 def parse_settings(data: dict[str, Any], origin: str = "config") -> Settings:
+    deep = too_deep(data)
+    if deep is not None:  # before pydantic: nothing below may recurse that far
+        raise ConfigError(_one_line(f"{origin}: {'.'.join(map(str, deep[:8]))}...: nested too deeply"))
     try:
         # strict: `true` or "0.9" where a number belongs is a mistake, not 1.0 or 0.9
         return Settings.model_validate(data, strict=True)
@@ -622,4 +645,6 @@ def load_settings(path: str | Path) -> Settings:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(_one_line(f"{p}: not valid TOML ({err})")) from None
+    except RecursionError:  # tomllib parses arrays and inline tables recursively
+        raise ConfigError(f"{p}: not valid TOML (arrays or tables nested too deeply)") from None
     return parse_settings(data, str(p))

@@ -15,6 +15,7 @@ from monitor.accounts.static import build_books
 from monitor.config import AccountSettings, Settings
 from monitor.errors import ConfigError
 from monitor.exchange.venues import PERPS_ONLY
+from monitor.limits import usable_price
 from monitor.execution.base import Execution
 from monitor.model import EventKind, Fill, LevelEvent, Plan, PriceTick, iso_ms
 from monitor.risk.engine import RiskEngine
@@ -379,12 +380,13 @@ def stale_detail(last_seen: dict[str, int]) -> str:
 
 
 def valid_tick(tick: PriceTick) -> bool:
-    """A positive finite price, and a bid/ask (when given) that is positive and not crossed."""
-    if not (0 < tick.price < math.inf):  # False for NaN too
+    """A usable price (positive, finite, and small and large enough not to overflow the engine's
+    ratios), and a bid/ask (when given) that is usable and not crossed."""
+    if not usable_price(tick.price):  # False for NaN too
         return False
     if tick.bid is None or tick.ask is None:
         return tick.bid is None and tick.ask is None
-    return 0 < tick.bid <= tick.ask < math.inf
+    return usable_price(tick.bid) and usable_price(tick.ask) and tick.bid <= tick.ask
 
 
 def check_strategies(monitor: Monitor) -> None:

@@ -11,6 +11,7 @@ from monitor.accounts.static import build_books
 from monitor.config import Settings, load_settings
 from monitor.core import Monitor, check_strategies
 from monitor.errors import UserError
+from monitor.model import iso_ms
 
 
 def registry():
@@ -39,6 +40,8 @@ def load_checked(path: str) -> tuple[Settings, Monitor]:
 def load_series(settings: Settings, prices: list[str], start_ms: int | None, end_ms: int | None) -> list:
     from monitor.feeds.price_file import load_price_file, parse_prices_arg
 
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise UserError(f"--start {iso_ms(start_ms)} is not before --end {iso_ms(end_ms)}: the window is empty")
     known = settings.symbol_of_asset()
     symbols = set(known.values())
     series = []
@@ -46,7 +49,12 @@ def load_series(settings: Settings, prices: list[str], start_ms: int | None, end
         symbol, path = parse_prices_arg(arg)
         if symbol not in symbols:
             raise UserError(f"--prices {symbol}: no asset is priced by this symbol (known: {', '.join(sorted(symbols))})")
-        series.append(load_price_file(path, symbol, start_ms, end_ms))
+        s = load_price_file(path, symbol, start_ms, end_ms)
+        if not len(s):  # a run over it would report "not liquidated" on no evidence at all
+            first, last = s.span_ms
+            raise UserError(f"--prices {symbol}: {path} has no tick in the --start/--end window "
+                            f"(it covers {iso_ms(first)} to {iso_ms(last)})")
+        series.append(s)
     given = {s.symbol for s in series}
     for book in build_books(settings):  # every priced asset an account holds, owes or trades a perp on
         for asset, exposure in book.exposures.items():

@@ -6,11 +6,32 @@ import logging
 import sys
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 from monitor.model import json_number
 
 LogFormat = Literal["auto", "json", "console"]
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def strict_json(event: dict[str, Any], default: Any = None) -> str:
+    """One line of strict JSON: orjson writes NaN and infinities as null (the stdlib would write
+    bare NaN, which strict parsers refuse); a value orjson cannot take (an int past 64 bits,
+    nesting past 254) becomes its repr instead of losing the line."""
+    try:
+        return orjson.dumps(event, default=default, option=_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        safe = {k: _encodable(v, default) for k, v in event.items()}
+        return orjson.dumps(safe, default=default, option=_OPTIONS).decode()
+
+
+def _encodable(value: Any, default: Any) -> Any:
+    try:
+        orjson.dumps(value, default=default, option=_OPTIONS)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def strict_json(_logger: Any, _method: str, event_dict: dict) -> dict:
@@ -19,7 +40,7 @@ def strict_json(_logger: Any, _method: str, event_dict: dict) -> dict:
 
 def configure_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
     json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer = (structlog.processors.JSONRenderer() if json_out
+    renderer = (structlog.processors.JSONRenderer(serializer=strict_json) if json_out
                 else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(
         processors=[

@@ -136,7 +136,8 @@ class Replay:
             self.notices[i].append({"at": iso_ms(ev.ts_ms), "level": ev.level, "kind": ev.kind.value,
                                     "health": _num(ev.health), "detail": ev.detail})
 
-    def report(self, ticks: int, bad_rows: int, start_ms: int | None, end_ms: int | None, wall: float) -> dict:
+    def report(self, ticks: int, bad: dict[str, dict], start_ms: int | None, end_ms: int | None, wall: float) -> dict:
+        """`bad`: per price file with bad rows, their count and first line numbers."""
         m = self.monitor
         accounts = {}
         for i, book in enumerate(m.engine.books):
@@ -157,7 +158,8 @@ class Replay:
                 "traded_notional": float(self.traded[i]),
                 "fees": float(self.fees[i]),
             }
-        return {"accounts": accounts, "ticks": ticks, "bad_rows": bad_rows, "start": iso_ms(start_ms),
+        return {"accounts": accounts, "ticks": ticks, "bad_rows": sum(b["rows"] for b in bad.values()),
+                "bad_rows_by_file": bad, "start": iso_ms(start_ms),
                 "end": iso_ms(end_ms), "wall_seconds": round(wall, 3)}
 
 
@@ -177,4 +179,5 @@ def run_replay(settings: Settings, series: Sequence[PriceSeries], registry: Stra
         progress(total, total)  # a bar ends full
     start = int(merged.ts_ms[0]) if total else None
     end = int(merged.ts_ms[-1]) if total else None
-    return replay.report(total, sum(s.bad_rows for s in series), start, end, time.perf_counter() - t0)
+    bad = {s.path: {"rows": s.bad_rows, "lines": list(s.bad_lines)} for s in series if s.bad_rows}
+    return replay.report(total, bad, start, end, time.perf_counter() - t0)

@@ -14,7 +14,8 @@ import structlog
 from monitor.alerts.ratelimit import RateLimiter, windows_for
 from monitor.cli import main
 from monitor.config import load_settings
-from monitor.errors import ConfigError
+from monitor.durations import parse_duration_ms
+from monitor.errors import ConfigError, UserError
 from monitor.secrets import Secrets
 from tests.fake_services import TELEGRAM_TOKEN, FakeSlack, FakeTelegram, FakeWebhook
 
@@ -141,6 +142,13 @@ def test_silence_cli_sets_lists_and_expires(tmp_path: Path) -> None:
     assert bad_for.returncode == 2 and "not a duration" in bad_for.stderr and "Traceback" not in bad_for.stderr
     assert cli("--expire", sid).returncode == 0
     assert cli("--list").stdout.strip() == "no silences in force"
+
+
+@pytest.mark.parametrize("text", ["366d", "53w", "1" + "0" * 400 + "d"])
+def test_typed_durations_are_at_most_a_year(text: str) -> None:
+    assert parse_duration_ms("365d", "--for") == 365 * 86_400_000
+    with pytest.raises(UserError, match="--for: .* is longer than a year"):
+        parse_duration_ms(text, "--for")
 
 
 def test_notifier_config_errors_name_the_key(tmp_path: Path) -> None:

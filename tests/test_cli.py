@@ -181,3 +181,65 @@ def test_strategy_params_typo_is_an_error(tmp_path: Path, contract_config: Path)
     bad.write_text(contract_config.read_text().replace('strategy = "repay_debt"',
                                                        'strategy = "repay_debt"\n  params = { max_slipage = 0.01 }'))
     assert_user_error(cli("check-config", str(bad)), "repay_debt takes no params", "max_slipage")
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as every strict parser does."""
+    def refuse(constant: str):
+        raise AssertionError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in-process (fast); its logging is bound to this test's capture, so it is undone after."""
+    import structlog
+
+    from monitor.cli import main
+    try:
+        code = main(list(args))
+    finally:
+        structlog.reset_defaults()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("window, words", [
+    (("--start", "2021-04-18T00:00:00Z", "--end", "2021-04-17T00:00:00Z"), "is not before --end"),
+    (("--start", "2021-04-18T00:00:00Z", "--end", "2021-04-18T00:00:00Z"), "the window is empty"),
+    (("--start", "2030-01-01T00:00:00Z",), "has no tick in the --start/--end window (it covers 2021-04-16"),
+    (("--end", "2020-01-01T00:00:00Z",), "has no tick in the --start/--end window"),
+])
+def test_replay_of_an_empty_window_is_an_error(capsys, contract_config: Path, crash_prices: list[str],
+                                               window: tuple[str, ...], words: str) -> None:
+    args = ["replay", "--config", str(contract_config), *window]
+    for p in crash_prices:
+        args += ["--prices", p]
+    code, out, err = run_main(capsys, *args)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and words in err, err
+
+
+def test_replay_names_the_lines_of_bad_rows_and_writes_strict_json(tmp_path: Path, capsys,
+                                                                   contract_config: Path) -> None:
+    btc, eth, report = tmp_path / "btc.csv", tmp_path / "eth.csv", tmp_path / "r.json"
+    # 1e-308 and 1e308 would overflow the engine's ratios: bad rows, never a numpy warning
+    btc.write_text("timestamp,price\n1000,60000\n2000,1e-308\n3000,x\n4000,59000\n5000,1e308\n6000,58000\n")
+    eth.write_text("timestamp,price\n1000,2000\n")
+    code, out, err = run_main(capsys, "replay", "--config", str(contract_config), "--report", str(report),
+                              "--prices", f"BTC/USDT={btc}", "--prices", f"ETH/USDT={eth}")
+    assert (code, err) == (0, ""), err
+    assert f"{btc}: skipped 3 bad rows (lines 3, 4, 6)" in out
+    doc = strict_json(report.read_text())
+    assert doc["bad_rows_by_file"] == {str(btc): {"rows": 3, "lines": [3, 4, 6]}}
+
+
+def test_replay_into_a_closed_pipe_ends_quietly(contract_config: Path, crash_prices: list[str]) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`| head`) is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "monitor", "replay", "--config", str(contract_config),
+                               "--start", "2021-04-18T00:00:00Z", "--end", "2021-04-18T01:00:00Z",
+                               "--prices", crash_prices[0], "--prices", crash_prices[1]],
+                              cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode in (0, 141) and proc.stderr == "", proc.stderr

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 from monitor.model import wall_clock_ms
 from monitor.store.base import AccountSnapshot, AlertRecord
 from monitor.store.sqlite import SqliteStore
 from tests.redis_server import free_port
-from tests.test_cli import assert_user_error, cli
+from tests.test_cli import assert_user_error, cli, run_main, strict_json
 
 
 def config_with(tmp_path: Path, contract_config: Path, store: str = "") -> Path:
@@ -65,3 +66,26 @@ def test_bad_input_and_an_unreachable_store_are_one_line(tmp_path: Path, contrac
                        f'[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:{free_port()}/0"')
     for args in (["status"], ["kill-switch", "on"], ["journal"]):
         assert_user_error(cli(*args, "--config", str(down)), "store (redis)", "unavailable")
+
+
+def test_status_and_journal_json_are_strict(tmp_path: Path, contract_config: Path, capsys) -> None:
+    cfg = config_with(tmp_path, contract_config)
+
+    async def seed_non_finite(path: Path) -> None:
+        store = SqliteStore(path)
+        now = wall_clock_ms()
+        await store.put_snapshot(AccountSnapshot("main", now, math.inf, None, {}, ""))  # no debt: infinite health
+        await store.put_alert(AlertRecord("main", "warn", now, now, math.nan))
+        await store.journal("execution", "main", now, {"plan_id": "p", "fills": [{"symbol": "BTC/USDT", "side": "sell",
+                                                       "amount": 1.0, "price": 1.0, "fee": math.inf}]})
+        await store.close()
+
+    asyncio.run(seed_non_finite(tmp_path / "state" / "state.sqlite"))
+    code, out, err = run_main(capsys, "status", "--config", str(cfg), "--json")
+    assert (code, err) == (0, ""), err
+    doc = strict_json(out)
+    assert (doc["accounts"][0]["health"], doc["alerts"][0]["worst_health"]) == (None, None)
+    code, out, err = run_main(capsys, "journal", "--config", str(cfg), "--json")
+    assert (code, err) == (0, ""), err
+    (entry,) = [strict_json(line) for line in out.splitlines()]
+    assert entry["fills"][0]["fee"] is None

@@ -3,6 +3,7 @@ one ConfigError line that starts with the file (or 'config') and names the key."
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def test_unknown_keys_anywhere_name_their_path(tmp_path, old, new, path):
     ('name = "main"', 'name = "main"\nmax_actions_per_day = -1', "accounts.0.max_actions_per_day", "0"),
     ('name = "main"', 'name = 7', "accounts.0.name", "string"),
     ('strategy = "repay_debt"', "strategy = 5", "accounts.0.levels.1.strategy", "string"),  # not "levels.1ategy"
+    ('strategy = "repay_debt"', 'strategy = ""', "accounts.0.levels.1.strategy", "at least 1 character"),
     ('name = "main"', 'name = "main"\nstable = 5', "accounts.0.stable", "string"),
     ('price = "ETH/USDT"', "price = [1]", "assets.ETH.price", "valid"),
     ("[execution]", '[[feeds]]\nname = "f"\nsymbols = ["BTC/USDT"]\nsimulated = { interval_s = "fast" }\n[execution]',
@@ -263,3 +265,76 @@ def test_notifier_levels_and_feed_symbols_must_exist(tmp_path):
     feed.write_text(base + '\n[[feeds]]\nname = "sim"\nsymbols = ["BTC/USDC"]\n')
     with pytest.raises(ConfigError, match="no asset is priced by 'BTC/USDC'"):
         load_settings(feed)
+
+
+# -- every number finite and bounded ---------------------------------------------------------
+BIG_INT = "1" + "0" * 400  # TOML integers have no size limit
+
+
+@pytest.mark.parametrize("old, new, path, words", [
+    ("confirm_s = 30 ", "confirm_s = inf ", "accounts.0.levels.1.confirm_s", "finite"),
+    ("confirm_s = 30 ", "confirm_s = 1e308 ", "accounts.0.levels.1.confirm_s", "at most a year (31536000 s)"),
+    ("cooldown_s = 300 ", "cooldown_s = nan ", "accounts.0.levels.1.cooldown_s", "finite"),
+    ("cooldown_s = 300 ", f"cooldown_s = {BIG_INT} ", "accounts.0.levels.1.cooldown_s", "number too large"),
+    ('name = "main"', 'name = "main"\nstale_after_s = inf', "accounts.0.stale_after_s", "finite"),
+    ('name = "main"', 'name = "main"\nstale_after_s = 31536001', "accounts.0.stale_after_s", "at most a year"),
+    ("BTC = 1.0,", "BTC = 1e308,", "accounts.0.holdings.BTC", "at most 1e+15"),
+    ("BTC = 1.0,", "BTC = -inf,", "accounts.0.holdings.BTC", "finite"),
+    ("price = 1.0 ", "price = inf ", "assets.USDT.price", "finite"),
+    ("price = 1.0 ", "price = 1e-308 ", "assets.USDT.price", "between 1e-15 and 1e15"),
+    ("weight = 0.95             # collateral", "weight = nan #", "assets.BTC.weight", "finite"),
+    ("up_to = 1_000_000,", "up_to = inf,", "assets.ETH.weight.0.up_to", "finite"),
+    ("fee_rate = 0.001 ", "fee_rate = nan ", "execution.fee_rate", "finite"),
+    ("[execution]", "[alerts]\ngroup_wait_s = inf\n[execution]", "alerts.group_wait_s", "finite"),
+    ("[execution]", "[alerts]\nretry_base_s = inf\n[execution]", "alerts.retry_base_s", "finite"),
+    ("[execution]", "[alerts]\nrepeat_s = { warn = inf }\n[execution]", "alerts.repeat_s.warn", "finite"),
+    ("[execution]", "[store]\njournal_keep_days = 366\n[execution]", "store.journal_keep_days", "365 days"),
+    ("[execution]", f"[daemon]\nqueue_size = {BIG_INT}\n[execution]", "daemon.queue_size", "less than"),
+    ("[execution]", '[[feeds]]\nname = "f"\nsymbols = ["BTC/USDT"]\nsimulated = { step_ms = 1e400 }\n[execution]',
+     "feeds.0.simulated.step_ms", "integer"),
+    ("cooldown_s = 300 ", 'cooldown_s = 300\n  params = { x = [1, { y = inf }] }',
+     "accounts.0.levels.1.params", "x.1.y: not a finite number"),
+])
+def test_numbers_are_finite_and_bounded(tmp_path, old, new, path, words):
+    msg = error_of(tmp_path, edit(old, new))
+    assert f": {path}: " in msg and words in msg, msg
+
+
+def _settings_models():
+    from monitor import config
+    from pydantic import BaseModel
+    return [m for m in vars(config).values()
+            if isinstance(m, type) and issubclass(m, config.Frozen) and m is not config.Frozen and m is not BaseModel]
+
+
+def _float_fields():
+    for model in _settings_models():
+        for name, info in model.model_fields.items():
+            text = str(info.annotation)
+            if "float" in text and "Tier" not in text:  # tiered weights: covered through Tier itself
+                yield pytest.param(model, name, "dict[" in text, id=f"{model.__name__}.{name}")
+
+
+@pytest.mark.parametrize("model, name, is_dict", list(_float_fields()))
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_no_float_setting_takes_inf_or_nan(model, name, is_dict, bad):
+    with pytest.raises(ValidationError) as err:
+        model.model_validate({name: {"X": bad} if is_dict else bad}, strict=True)
+    assert any(e["loc"][0] == name for e in err.value.errors())
+
+
+@pytest.mark.parametrize("model, name", [
+    pytest.param(m, n, id=f"{m.__name__}.{n}") for m in _settings_models() for n in m.model_fields
+    if n.endswith(("_s", "_ms", "_days"))])
+def test_every_duration_is_at_most_a_year(model, name):
+    year = {"_s": 365 * 86_400, "_ms": 365 * 86_400_000, "_days": 365}[name[name.rindex("_"):]]
+    value = {"X": year + 1} if "dict[" in str(model.model_fields[name].annotation) else year + 1
+    with pytest.raises(ValidationError) as err:
+        model.model_validate({name: value}, strict=True)
+    assert any(e["loc"][0] == name and "at most a year" in e["msg"] for e in err.value.errors())
+
+
+@pytest.mark.parametrize("value", ["[" * 600 + "]" * 600, "{a=" * 600 + "1" + "}" * 600, "[" * 40 + "]" * 40])
+def test_deep_nesting_is_one_line(tmp_path, value):
+    msg = error_of(tmp_path, edit("cooldown_s = 300 ", f"cooldown_s = 300\n  params = {{ x = {value} }}"))
+    assert "nested too deeply" in msg

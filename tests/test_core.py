@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
+
+import numpy as np
 
 from monitor.config import parse_settings
 from monitor.core import Monitor
@@ -108,6 +111,8 @@ def test_malformed_and_out_of_order_ticks_are_counted_and_skipped() -> None:
     bad = [PriceTick("BTC/USDT", float("nan"), 20_000), PriceTick("BTC/USDT", -1.0, 20_000),
            PriceTick("BTC/USDT", 50000, 20_000, 50010, 49990),  # crossed book
            PriceTick("BTC/USDT", 50000, 20_000, 50000, None),  # half a quote
+           PriceTick("BTC/USDT", 1e-308, 20_000), PriceTick("BTC/USDT", 1e300, 20_000),  # would overflow ratios
+           PriceTick("BTC/USDT", 50000, 20_000, 1e-308, 50000),
            PriceTick("BTC/USDT", 30000, 5_000)]  # older than the last tick
     for tick in bad:
         assert m.on_tick(tick) == []
@@ -115,6 +120,24 @@ def test_malformed_and_out_of_order_ticks_are_counted_and_skipped() -> None:
     assert m.engine.price_of("BTC") == 60000 and math.isclose(m.engine.health[0], 1.35)
     m.on_tick(PriceTick("DOGE/USDT", 0.1, 30_000))  # a symbol nobody holds is not an error
     assert m.bad_ticks == len(bad)
+
+
+def test_volatility_of_extreme_prices_stays_finite_and_quiet() -> None:
+    from monitor.risk.volatility import VolatilityTracker
+    vol = VolatilityTracker(1, bar_ms=1, min_bars=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy overflow warning would reach the user's terminal
+        for n, price in enumerate([1e300, 1e-308, 1e300, 1e-308]):
+            vol.update(0, price, n)
+    assert math.isfinite(vol.daily(0))
+
+
+def test_a_dust_debt_is_infinitely_healthy_without_a_warning() -> None:
+    from monitor.risk.portfolio import health_of
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = health_of(1.0, np.array([1e10, 1.0]), np.array([1e-308, 2.0]))
+    assert h.tolist() == [math.inf, 0.5]
 
 
 def test_paper_fill_in_quote_units_when_the_quote_depegs() -> None:

@@ -16,6 +16,7 @@ from monitor.errors import PriceFileError, UserError
 from monitor.feeds.price_file import (
     MergedTicks,
     PriceSeries,
+    describe_bad_rows,
     load_price_file,
     merge_series,
     parse_prices_arg,
@@ -272,7 +273,7 @@ def test_bad_rows_counted_and_skipped(tmp_path: Path) -> None:
         "1120,12,12,12,12,",  # good (empty volume is ignored)
     ]
     s = load_price_file(write(tmp_path / "bad.csv", "\n".join(lines) + "\n"), "X")
-    assert (s.rows, s.bad_rows) == (3, 13)
+    assert (s.rows, s.bad_rows, s.bad_lines) == (3, 13, tuple(range(3, 16)))
     assert not np.any((s.price > 700) | (s.price <= 0))
     assert s.ts_ms[0::4].tolist() == [1_000_000, 1_060_000, 1_120_000]
 
@@ -280,8 +281,31 @@ def test_bad_rows_counted_and_skipped(tmp_path: Path) -> None:
 def test_bad_rows_in_price_layout(tmp_path: Path) -> None:
     text = "time,price\n10,1\n11,0\n11,-2\n11,inf\n11,x\n10,5\n,6\n11,7,8\n12,2\n"
     s = load_price_file(write(tmp_path / "p.csv", text), "X")
-    assert (s.rows, s.bad_rows) == (2, 7)
+    assert (s.rows, s.bad_rows, s.bad_lines) == (2, 7, tuple(range(3, 10)))
     assert s.price.tolist() == [1, 2]
+
+
+def test_prices_the_engine_cannot_use_are_bad_rows(tmp_path: Path) -> None:
+    # beyond 1e-15..1e15 a ratio of two prices or a holding's value overflows float64
+    text = "time,price\n10,1e-15\n11,1e-308\n12,5e-324\n13,1e308\n14,1e16\n15,1e15\n"
+    s = load_price_file(write(tmp_path / "p.csv", text), "X")
+    assert (s.bad_rows, s.bad_lines, s.price.tolist()) == (4, (3, 4, 5, 6), [1e-15, 1e15])
+    candles = "time,open,high,low,close\n10,1,1,1,1\n11,1,1,1e-308,1\n12,1e308,1,1,1\n13,2,2,2,2\n"
+    s = load_price_file(write(tmp_path / "c.csv", candles), "X")
+    assert (s.rows, s.bad_lines) == (2, (3, 4))
+
+
+def test_bad_lines_count_from_the_first_line_of_a_headerless_gzip(tmp_path: Path) -> None:
+    rows = [f"{1618531200000 + n * 60_000},1,1,1,1,5" for n in range(30)]
+    rows[0] = rows[0].replace(",1,1,1,1,", ",1,1,2,1,")  # low above high: the file's first line is bad
+    for n in (5, 9, 25):
+        rows[n] = rows[n].replace(",1,1,1,1,", ",x,1,1,1,")
+    path = tmp_path / "k.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    s = load_price_file(path, "X")
+    assert (s.bad_rows, s.bad_lines) == (4, (1, 6, 10, 26))
+    assert describe_bad_rows(s.bad_rows, s.bad_lines) == "4 bad rows (lines 1, 6, 10, 26)"
+    assert describe_bad_rows(100, tuple(range(1, 21))).endswith("19, 20, ...)")
 
 
 # ---------------------------------------------------------------- errors
@@ -301,12 +325,13 @@ def error_for(path: Path | str) -> str:
     [
         ("empty.csv", b"", "empty file"),
         ("blank.csv", b"\n\n", "empty file"),
-        ("header_only.csv", b"timestamp,price\n", "no valid rows (0 bad rows)"),
-        ("all_bad.csv", b"timestamp,price\n1,0\n2,x\n", "no valid rows (2 bad rows)"),
+        ("header_only.csv", b"timestamp,price\n", "no valid rows: 0 bad rows"),
+        ("all_bad.csv", b"timestamp,price\n1,0\n2,x\n", "no valid rows: 2 bad rows (lines 2, 3)"),
         ("prices.csv", b"when,price\n1,2\n", "no time column (expected one of timestamp, time, date, open_time_ms"),
         ("short_rows.csv", b"1618704000000,1,2\n", "no time column"),
         ("noprice.csv", b"time,open,high,close\n1,2,3,4\n", "no price column"),
         ("corrupt.csv.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"garbage", "corrupt gzip data"),
+        ("bad_crc.csv.gz", gzip.compress(b"time,price\n1,2\n")[:-8] + b"\x00" * 8, "corrupt gzip data"),
         ("binary.csv", b"time,price\n\xff\xfe\xfa,1\n", "not a UTF-8 text file"),
     ],
 )

@@ -9,7 +9,9 @@ name). Two layouts are understood:
   low, close, volume, ...
 
 Candles are expanded to four ticks per bar so a replay sees the intrabar wicks.
-Bad rows are counted and skipped; a file with nothing usable raises PriceFileError.
+Bad rows (unparseable, out of time order, or a price outside 1e-15..1e15, where the
+engine's ratios would overflow) are skipped and reported by line number; a file with
+nothing usable raises PriceFileError.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TextIO
 import numpy as np
 
 from monitor.errors import PriceFileError
+from monitor.limits import usable_price
 from monitor.model import PriceTick
 
 TIME_COLUMNS = ("timestamp", "time", "date", "open_time_ms", "open_time")
@@ -40,6 +43,7 @@ _ONE_MS = timedelta(milliseconds=1)
 _SECONDS_BELOW = 1e11  # 1e11 s is year 5138, 1e11 ms is 1973: unambiguous
 _MILLIS_BELOW = 1e14  # newer Binance files use µs; 1e14 ms would be year 5138
 _BINANCE_MIN_FIELDS = 5  # open time, open, high, low, close
+LISTED_BAD_LINES = 20  # line numbers kept per file: enough to find the pattern, bounded for huge files
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +56,8 @@ class PriceSeries:
     bad_rows: int
     rows: int  # good rows in the whole file, before any start/end filter
     path: str
+    bad_lines: tuple[int, ...] = ()  # line numbers of the first LISTED_BAD_LINES bad rows
+    span_ms: tuple[int, int] | None = None  # first and last time in the whole file
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -102,21 +108,32 @@ def load_price_file(
     try:
         with _open_text(path) as stream:
             layout, times, columns, bad = _read_rows(stream, name)
-    except OSError as exc:  # includes gzip.BadGzipFile
-        raise PriceFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    except (EOFError, zlib.error) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # BadGzipFile (a CRC mismatch) before OSError
         raise PriceFileError(f"{name}: corrupt gzip data ({exc or 'truncated'})") from exc
+    except OSError as exc:
+        raise PriceFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise PriceFileError(f"{name}: not a UTF-8 text file") from exc
     except csv.Error as exc:
         raise PriceFileError(f"{name}: unreadable CSV: {exc}") from exc
     if not times:
-        raise PriceFileError(f"{name}: no valid rows ({bad} bad rows)")
+        raise PriceFileError(f"{name}: no valid rows: {describe_bad_rows(len(bad), bad[:LISTED_BAD_LINES])}")
     ts, price = _to_ticks(layout, times, columns)
+    span = (int(ts[0]), int(ts[-1]))
     ts, price = _window(ts, price, start_ms, end_ms)
     ts.flags.writeable = False
     price.flags.writeable = False
-    return PriceSeries(symbol=symbol, ts_ms=ts, price=price, bad_rows=bad, rows=len(times), path=name)
+    return PriceSeries(symbol=symbol, ts_ms=ts, price=price, bad_rows=len(bad), rows=len(times), path=name,
+                       bad_lines=tuple(bad[:LISTED_BAD_LINES]), span_ms=span)
+
+
+def describe_bad_rows(count: int, lines: Sequence[int]) -> str:
+    """'3 bad rows (lines 4, 9, 12)'; '...' when there are more than the lines listed."""
+    text = f"{count} bad row{'' if count == 1 else 's'}"
+    if not lines:
+        return text
+    more = ", ..." if count > len(lines) else ""
+    return f"{text} (line{'' if len(lines) == 1 else 's'} {', '.join(map(str, lines))}{more})"
 
 
 def merge_series(series: Sequence[PriceSeries]) -> MergedTicks:
@@ -160,21 +177,26 @@ def _open_text(path: str | Path) -> TextIO:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _read_rows(stream: TextIO, name: str) -> tuple[_Layout, list[int], list[list[float]], int]:
+Rows = Iterable[tuple[int, list[str]]]  # (line number, fields)
+
+
+def _read_rows(stream: TextIO, name: str) -> tuple[_Layout, list[int], list[list[float]], list[int]]:
     reader = csv.reader(stream)
     first = next((row for row in reader if row), None)
     if first is None:
         raise PriceFileError(f"{name}: empty file")
     layout = _detect_layout(first, name)
-    rows: Iterable[list[str]] = reader if layout.has_header else _chain_first(first, reader)
+    rows = _numbered(reader, None if layout.has_header else (reader.line_num, first))
     if layout.is_candle:
         return (layout, *_read_candles(rows, layout))
     return (layout, *_read_prices(rows, layout))
 
 
-def _chain_first(first: list[str], rest: Iterable[list[str]]) -> Iterator[list[str]]:
-    yield first
-    yield from rest
+def _numbered(reader, first: tuple[int, list[str]] | None) -> Iterator[tuple[int, list[str]]]:
+    if first is not None:
+        yield first
+    for row in reader:
+        yield reader.line_num, row
 
 
 def _detect_layout(first: list[str], name: str) -> _Layout:
@@ -193,7 +215,7 @@ def _detect_layout(first: list[str], name: str) -> _Layout:
     raise PriceFileError(f"{name}: no price column (expected price, or open, high, low, close)")
 
 
-def _read_candles(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int], list[list[float]], int]:
+def _read_candles(rows: Rows, layout: _Layout) -> tuple[list[int], list[list[float]], list[int]]:
     ti, n_fields = layout.time_col, layout.n_fields
     oi, hi, li, ci = layout.price_cols
     times: list[int] = []
@@ -201,9 +223,9 @@ def _read_candles(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int]
     highs: list[float] = []
     lows: list[float] = []
     closes: list[float] = []
-    bad = 0
+    bad: list[int] = []
     last = None
-    for row in rows:
+    for line, row in rows:
         if not row:
             continue  # a blank line carries no data, so it is not a bad row
         try:
@@ -212,12 +234,13 @@ def _read_candles(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int]
             t = _parse_time(row[ti])
             o, h, lo, c = float(row[oi]), float(row[hi]), float(row[li]), float(row[ci])
         except ValueError:
-            bad += 1
+            bad.append(line)
             continue
-        # Chained comparisons are False for NaN, so NaN fields fail here too. The open may lie
-        # outside [low, high]: aggregators (CoinGecko, CoinAPI) open a bar at the previous close.
-        if not (0.0 < lo <= h < math.inf and lo <= c <= h and 0.0 < o < math.inf) or (last is not None and t <= last):
-            bad += 1
+        # Comparisons are False for NaN, so NaN fields fail here too. The open may lie outside
+        # [low, high]: aggregators (CoinGecko, CoinAPI) open a bar at the previous close.
+        if (not (usable_price(lo) and usable_price(h) and usable_price(o) and lo <= c <= h)
+                or (last is not None and t <= last)):
+            bad.append(line)
             continue
         last = t
         times.append(t)
@@ -228,13 +251,13 @@ def _read_candles(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int]
     return times, [opens, highs, lows, closes], bad
 
 
-def _read_prices(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int], list[list[float]], int]:
+def _read_prices(rows: Rows, layout: _Layout) -> tuple[list[int], list[list[float]], list[int]]:
     ti, pi, n_fields = layout.time_col, layout.price_cols[0], layout.n_fields
     times: list[int] = []
     prices: list[float] = []
-    bad = 0
+    bad: list[int] = []
     last = None
-    for row in rows:
+    for line, row in rows:
         if not row:
             continue
         try:
@@ -243,10 +266,10 @@ def _read_prices(rows: Iterable[list[str]], layout: _Layout) -> tuple[list[int],
             t = _parse_time(row[ti])
             p = float(row[pi])
         except ValueError:
-            bad += 1
+            bad.append(line)
             continue
-        if not (0.0 < p < math.inf) or (last is not None and t <= last):
-            bad += 1
+        if not usable_price(p) or (last is not None and t <= last):
+            bad.append(line)
             continue
         last = t
         times.append(t)

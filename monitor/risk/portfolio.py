@@ -108,7 +108,8 @@ def health_of(scale: float, num: float | np.ndarray, den: float | np.ndarray):
     """h = scale * N / D with the edge cases: no debt is infinitely healthy; an
     unknown (nan) N or D is unknown health, never -inf ("liquidated")."""
     if isinstance(num, np.ndarray):
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # over: a dust debt (1e-308) against real collateral is infinitely healthy, as no debt is
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             h = scale * num / den
         edge = ~(den > 0)  # rare (no debt, unknown prices): fix those up only
         if edge.any():

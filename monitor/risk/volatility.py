@@ -29,7 +29,7 @@ class VolatilityTracker:
         bar = ts_ms // self.bar_ms
         if bar > self.bar[k]:
             if not math.isnan(self.close[k]) and not math.isnan(self.prev_close[k]):
-                r = math.log(self.close[k] / self.prev_close[k])
+                r = math.log(self.close[k]) - math.log(self.prev_close[k])  # a quotient of extremes overflows
                 self.var[k] = self.decay * self.var[k] + (1 - self.decay) * r * r if self.samples[k] else r * r
                 self.samples[k] += 1
             self.prev_close[k] = self.close[k]
