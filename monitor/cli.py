@@ -76,7 +76,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start") if args.start else None
     end = parse_time(args.end, "--end") if args.end else None
     series = load_series(settings, args.prices, start, end)
-    charts.check_chart_outputs(args, series)
+    charts.check_chart_outputs(args)
     sampler = charts.chart_sampler(args, settings, series)
     bar = progress_bar("replay", "ticks")
     alerts: list = []

@@ -16,25 +16,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from monitor.errors import ConfigError
-from monitor.limits import (
-    Amount,
-    Count,
-    Days,
-    Fraction,
-    NonNegativeAmount,
-    PositiveAmount,
-    PositiveCount,
-    PositiveFraction,
-    PositiveMillis,
-    PositiveSeconds,
-    PositiveWholeSeconds,
-    Price,
-    Ratio,
-    Seconds,
-    bad_number,
-    too_deep,
-    usable_price,
-)
+from monitor.limits import (Amount, Count, Days, Fraction, NonNegativeAmount, PositiveAmount, PositiveCount,
+                            PositiveFraction, PositiveMillis, PositiveSeconds, PositiveWholeSeconds, Price, Ratio,
+                            Seconds, bad_number, too_deep, usable_price)
 
 Model = Literal["health_factor", "ltv", "margin_level", "unified"]
 KNOWN_STABLES = frozenset({"USDT", "USDC", "USD", "DAI", "BUSD", "FDUSD", "TUSD", "USDP", "PYUSD", "USDS"})

@@ -7,7 +7,6 @@ product the engine forms (amount x price, durations in ms) finite in float64 and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -42,11 +41,11 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 PositiveFraction = Annotated[float, Field(gt=0, le=1)]
 
 # Money and quantities.
-_AMOUNT_BOUND = _at_most(MAX_AMOUNT, f"{MAX_AMOUNT:g}")
+_AMOUNT_BOUND = _at_most(MAX_AMOUNT, "1e15")
 Amount = Annotated[float, Field(ge=-MAX_AMOUNT), _AMOUNT_BOUND]  # signed: negative = borrowed, short
 NonNegativeAmount = Annotated[float, Field(ge=0), _AMOUNT_BOUND]
 PositiveAmount = Annotated[float, Field(gt=0), _AMOUNT_BOUND]
-Price = Annotated[float, Field(ge=PRICE_MIN), _at_most(PRICE_MAX, f"{PRICE_MAX:g}")]
+Price = Annotated[float, Field(ge=PRICE_MIN), _at_most(PRICE_MAX, "1e15")]
 Ratio = Annotated[float, Field(gt=0), _at_most(1e6, "1e6")]  # health, margin levels and their targets
 
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
@@ -83,7 +82,3 @@ def bad_number(data: Any) -> tuple | None:
         if isinstance(v, int | float) and not isinstance(v, bool) and not abs(v) <= MAX_AMOUNT:
             return p
     return None
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)

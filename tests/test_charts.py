@@ -176,4 +176,5 @@ def test_example_config_is_valid() -> None:
 def test_nothing_to_draw_is_one_line(shared_data: Path, tmp_path: Path) -> None:
     args = crash_args(shared_data, ("BTC",))[:2]
     assert_user_error(cli("replay", "--config", str(REPO / "examples" / "offline.toml"), *args,
-                          "--start", "2030-01-01T00:00Z", "--plot", str(tmp_path / "x.png")), "nothing to draw")
+                          "--start", "2030-01-01T00:00Z", "--plot", str(tmp_path / "x.png")),
+                      "no tick in the --start/--end window")

@@ -278,7 +278,7 @@ BIG_INT = "1" + "0" * 400  # TOML integers have no size limit
     ("cooldown_s = 300 ", f"cooldown_s = {BIG_INT} ", "accounts.0.levels.1.cooldown_s", "number too large"),
     ('name = "main"', 'name = "main"\nstale_after_s = inf', "accounts.0.stale_after_s", "finite"),
     ('name = "main"', 'name = "main"\nstale_after_s = 31536001', "accounts.0.stale_after_s", "at most a year"),
-    ("BTC = 1.0,", "BTC = 1e308,", "accounts.0.holdings.BTC", "at most 1e+15"),
+    ("BTC = 1.0,", "BTC = 1e308,", "accounts.0.holdings.BTC", "at most 1e15"),
     ("BTC = 1.0,", "BTC = -inf,", "accounts.0.holdings.BTC", "finite"),
     ("price = 1.0 ", "price = inf ", "assets.USDT.price", "finite"),
     ("price = 1.0 ", "price = 1e-308 ", "assets.USDT.price", "between 1e-15 and 1e15"),

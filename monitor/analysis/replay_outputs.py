@@ -22,12 +22,11 @@ def wants_charts(args: argparse.Namespace) -> bool:
     return bool(args.plot or args.html)
 
 
-def check_chart_outputs(args: argparse.Namespace, series: Sequence[PriceSeries]) -> None:
-    """Before a long replay: matplotlib is there, there is something to draw, and the outputs can be written."""
+def check_chart_outputs(args: argparse.Namespace) -> None:
+    """Before a long replay: matplotlib is there and the outputs can be written (load_series has
+    made sure there is something to draw)."""
     if not wants_charts(args):
         return
-    if not any(len(s) for s in series):
-        raise UserError(f"{'--plot' if args.plot else '--html'}: no prices between --start and --end: nothing to draw")
     from monitor.analysis.plot import new_figure
     new_figure(1, 1)  # raises the one-line "install the [plot] extra" error
     for flag, path in (("--plot", args.plot), ("--html", args.html)):
