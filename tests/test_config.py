@@ -331,7 +331,9 @@ def test_every_duration_is_at_most_a_year(model, name):
     value = {"X": year + 1} if "dict[" in str(model.model_fields[name].annotation) else year + 1
     with pytest.raises(ValidationError) as err:
         model.model_validate({name: value}, strict=True)
-    assert any(e["loc"][0] == name and "at most a year" in e["msg"] for e in err.value.errors())
+    # a year is the outer bound; some durations have a tighter one of their own
+    assert any(e["loc"][0] == name and e["type"] in ("value_error", "less_than_equal")
+               for e in err.value.errors()), err.value.errors()
 
 
 @pytest.mark.parametrize("value", ["[" * 600 + "]" * 600, "{a=" * 600 + "1" + "}" * 600, "[" * 40 + "]" * 40])
