@@ -9,16 +9,15 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from monitor.model import json_number
-
 LogFormat = Literal["auto", "json", "console"]
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def strict_json(event: dict[str, Any], default: Any = None) -> str:
-    """One line of strict JSON: orjson writes NaN and infinities as null (the stdlib would write
-    bare NaN, which strict parsers refuse); a value orjson cannot take (an int past 64 bits,
-    nesting past 254) becomes its repr instead of losing the line."""
+    """One line of strict JSON: orjson writes NaN and infinities (an unknown health, one without
+    debt) as null, numpy values included, where the stdlib would write a bare NaN that strict
+    parsers refuse. A value orjson cannot take (an int past 64 bits, nesting past 254) becomes
+    its repr instead of losing the line."""
     try:
         return orjson.dumps(event, default=default, option=_OPTIONS).decode()
     except TypeError:  # orjson.JSONEncodeError
@@ -34,10 +33,6 @@ def _encodable(value: Any, default: Any) -> Any:
     return value
 
 
-def strict_json(_logger: Any, _method: str, event_dict: dict) -> dict:
-    return json_number(event_dict)
-
-
 def configure_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
     json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer = (structlog.processors.JSONRenderer(serializer=strict_json) if json_out
@@ -48,7 +43,6 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if json_out else structlog.dev.set_exc_info,
-            *([strict_json] if json_out else []),  # a health of NaN would make the line invalid JSON
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
