@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from monitor.store.base import AccountSnapshot, OutboxItem
+from monitor.store.base import AccountSnapshot, AlertRecord, Commit, JournalEntry, OutboxItem
 from monitor.store.redis import RedisStore
 from monitor.store.sqlite import MemoryStore, SqliteStore
 
@@ -56,6 +56,13 @@ async def per_op_us(store, n: int) -> dict[str, float]:
         "snapshot put": lambda i: store.put_snapshot(AccountSnapshot(f"acct{i}", i, 1.3, None, BOOK, "d")),
         "plan claim": lambda i: store.claim_plan(f"plan{i}", "acct", i),
         "outbox add + done": lambda i: _outbox(store, i),
+        "alert transition: record + 3 channels, one commit": lambda i: store.commit(Commit(
+            alerts=(AlertRecord(f"acct{i}", "act", i, i, 1.1, {"alert": {"health": 1.1}}),),
+            outbox=tuple(OutboxItem(c, f"t{i}", i, {"text": "health 1.1"}) for c in ("slack", "tg", "hook")))),
+        "plan outcome: journal + claim closed + snapshot, one commit": lambda i: store.commit(Commit(
+            journal=(JournalEntry("execution", f"acct{i % 100}", i, RECORD),),
+            plans_finished=((f"plan{i}", "done", {}),),
+            snapshots=(AccountSnapshot(f"acct{i}", i, 1.3, None, BOOK, "d"),))),
     }
     for name, op in ops.items():
         t0 = time.perf_counter()

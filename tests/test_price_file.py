@@ -331,7 +331,7 @@ def error_for(path: Path | str) -> str:
         ("short_rows.csv", b"1618704000000,1,2\n", "no time column"),
         ("noprice.csv", b"time,open,high,close\n1,2,3,4\n", "no price column"),
         ("corrupt.csv.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"garbage", "corrupt gzip data"),
-        ("bad_crc.csv.gz", gzip.compress(b"time,price\n1,2\n")[:-8] + b"\x00" * 8, "corrupt gzip data"),
+        ("bad_crc.csv.gz", gzip.compress(b"time,price\n1,2\n", mtime=0)[:-8] + b"\x00" * 8, "corrupt gzip data"),
         ("binary.csv", b"time,price\n\xff\xfe\xfa,1\n", "not a UTF-8 text file"),
     ],
 )
