@@ -123,7 +123,8 @@ def build_daemon(settings: Settings, registry: StrategyRegistry, *, store: State
                                  refresh=lambda a: refreshed(running[0].monitor if running else monitor, a, sources))
     relay.append(alerts)
     if lease is not None:  # the leader notifies; while the store is away nobody can lead: all do, rather than none
-        alerts.notifying = lambda: lease.leading or bool(getattr(store, "in_outage", False))
+        alerts.leading = lambda: lease.leading
+        alerts.store_away = lambda: bool(getattr(store, "in_outage", False))
     inbox = EngineInbox()
     snapshots = SnapshotWriter(monitor, store, clock_ms, settings.daemon.snapshot_every_s,
                                writing=lambda: lease is None or lease.leading, adopt=inbox.put_control,

@@ -24,7 +24,8 @@ from monitor.store.base import Commit, OutboxItem, Silence, StateStore
 
 log = structlog.get_logger("alerts")
 PENDING_LOAD_MAX = 1_000_000  # outbox items read back per channel at start
-BATCH_MAX = 1000  # alerts decided in one step (about 10 ms of work)
+BATCH_MAX = 1000  # queue items taken at once
+SLICE = 32  # alerts decided and committed without a pause (a few ms): the engine keeps its turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +68,11 @@ class AlertManager:
         self._worker_tasks: dict[str, asyncio.Task] = {}
         self._closing: set[asyncio.Task] = set()  # notifiers of channels a reload replaced, being closed
         self._apply_lock = asyncio.Lock()  # the repeat loop and the queue both apply changes
-        # With several instances on one state only one notifies (see take_over): each instance sees
-        # a transition at its own tick, so their deliveries would carry different ids.
-        self.notifying: Callable[[], bool] = lambda: True
+        # With several instances on one state only the leader notifies (see take_over): each instance
+        # sees a transition at its own tick, so their deliveries would carry different ids.
+        self.leading: Callable[[], bool] | None = None  # None: the only instance
+        self.store_away: Callable[[], bool] = lambda: False  # then nobody can lead: all notify
+        self._caught_up = True  # false from standby until take_over has adopted the stored alerts
 
     # -- called from anywhere, never blocks ---------------------------------------------
     def submit(self, event: LevelEvent, context: AlertContext | None = None) -> None:
@@ -104,6 +107,13 @@ class AlertManager:
 
     def pending(self) -> int:
         return self.queue.qsize() + sum(len(w) for w in self.workers.values())
+
+    def notifying(self) -> bool:
+        if self.leading is None:
+            return True
+        if not self.leading():
+            self._caught_up = False
+        return (self._caught_up and self.leading()) or self.store_away()
 
     def add_silence(self, silence: Silence) -> None:
         """A silence set in-process (Telegram /silence) applies at once, before the next poll."""
@@ -194,7 +204,7 @@ class AlertManager:
                    for x in batch if isinstance(x, _NoticeRequest) for name in self.workers if name != x.exclude]
         if notices:
             await self._commit(Commit(outbox=tuple(notices)), held)
-        for part in _by_account_slices(alerts, BATCH_MAX):
+        for part in _by_account_slices(alerts, SLICE):
             self._latest_ms = max(self._latest_ms, *(a.ts_ms for a in part))
             async with self._apply_lock:
                 await self._apply(self.policy.step(part, self.now_ms()), held)
@@ -259,6 +269,7 @@ class AlertManager:
             stored.load(await self.store.alerts())
         except Exception as err:  # the store is away: go on from this instance's view
             log.error("alert state not loaded at take-over", error=type(err).__name__)
+            self._caught_up = True
             return
         async with self._apply_lock:
             for account, levels in self.policy.active.items():
@@ -269,6 +280,7 @@ class AlertManager:
             self.policy.active = stored.active
         self._unread |= {f"outbox:{name}" for name in self.workers}
         await self.load_state()
+        self._caught_up = True
         await self.apply(self.policy.due(self.now_ms()))
 
     def _hand_over(self, held: dict[str, list[OutboxItem]]) -> None:
