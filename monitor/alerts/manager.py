@@ -264,20 +264,14 @@ class AlertManager:
         """This instance now notifies for the state (it won the lease). The alerts the last one
         stored are the truth: their ids go on (a RESOLVED names the same firing). What fires here
         but was never stored is news, notified now; what the last one left undelivered is sent."""
-        stored = AlertPolicy(self.policy._repeat_ms, self.policy._rank)
         try:
-            stored.load(await self.store.alerts())
+            records = await self.store.alerts()
         except Exception as err:  # the store is away: go on from this instance's view
             log.error("alert state not loaded at take-over", error=type(err).__name__)
             self._caught_up = True
             return
         async with self._apply_lock:
-            for account, levels in self.policy.active.items():
-                for level, a in levels.items():
-                    if level not in stored.active.get(account, {}):
-                        a.last_sent_ms = None  # decided here, never sent by anyone
-                        stored.active.setdefault(account, {})[level] = a
-            self.policy.active = stored.active
+            self.policy.adopt(records)
         self._unread |= {f"outbox:{name}" for name in self.workers}
         await self.load_state()
         self._caught_up = True

@@ -82,6 +82,17 @@ class AlertPolicy:
                 continue
             self.active.setdefault(r.account, {})[r.level] = active
 
+    def adopt(self, records: list[AlertRecord]) -> None:
+        """Another instance notified until now: what it stored is the truth (its alerts keep their
+        ids). What fires here but was never stored was decided here and sent by nobody: news."""
+        mine, self.active = self.active, {}
+        self.load(records)
+        for account, levels in mine.items():
+            for level, a in levels.items():
+                if level not in self.active.get(account, {}):
+                    a.last_sent_ms = None
+                    self.active.setdefault(account, {})[level] = a
+
     def firing(self) -> list[Active]:
         return [a for levels in self.active.values() for a in levels.values()]
 
