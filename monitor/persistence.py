@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import deque
 import math
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import orjson
 import structlog
@@ -92,15 +92,17 @@ async def reconcile_open_plans(store: StateStore, executor: JournaledExecutor) -
 class AdoptSnapshots:
     """A control message for the engine task (the one owner of risk state): take these books."""
     snaps: dict[str, AccountSnapshot]
-    applied: asyncio.Event | None = None  # set once the engine took them
-    restored: list[int] = field(default_factory=list)  # how many accounts were, once applied
+    restored: asyncio.Future[int] | None = None  # resolves, once applied, to how many accounts were restored
 
     def apply_to(self, d) -> list:
         try:
-            self.restored.append(restore(d.monitor, self.snaps))
-        finally:  # whoever waits on it must never wait forever
-            if self.applied is not None:
-                self.applied.set()
+            n = restore(d.monitor, self.snaps)
+        except Exception as err:  # whoever waits on it must never wait forever
+            if self.restored is not None:
+                self.restored.set_exception(err)
+            raise
+        if self.restored is not None:
+            self.restored.set_result(n)
         return []
 
 

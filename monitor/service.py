@@ -303,10 +303,9 @@ async def warm_start(d: Daemon, on_engine: bool = False) -> None:
         await d.lease.renew()
     snaps = await d.store.snapshots()
     if on_engine:
-        adopt = AdoptSnapshots(snaps, asyncio.Event())
+        adopt = AdoptSnapshots(snaps, asyncio.get_running_loop().create_future())
         d.inbox.put_control(adopt)
-        await adopt.applied.wait()
-        restored = adopt.restored[0] if adopt.restored else 0
+        restored = await adopt.restored
     else:
         restored = restore(d.monitor, snaps)
     # Open plans are the leader's to reconcile: a standby must not close the leader's plan in flight.
