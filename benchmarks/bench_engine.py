@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 from monitor.risk.engine import RiskEngine  # noqa: E402
 from monitor.risk.portfolio import IDENTITY, AccountBook, Exposure, evaluate  # noqa: E402
-from monitor.risk.weights import WeightSchedule  # noqa: E402
+from monitor.risk.tiers import Tiers  # noqa: E402
 from monitor.rules import AccountRules, LevelSpec, Rules  # noqa: E402
 
 N_ASSETS = 50
@@ -62,7 +62,7 @@ RTOL = 1e-9
 class Universe:
     assets: list[str]
     prices: np.ndarray  # start prices
-    schedules: list[WeightSchedule]
+    schedules: list[Tiers]
     sigma: np.ndarray  # per-tick log-return sd
     tiered: list[int]
 
@@ -73,13 +73,13 @@ def make_universe(rng: np.random.Generator) -> Universe:
     prices[0] = 1.0
     prices[1:] = np.exp(rng.uniform(math.log(0.05), math.log(60_000), N_ASSETS - 1))
     tiered = sorted(rng.choice(np.arange(1, N_ASSETS), size=N_ASSETS // 10, replace=False).tolist())
-    schedules = [WeightSchedule.flat(1.0)]
+    schedules = [Tiers.flat(1.0)]
     for k in range(1, N_ASSETS):
         if k in tiered:  # Bybit/OKX-style value bands
             w = round(float(rng.uniform(0.85, 0.95)), 3)
-            schedules.append(WeightSchedule((0.0, 25_000.0, 250_000.0), (w, round(w - 0.15, 3), round(w - 0.4, 3))))
+            schedules.append(Tiers((0.0, 25_000.0, 250_000.0), (w, round(w - 0.15, 3), round(w - 0.4, 3))))
         else:
-            schedules.append(WeightSchedule.flat(round(float(rng.uniform(0.5, 0.9)), 3)))
+            schedules.append(Tiers.flat(round(float(rng.uniform(0.5, 0.9)), 3)))
     sigma = np.zeros(N_ASSETS)
     sigma[1:] = rng.uniform(0.0002, 0.0012, N_ASSETS - 1)
     return Universe(assets, prices, schedules, sigma, tiered)
@@ -175,7 +175,7 @@ class DenseFull:
         self.w = np.zeros((n, m))  # flat weight; 0 where a tiered schedule applies
         self.u = np.array([b.unified for b in books], dtype=np.float64)
         self.scale = np.array([b.scale for b in books])
-        tiers: dict[tuple[int, WeightSchedule], list[int]] = {}
+        tiers: dict[tuple[int, Tiers], list[int]] = {}
         for i, b in enumerate(books):
             for a, e in b.exposures.items():
                 k = col[a]
@@ -183,14 +183,14 @@ class DenseFull:
                     arr[i, k] = getattr(e, name)
                 s = b.schedule(a)
                 if s.is_flat:
-                    self.w[i, k] = s.weights[0]
+                    self.w[i, k] = s.rates[0]
                 else:
                     tiers.setdefault((k, s), []).append(i)
         self.f = f
         self.tiers = []
         for (k, s), rows in tiers.items():
             lows = np.asarray(s.lows)
-            w = np.asarray(s.weights)
+            w = np.asarray(s.rates)
             cum = np.concatenate(([0.0], np.cumsum(np.diff(lows) * w[:-1])))
             self.tiers.append((k, np.array(rows), lows, w, cum))
         u = self.u[:, None]

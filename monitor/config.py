@@ -36,14 +36,48 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class Tier(Frozen):
-    """One band of a progressive weight schedule: value up to `up_to` (USD) counts at `weight`."""
+class _Band(Frozen):
+    """One band of a progressive schedule: the amount up to `up_to` (USD value) or `up_to_qty`
+    (coin quantity) counts at the band's rate; the last band has neither."""
 
     up_to: PositiveAmount | None = None
+    up_to_qty: PositiveAmount | None = None
+
+    @property
+    def bound(self) -> float | None:
+        return self.up_to if self.up_to is not None else self.up_to_qty
+
+
+class Tier(_Band):
+    """A collateral weight band (Bybit and OKX band by coin quantity: write up_to_qty)."""
+
     weight: Fraction
 
 
+class MarginTier(_Band):
+    """A maintenance band: a borrow's (by quantity, Bybit position-tiers) or a perpetual's (by notional
+    value, the venue's risk limits)."""
+
+    mmr: Fraction
+
+
 WeightSpec = float | list[Tier]
+MarginSpec = float | list[MarginTier]
+
+
+def _check_bands(spec: list[_Band]) -> list[_Band]:
+    if not spec:
+        raise ValueError("a tier list needs at least one tier")
+    if spec[-1].bound is not None:
+        raise ValueError("the last tier must have no up_to (it covers everything above)")
+    if any(t.up_to is not None and t.up_to_qty is not None for t in spec):
+        raise ValueError("a tier has either up_to (USD value) or up_to_qty (coin quantity), not both")
+    inner = [t.bound for t in spec[:-1]]
+    if any(b is None for b in inner) or inner != sorted(inner) or len(set(inner)) != len(inner):
+        raise ValueError("tier bounds must be strictly increasing")
+    if len({t.up_to is None for t in spec[:-1]}) > 1:
+        raise ValueError("tiers of one schedule are all up_to (USD value) or all up_to_qty (coin quantity)")
+    return spec
 
 
 def _check_weight(spec: WeightSpec) -> WeightSpec:
@@ -51,15 +85,15 @@ def _check_weight(spec: WeightSpec) -> WeightSpec:
         if not 0 <= spec <= 1:
             raise ValueError("weight must be between 0 and 1")
         return float(spec)
-    if not spec:
-        raise ValueError("a tiered weight needs at least one tier")
-    bounds = [t.up_to for t in spec]
-    if bounds[-1] is not None:
-        raise ValueError("the last tier must have no up_to (it covers everything above)")
-    inner = bounds[:-1]
-    if any(b is None for b in inner) or inner != sorted(inner) or len(set(inner)) != len(inner):
-        raise ValueError("tier up_to values must be strictly increasing")
-    return spec
+    return _check_bands(spec)
+
+
+def _check_margin(spec: MarginSpec) -> MarginSpec:
+    if isinstance(spec, float | int):
+        if not 0 <= spec < 1:
+            raise ValueError("mmr must be >= 0 and < 1")
+        return float(spec)
+    return _check_bands(spec)
 
 
 class AssetSettings(Frozen):
@@ -97,7 +131,14 @@ class PositionSettings(Frozen):
     symbol: str
     size: Amount
     entry: Price
-    mmr: float = Field(ge=0, lt=1)  # maintenance margin rate of the position's notional
+    # Maintenance rate of the position's notional, or the venue's risk-limit tiers (by notional
+    # value: up_to; by size in base units: up_to_qty), progressive.
+    mmr: MarginSpec
+
+    @field_validator("mmr")
+    @classmethod
+    def _mmr(cls, v: MarginSpec) -> MarginSpec:
+        return _check_margin(v)
 
 
 class LevelSettings(Frozen):
@@ -169,11 +210,15 @@ class AccountSettings(Frozen):
     borrowed: dict[str, Amount] = Field(default_factory=dict)  # gross liabilities beside positive holdings
     weights: dict[str, WeightSpec] = Field(default_factory=dict)  # per-account weight overrides
     positions: list[PositionSettings] = Field(default_factory=list)
-    borrow_mmr: dict[str, Fraction] = Field(default_factory=dict)  # unified: maintenance rate of each borrowed asset
+    # unified: maintenance rate of each borrowed asset, or its tiers by borrowed quantity (up_to_qty)
+    borrow_mmr: dict[str, MarginSpec] = Field(default_factory=dict)
     # Top-ups (strategy top_up): what the owner keeps outside the account to move in when it runs low.
     reserve: dict[str, Amount] = Field(default_factory=dict)  # config accounts: amounts set aside (paper)
     reserve_wallet: str | None = None  # exchange accounts: the venue wallet to draw from (e.g. "funding")
     liquidation_ltv: float | None = Field(default=None, gt=0, le=1.5)
+    # Where the venue liquidates, in its figure: margin_level (Binance cross margin 1.1); unified, the
+    # equity / maintenance ratio (1 = MM rate 100%; Binance Portfolio Margin uniMMR 1.05); health_factor
+    # (Aave 1). Default: the venue's (monitor/exchange/venues.py LIQUIDATION_LEVEL), else 1.
     liquidation_level: Ratio | None = None
     stable: str | None = None  # the stable asset strategies sell into; default: the account's first stable
     stale_after_s: PositiveSeconds = 60.0
@@ -185,6 +230,11 @@ class AccountSettings(Frozen):
     @classmethod
     def _weights(cls, v: dict[str, WeightSpec]) -> dict[str, WeightSpec]:
         return {k: _check_weight(w) for k, w in v.items()}
+
+    @field_validator("borrow_mmr")
+    @classmethod
+    def _borrow_mmr(cls, v: dict[str, MarginSpec]) -> dict[str, MarginSpec]:
+        return {k: _check_margin(m) for k, m in v.items()}
 
     @field_validator("rest_url", "ws_url")
     @classmethod
@@ -214,10 +264,14 @@ class AccountSettings(Frozen):
     def _model_params(self) -> AccountSettings:
         if self.model == "ltv" and self.liquidation_ltv is None:
             raise ValueError("an ltv account needs liquidation_ltv")
-        if self.model == "margin_level" and self.liquidation_level is None:
+        if self.model == "margin_level" and self.liquidation_level is None and self.source == "config":
             raise ValueError("a margin_level account needs liquidation_level (Binance cross margin: 1.1)")
         if self.positions and self.model != "unified":
             raise ValueError("positions are only supported on unified accounts")
+        tiered = [p.symbol for p in self.positions if not isinstance(p.mmr, float)]
+        if len(set(tiered)) != len(tiered):
+            raise ValueError(f"positions: one tiered mmr per symbol ({tiered[0]} has two): the venue's risk "
+                             "limit applies to the symbol's net position")
         both = sorted(a for a in self.borrowed if self.holdings.get(a, 0) > 0)
         if self.model == "unified" and both:
             # Bybit's unified account nets each coin's equity: a coin is either held or borrowed.
@@ -580,7 +634,7 @@ def position_asset(symbol: str, symbols: dict[str, str], assets: dict[str, Any])
 
 # Labels pydantic puts in an error's location for the branches of a union (weight: number
 # or tier list; price: symbol or number); they are not keys the user wrote.
-_BRANCHES = frozenset({"float", "int", "str", "bool", "list[Tier]", "list[str]"})
+_BRANCHES = frozenset({"float", "int", "str", "bool", "list[Tier]", "list[MarginTier]", "list[str]"})
 
 
 def _format_error(err: ValidationError) -> str:

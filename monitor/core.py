@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.accounts.static import build_books
+from monitor.accounts.static import build_books, tiers_of
 from monitor.config import AccountSettings, Settings
 from monitor.errors import ConfigError
 from monitor.exchange.venues import PERPS_ONLY
@@ -22,8 +22,8 @@ from monitor.risk.engine import RiskEngine
 from monitor.risk.portfolio import AccountBook, evaluate, to_native
 from monitor.risk.solve import liquidation_price
 from monitor.risk.trades import apply_execution
+from monitor.risk.tiers import Tiers
 from monitor.risk.volatility import VolatilityTracker
-from monitor.risk.weights import WeightSchedule
 from monitor.rules import LevelSpec, RebalanceRequest, Rules, build_account_rules
 from strategies.base import Market, MarketView, PlanRequest, Strategy, StrategyRegistry, params_problem
 
@@ -91,7 +91,7 @@ class Monitor:
         self.vol = VolatilityTracker(len(assets))
         self.markets = markets_from_settings(settings)
         self.stables = frozenset(a for a in settings.assets if settings.is_stable(a))
-        self.schedules = {n: WeightSchedule.from_spec(a.weight) for n, a in settings.assets.items()}
+        self.schedules = {n: tiers_of(a.weight) for n, a in settings.assets.items()}
         self.assets_by_symbol: dict[str, list[int]] = {}
         for k, a in enumerate(assets):
             if settings.assets[a].symbol:

@@ -28,6 +28,9 @@ from monitor.store.base import AccountSnapshot, Commit, StateStore, StoreUnavail
 log = structlog.get_logger("persistence")
 RULES_FIELDS = ("last_action_ms", "day", "actions_today", "notional_today")
 SNAPSHOT_CHUNK = 500
+# Exposure fields older versions wrote that now live elsewhere: a borrow's maintenance rate is the
+# book's borrow tiers (from the config or the venue), so an old snapshot's copy is dropped, not fatal.
+LEGACY_EXPOSURE_FIELDS = ("borrow_mmr",)
 
 
 def config_digest(acc: AccountSettings) -> str:
@@ -62,7 +65,8 @@ def restore(m: Monitor, snaps: dict[str, AccountSnapshot]) -> int:
             continue
         book = m.engine.books[i]
         try:
-            exposures = {a: Exposure(**e) for a, e in snap.book.items()}
+            exposures = {a: Exposure(**{k: v for k, v in e.items() if k not in LEGACY_EXPOSURE_FIELDS})
+                         for a, e in snap.book.items()}
         except (TypeError, ValueError) as err:  # written by another version: the config's book, said once
             log.error("snapshot unreadable, the config's book is used", account=name, error=str(err)[:200])
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from monitor.config import linear_perpetual
 from monitor.model import Order, Repay
 from strategies.base import Market
-from strategies.sizing import Draft, Leg, balance_kinks, crossings, qty_levels
+from strategies.sizing import Draft, Leg, balance_kinks, crossings, debt_levels, perp_levels, qty_levels
 
 
 def spot_symbol(market: Market, quote: str) -> str:
@@ -43,12 +43,13 @@ def sale_leg(draft: Draft, asset: str, receive: str, repay: bool) -> Leg | None:
         amount = min(x * rate, owed)
         return [order], ([Repay(receive, amount)] if amount > 0 else [])
 
-    # Kinks: the sold asset's tiers; the debt fully repaid at x_k; the received asset's
-    # tiers on what stays after repaying (nothing stays before x_k).
+    # Kinks: the sold asset's tiers; the debt's maintenance tiers as it is repaid, and fully
+    # repaid at x_k; the received asset's tiers on what stays after repaying (nothing stays before x_k).
     x_k = owed / rate
     points = crossings(e.qty, -1.0, qty_levels(book, asset, mv.prices[asset]))
     if owed > 0:
-        points += [x_k, *crossings(held, rate, qty_levels(book, receive, p_recv), start=x_k)]
+        points += [x_k, *crossings(owed, -rate, debt_levels(book, receive, p_recv)),
+                   *crossings(held, rate, qty_levels(book, receive, p_recv), start=x_k)]
     else:
         points += balance_kinks(book, receive, p_recv, rate)
     return Leg(f"sell {asset} for {receive}", e.qty, tuple(points), build,
@@ -72,6 +73,7 @@ def buy_leg(draft: Draft, asset: str, pay: str) -> Leg | None:
         return [Order(symbol, "buy", x, price, asset, pay)], ([Repay(asset, x)] if x > 0 else [])
 
     points = crossings(s.qty, -cost, qty_levels(book, pay, p_pay))
+    points += crossings(e.debt, -1.0, debt_levels(book, asset, mv.prices.get(asset, 0.0)))
     return Leg(f"buy {asset} with {pay}", hi, tuple(points), build, market.lot_size, market.min_notional, price)
 
 
@@ -86,6 +88,7 @@ def repay_leg(draft: Draft, asset: str) -> Leg | None:
         return [], ([Repay(asset, y)] if y > 0 else [])
 
     points = crossings(e.qty, -1.0, qty_levels(draft.book, asset, price))
+    points += crossings(e.debt, -1.0, debt_levels(draft.book, asset, price))
     return Leg(f"repay {asset} from balance", min(e.qty, e.debt), tuple(points), build)
 
 
@@ -108,5 +111,6 @@ def perp_leg(draft: Draft, asset: str) -> Leg | None:
         return [Order(perp_symbol(market), "sell" if long else "buy", y, price, asset, settle)], []
 
     points = balance_kinks(book, settle, p_s, k)
+    points += crossings(abs(e.perp_size), -1.0, perp_levels(book, asset, mv.prices[asset]))
     return Leg(f"cut {asset} perp", abs(e.perp_size), tuple(points), build,
                market.lot_size, market.min_notional, price)

@@ -38,8 +38,8 @@ class SellToStable:
         if not sellable:
             return "the account holds no volatile collateral with a market to sell"
         for asset in sellable:
-            lowest = min(book.schedule(asset).weights)
-            if any(max(book.schedule(s).weights) > lowest for s in _receivers(book, stables, markets, asset)):
+            lowest = min(book.schedule(asset).rates)
+            if any(max(book.schedule(s).rates) > lowest for s in _receivers(book, stables, markets, asset)):
                 return None
         return ("no held asset has a lower collateral weight than the stable it would be sold into: "
                 "swapping cannot raise health")

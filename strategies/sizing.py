@@ -74,19 +74,29 @@ def crossings(q0: float, slope: float, levels: Sequence[float], start: float = 0
 
 
 def qty_levels(book: AccountBook, asset: str, price: float) -> list[float]:
-    """Quantities at which an asset's value crosses a weight-tier boundary."""
-    if price <= 0:
-        return []
-    return [low / price for low in book.schedule(asset).lows[1:]]
+    """Quantities held at which an asset's collateral weight changes tier."""
+    return book.schedule(asset).qty_bounds(price)
+
+
+def debt_levels(book: AccountBook, asset: str, price: float) -> list[float]:
+    """Quantities owed at which a borrow's maintenance rate changes tier."""
+    return book.borrow_schedule(asset).qty_bounds(price)
+
+
+def perp_levels(book: AccountBook, asset: str, price: float) -> list[float]:
+    """Position sizes at which a perpetual's maintenance rate changes tier (its risk limit)."""
+    return book.perp_schedule(asset).qty_bounds(price)
 
 
 def balance_kinks(book: AccountBook, asset: str, price: float, rate: float) -> list[float]:
-    """x > 0 where a balance moving by `rate` per unit of x crosses a kink: a weight tier, or
-    zero (a debit runs into debt; on a unified account, which nets each coin, a credit first
-    pays the coin's liability and only then counts as collateral)."""
+    """x > 0 where a balance moving by `rate` per unit of x crosses a kink: a weight tier while
+    held, a borrow maintenance tier while owed, or zero (a debit runs into debt; on a unified
+    account, which nets each coin, a credit first pays the coin's liability and only then counts
+    as collateral)."""
     e = book.exposures.get(asset)
     net = 0.0 if e is None else (e.qty - e.debt if book.unified else e.qty)
-    return crossings(net, rate, qty_levels(book, asset, price) + [0.0])
+    owed = [-d for d in debt_levels(book, asset, price)] if book.unified else []
+    return crossings(net, rate, qty_levels(book, asset, price) + owed + [0.0])
 
 
 # -- ranking ---------------------------------------------------------------------------
@@ -103,7 +113,7 @@ def riskiest_first(book: AccountBook, market: MarketView) -> list[str]:
         if vol is not None and math.isfinite(vol):
             return (0, -vol, 0.0, a)
         value = book.exposures[a].qty * market.prices[a]
-        return (1, book.schedule(a).marginal(value), -value, a)
+        return (1, book.schedule(a).marginal(book.exposures[a].qty, market.prices[a]), -value, a)
 
     return sorted(held, key=key)
 

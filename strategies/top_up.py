@@ -22,7 +22,7 @@ from monitor.risk.portfolio import AccountBook, evaluate
 from monitor.risk.solve import solve_piecewise_linear
 from monitor.risk.trades import apply_transfer
 from strategies.base import Market, PlanRequest
-from strategies.sizing import crossings, qty_levels, round_up
+from strategies.sizing import crossings, debt_levels, qty_levels, round_up
 
 PARAMS = {"asset", "max_amount", "step"}
 
@@ -80,6 +80,7 @@ class TopUp:
         owed = e.debt if (e is not None and book.unified) else 0.0
         held = e.qty if e is not None else 0.0
         kinks = ([owed] if owed > 0 else []) + crossings(held, 1.0, qty_levels(book, asset, price), start=owed)
+        kinks += crossings(owed, -1.0, debt_levels(book, asset, price))  # its maintenance tiers as it is paid
         x = solve_piecewise_linear(gap, kinks, 0.0, limit)
         note = ""
         if x is None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.accounts.static import build_books
+from monitor.accounts.static import build_books, tiers_of
 from monitor.config import Tier, load_settings
 from monitor.risk.engine import RiskEngine
 from monitor.risk.portfolio import (
@@ -24,7 +24,7 @@ from monitor.risk.portfolio import (
     health_of,
     to_native,
 )
-from monitor.risk.weights import WeightSchedule
+from monitor.risk.tiers import Tiers
 
 CONTRACT = Path(__file__).parent / "configs" / "contract.toml"
 ASSETS = [f"A{k}" for k in range(6)]
@@ -56,8 +56,9 @@ def magnitudes(b: AccountBook, prices: dict[str, float]) -> np.ndarray:
         if math.isnan(p):
             continue  # the engine counts an unpriced asset as 0 (and the account as unknown)
         e = b.exposures[a]
-        mag += (abs(b.schedule(a).apply(e.qty * p)) + abs(e.perp_size * p) + abs(e.perp_cost) + e.debt * p,
-                (e.debt * (1 + e.borrow_mmr) + e.perp_mm) * p,
+        mag += (abs(b.schedule(a).value(e.qty, p)) + abs(e.perp_size * p) + abs(e.perp_cost) + e.debt * p,
+                e.debt * p + b.borrow_schedule(a).value(e.debt, p) + e.perp_mm * p
+                + b.perp_schedule(a).value(abs(e.perp_size), p),
                 (e.qty + e.debt + abs(e.perp_size)) * p + abs(e.perp_cost))
     return mag
 
@@ -102,16 +103,39 @@ def assert_matches_full_recompute(engine: RiskEngine, drift_scale: np.ndarray | 
 
 
 # -- hypothesis strategies ---------------------------------------------------------------
-flat_schedules = st.floats(0.3, 1.0).map(WeightSchedule.flat)
+flat_schedules = st.floats(0.3, 1.0).map(Tiers.flat)
 
 
 @st.composite
 def tiered_schedules(draw):
-    bounds = sorted(draw(st.lists(st.floats(10.0, 1e7), min_size=1, max_size=3, unique=True)))
+    """Collateral bands by USD value (a config's) or by coin quantity (Bybit's, OKX's)."""
+    by_qty = draw(st.booleans())
+    bounds = sorted(draw(st.lists(st.floats(1e-2, 1e3) if by_qty else st.floats(10.0, 1e7),
+                                  min_size=1, max_size=3, unique=True)))
     weights = sorted(draw(st.lists(st.floats(0.3, 1.0), min_size=len(bounds) + 1, max_size=len(bounds) + 1)),
                      reverse=True)
-    tiers = [Tier(up_to=b, weight=w) for b, w in zip(bounds, weights)] + [Tier(weight=weights[-1])]
-    return WeightSchedule.from_spec(tiers)
+    key = "up_to_qty" if by_qty else "up_to"
+    tiers = [Tier(**{key: b}, weight=w) for b, w in zip(bounds, weights)] + [Tier(weight=weights[-1])]
+    return tiers_of(tiers)
+
+
+@st.composite
+def maintenance_schedules(draw):
+    """Rising maintenance rates by quantity or value, continuous (progressive) or with a venue's own
+    deductions (Bybit mmDeduction, Binance cum)."""
+    unit = draw(st.sampled_from(["qty", "value"]))
+    bounds = sorted(draw(st.lists(st.floats(1e-2, 1e3) if unit == "qty" else st.floats(10.0, 1e6),
+                                  min_size=0, max_size=3, unique=True)))
+    rates = sorted(draw(st.lists(st.one_of(st.just(0.0), st.floats(1e-4, 0.2)), min_size=len(bounds) + 1,
+                                 max_size=len(bounds) + 1)))
+    tiers = Tiers((0.0, *bounds), tuple(rates), unit)
+    if draw(st.booleans()):  # the venue's deductions, rounded as published
+        lows, r = (0.0, *bounds), rates
+        cum = [0.0]
+        for j in range(1, len(lows)):
+            cum.append(cum[-1] + (r[j] - r[j - 1]) * lows[j])
+        tiers = Tiers(lows, tuple(rates), unit, tuple(round(c, 2) for c in cum))
+    return tiers
 
 
 schedules = st.one_of(flat_schedules, tiered_schedules())
@@ -128,27 +152,34 @@ def exposures(draw, unified: bool):
         return Exposure(qty=qty, debt=debt) if qty or debt else Exposure(qty=1.0)
     size = draw(st.one_of(st.just(0.0), st.floats(-100, -1e-3), st.floats(1e-3, 100)))  # long and short
     rates = st.one_of(st.just(0.0), st.floats(1e-4, 0.2))
-    entry, mmr, bmmr = draw(st.floats(1.0, 1e4)), draw(rates), draw(rates)
-    e = Exposure(qty, debt, size, size * entry, abs(size) * mmr, bmmr)
-    return e if not e.is_empty else Exposure(qty=1.0, borrow_mmr=bmmr)
+    entry, mmr = draw(st.floats(1.0, 1e4)), draw(rates)
+    e = Exposure(qty, debt, size, size * entry, abs(size) * mmr)
+    return e if not e.is_empty else Exposure(qty=1.0)
 
 
 @st.composite
-def accounts(draw, name: str, n_assets: int, base: list[WeightSchedule]):
+def accounts(draw, name: str, n_assets: int, base: list[Tiers]):
     model = draw(st.sampled_from(MODELS))
     param = draw(st.floats(0.5, 0.95)) if model == "ltv" else draw(st.floats(1.02, 1.3))
     ks = draw(st.lists(st.integers(0, n_assets - 1), min_size=1, max_size=n_assets, unique=True))
     exps = {ASSETS[k]: draw(exposures(model == "unified")) for k in ks}
     overrides = draw(st.dictionaries(st.integers(0, n_assets - 1), schedules, max_size=2))
     weights = {ASSETS[k]: overrides.get(k, base[k]) for k in range(n_assets)}
-    return book(name, model, exps, weights, param)
+    b = book(name, model, exps, weights, param)
+    if model == "unified":  # borrow and perp maintenance tiers on some held assets
+        borrow = draw(st.dictionaries(st.sampled_from(list(exps)), maintenance_schedules(), max_size=2))
+        perp = draw(st.dictionaries(st.sampled_from(list(exps)), maintenance_schedules(), max_size=2))
+        b = replace(b, borrow_tiers=borrow, perp_tiers=perp)
+    if draw(st.integers(0, 4)) == 0:  # a residual from the last sync
+        b = replace(b, residual_num=draw(st.floats(-1e4, 1e4)), residual_den=draw(st.one_of(st.just(0.0), st.floats(1.0, 1e4))))
+    return b
 
 
 def changed_book(data, b: AccountBook, n_assets: int) -> AccountBook:
     """A holdings change: resize, add an asset, empty one (zeroed or removed), or replace all."""
     unified = b.model == "unified"
     exps = dict(b.exposures)
-    kind = data.draw(st.sampled_from(["resize", "add", "zero", "remove", "replace", "weights"]))
+    kind = data.draw(st.sampled_from(["resize", "add", "zero", "remove", "replace", "weights", "tiers", "residual"]))
     names = held(b)
     if kind == "resize" and names:
         a = data.draw(st.sampled_from(names))
@@ -170,6 +201,13 @@ def changed_book(data, b: AccountBook, n_assets: int) -> AccountBook:
         w = dict(b.weights)
         w[data.draw(st.sampled_from(names))] = data.draw(schedules)
         return replace(b, exposures=exps, weights=w)
+    elif kind == "tiers" and names and unified:  # the venue's maintenance tiers changed (a sync)
+        t = dict(b.perp_tiers if data.draw(st.booleans()) else b.borrow_tiers)
+        t[data.draw(st.sampled_from(names))] = data.draw(maintenance_schedules())
+        return replace(b, exposures=exps, perp_tiers=t)
+    elif kind == "residual":
+        return replace(b, exposures=exps, residual_num=data.draw(st.floats(-1e4, 1e4)),
+                       residual_den=data.draw(st.one_of(st.just(0.0), st.floats(1.0, 1e4))))
     return replace(b, exposures=exps)
 
 
@@ -207,7 +245,7 @@ def test_incremental_equals_full_recompute(data):
 
 
 def random_book_engine(rng: np.random.Generator, n_accounts: int, n_assets: int) -> RiskEngine:
-    tiers = WeightSchedule((0.0, 5e4, 5e5), (0.95, 0.9, 0.7))
+    tiers = Tiers((0.0, 5e4, 5e5), (0.95, 0.9, 0.7))
     books = []
     for i in range(n_accounts):
         model = MODELS[i % 4]
@@ -216,10 +254,12 @@ def random_book_engine(rng: np.random.Generator, n_accounts: int, n_assets: int)
             if rng.random() < 0.6:
                 size = float(rng.normal(0, 5)) if model == "unified" else 0.0
                 exps[a] = Exposure(float(rng.uniform(0, 50)), float(rng.uniform(0, 20)), size,
-                                   size * float(rng.uniform(50, 150)), abs(size) * 0.01,
-                                   0.05 if model == "unified" else 0.0)
-        weights = {a: tiers if k % 2 else WeightSchedule.flat(0.8) for k, a in enumerate(ASSETS[:n_assets])}
-        books.append(book(f"r{i}", model, exps, weights, 0.8 if model == "ltv" else 1.1))
+                                   size * float(rng.uniform(50, 150)), abs(size) * 0.01)
+        weights = {a: tiers if k % 2 else Tiers.flat(0.8) for k, a in enumerate(ASSETS[:n_assets])}
+        b = book(f"r{i}", model, exps, weights, 0.8 if model == "ltv" else 1.1)
+        if model == "unified":
+            b = replace(b, borrow_tiers={a: Tiers.flat(0.05, "qty") for a in exps})
+        books.append(b)
     return RiskEngine(books, ASSETS[:n_assets])
 
 
@@ -255,7 +295,7 @@ def test_aave_health_factor():
     # debt 30,000 USDC @ 1 -> HF = 63,300 / 30,000 = 2.11
     b = book("aave", "health_factor",
              {"ETH": Exposure(qty=10), "BTC": Exposure(qty=1), "USDC": Exposure(debt=30_000)},
-             {"ETH": WeightSchedule.flat(0.825), "BTC": WeightSchedule.flat(0.78), "USDC": WeightSchedule.flat(0.9)})
+             {"ETH": Tiers.flat(0.825), "BTC": Tiers.flat(0.78), "USDC": Tiers.flat(0.9)})
     engine = engine_with(b, {"ETH": 2000, "BTC": 60_000, "USDC": 1.0})
     assert engine.num[0] == pytest.approx(63_300)
     assert engine.den[0] == pytest.approx(30_000)
@@ -272,7 +312,7 @@ def test_ltv_loan_and_native_conversion():
     # CeFi loan: 2 BTC @ 50,000 at 90% = 90,000 weighted collateral; debt 60,000 USDT
     # LTV = 60,000 / 90,000 = 0.6667; liquidation LTV 0.85 -> h = 0.85 / 0.6667 = 1.275
     b = book("loan", "ltv", {"BTC": Exposure(qty=2), "USDT": Exposure(debt=60_000)},
-             {"BTC": WeightSchedule.flat(0.9)}, param=0.85)
+             {"BTC": Tiers.flat(0.9)}, param=0.85)
     engine = engine_with(b, {"BTC": 50_000, "USDT": 1.0})
     h = float(engine.health[0])
     assert h == pytest.approx(1.275)
@@ -292,7 +332,7 @@ def test_binance_cross_margin_level_ignores_weights():
     # Binance classic cross margin: margin level = total asset value / total liabilities,
     # liquidation at 1.1. 1 BTC @ 60,000 + 5,000 USDT held, 40,000 USDT borrowed:
     # ML = 65,000 / 40,000 = 1.625 -> h = 1.625 / 1.1 = 1.47727. The 0.5 weight is ignored.
-    half = WeightSchedule.flat(0.5)
+    half = Tiers.flat(0.5)
     b = book("cross", "margin_level", {"BTC": Exposure(qty=1), "USDT": Exposure(qty=5_000, debt=40_000)},
              {"BTC": half, "USDT": half}, param=1.1)
     engine = engine_with(b, {"BTC": 60_000, "USDT": 1.0})
@@ -316,9 +356,10 @@ def test_bybit_unified_maintenance_margin_rate():
     # MM rate = 1,056 / 46,600 = 2.266%; h = 1 / MM rate = 44.129
     b = book("uta", "unified", {
         "BTC": Exposure(qty=1),
-        "USDT": Exposure(qty=10_000, debt=20_000, borrow_mmr=0.05),
+        "USDT": Exposure(qty=10_000, debt=20_000),
         "ETH": Exposure(perp_size=2, perp_cost=6_000, perp_mm=2 * 0.01),
-    }, {"BTC": WeightSchedule.flat(0.95)})
+    }, {"BTC": Tiers.flat(0.95)})
+    b = replace(b, borrow_tiers={"USDT": Tiers.flat(0.05, "qty")})
     engine = engine_with(b, {"BTC": 60_000, "USDT": 1.0, "ETH": 2_800})
     assert engine.num[0] == pytest.approx(46_600)
     assert engine.den[0] == pytest.approx(1_056)
@@ -334,11 +375,11 @@ def test_bybit_unified_maintenance_margin_rate():
 def test_progressive_tier_crossing():
     # tiers: the first 1M of value at 0.95, above at 0.90
     # 400 ETH @ 3,000 = 1.2M -> 1,000,000 * 0.95 + 200,000 * 0.90 = 950,000 + 180,000 = 1,130,000
-    tiers = WeightSchedule.from_spec([Tier(up_to=1_000_000, weight=0.95), Tier(weight=0.90)])
+    tiers = tiers_of([Tier(up_to=1_000_000, weight=0.95), Tier(weight=0.90)])
     assert tiers.apply(1_200_000.0) == pytest.approx(1_130_000)
     assert tiers.apply(800_000.0) == pytest.approx(760_000)
     np.testing.assert_allclose(tiers.apply(np.array([0.0, 1e6, 1.2e6])), [0.0, 950_000, 1_130_000])
-    assert tiers.marginal(999_999) == 0.95 and tiers.marginal(1_200_000) == 0.90
+    assert tiers.marginal(999_999) == 0.95 and tiers.marginal(1_200_000) == 0.90  # at price 1: value = qty
     b = book("tier", "health_factor", {"ETH": Exposure(qty=400), "USDT": Exposure(debt=1_000_000)},
              {"ETH": tiers})
     engine = engine_with(b, {"ETH": 2_000, "USDT": 1.0})

@@ -15,7 +15,7 @@ from monitor.config import load_settings
 from monitor.model import Order, Plan, Repay
 from monitor.risk.portfolio import MODELS, AccountBook, Exposure, evaluate, from_native
 from monitor.risk.trades import apply_order, apply_repay, reduce_perp
-from monitor.risk.weights import WeightSchedule
+from monitor.risk.tiers import Tiers
 from strategies import Market, MarketView, PlanRequest, Strategy, default_registry
 from strategies.reduce_position import ReducePosition
 from strategies.repay_debt import RepayDebt
@@ -26,7 +26,7 @@ from strategies.target_weights import TargetWeights
 CONFIGS = Path(__file__).parent / "configs"
 STABLES = frozenset({"USDT", "USDC"})
 VOLATILE = ("BTC", "ETH", "SOL")
-FLAT = WeightSchedule.flat
+FLAT = Tiers.flat
 
 
 def view(prices: dict[str, float], fee: float = 0.001, slippage: float = 0.0, lots: dict | None = None,
@@ -68,7 +68,7 @@ def test_default_registry_has_the_built_ins() -> None:
 
 def tiered_account(debt: float = 50000.0, btc: float = 2.0) -> AccountBook:
     # BTC: first 50000 of value at 0.9, above at 0.5. USDT debt, USDT weight 1.
-    tiers = WeightSchedule((0.0, 50000.0), (0.9, 0.5))
+    tiers = Tiers((0.0, 50000.0), (0.9, 0.5))
     return AccountBook("hf", "health_factor", 1.0, 1.0, {"BTC": Exposure(qty=btc), "USDT": Exposure(debt=debt)},
                        {"BTC": tiers, "USDT": FLAT(1.0)})
 
@@ -242,8 +242,8 @@ def test_reduce_position_knows_a_unified_settle_debt_is_paid_first() -> None:
     # D = 4200 - 2000y (BTC perp mm 0.1*40000, ETH borrow 0.1*2000): h = 3 at y = 4600/5960.
     book = AccountBook("uta", "unified", 1.0, 1.0,
                        {"BTC": Exposure(perp_size=2.0, perp_cost=60000.0, perp_mm=0.1),
-                        "USDT": Exposure(debt=10000.0), "ETH": Exposure(debt=1.0, borrow_mmr=0.1)},
-                       {"BTC": FLAT(0.9), "USDT": FLAT(0.95), "ETH": FLAT(0.9)})
+                        "USDT": Exposure(debt=10000.0), "ETH": Exposure(debt=1.0)},
+                       {"BTC": FLAT(0.9), "USDT": FLAT(0.95), "ETH": FLAT(0.9)}, borrow_tiers={"ETH": FLAT(0.1)})
     mv = view({"BTC": 40000.0, "ETH": 2000.0, "USDT": 1.0})
     plan = ReducePosition().plan(ask(book, mv, 3.0))
     (order,) = plan.orders
@@ -292,11 +292,11 @@ def test_target_weights_sells_then_buys_with_the_proceeds() -> None:
 
 
 @st.composite
-def schedules(draw, lo: float = 0.0) -> WeightSchedule:
+def schedules(draw, lo: float = 0.0) -> Tiers:
     weight = st.floats(lo, 1.0).map(lambda w: round(w, 4))  # venue weights have a few decimals
     ws = sorted(draw(st.lists(weight, min_size=1, max_size=3)), reverse=True)
     bounds = sorted(draw(st.lists(st.floats(1000, 300000), min_size=len(ws) - 1, max_size=len(ws) - 1, unique=True)))
-    return WeightSchedule(tuple([0.0, *bounds]), tuple(ws))
+    return Tiers(tuple([0.0, *bounds]), tuple(ws))
 
 
 @st.composite
@@ -314,10 +314,8 @@ def accounts(draw, models: tuple[str, ...] = MODELS, perps: bool = False) -> tup
         mmr = draw(st.floats(0.005, 0.1))
         ex[a] = Exposure(qty=value / prices[a], perp_size=perp, perp_cost=perp * entry, perp_mm=abs(perp) * mmr)
     eth_debt = draw(st.sampled_from([0.0, 0.0, 1.0])) * draw(st.floats(100, 50000)) / prices["ETH"]
-    ex["ETH"] = Exposure(ex["ETH"].qty, eth_debt, ex["ETH"].perp_size, ex["ETH"].perp_cost, ex["ETH"].perp_mm,
-                         draw(st.floats(0, 0.1)) if model == "unified" else 0.0)
-    ex["USDT"] = Exposure(qty=draw(st.floats(0, 50000)), debt=draw(st.floats(0, 150000)),
-                          borrow_mmr=draw(st.floats(0, 0.1)) if model == "unified" else 0.0)
+    ex["ETH"] = Exposure(ex["ETH"].qty, eth_debt, ex["ETH"].perp_size, ex["ETH"].perp_cost, ex["ETH"].perp_mm)
+    ex["USDT"] = Exposure(qty=draw(st.floats(0, 50000)), debt=draw(st.floats(0, 150000)))
     ex["USDC"] = Exposure(qty=draw(st.sampled_from([0.0, 1.0])) * draw(st.floats(0, 20000)))
     if model == "unified":  # a unified account nets each coin (as Bybit does, and as the config requires)
         ex = {a: replace(e, qty=max(e.qty - e.debt, 0.0), debt=max(e.debt - e.qty, 0.0)) for a, e in ex.items()}
@@ -329,7 +327,23 @@ def accounts(draw, models: tuple[str, ...] = MODELS, perps: bool = False) -> tup
     elif model == "margin_level":
         param = draw(st.floats(1.05, 1.3))
         scale = 1 / param
-    return AccountBook("rnd", model, scale, param, ex, weights), prices
+    borrow, perp = {}, {}
+    if model == "unified":  # the venues' tiers: borrow maintenance by quantity, perp risk limits by notional
+        borrow = {"ETH": draw(rising("qty", 1.0, 30.0)), "USDT": draw(rising("qty", 1000, 100000))}
+        for a in VOLATILE:
+            if draw(st.booleans()):
+                perp[a] = draw(rising("value", 1000, 150000))
+                ex[a] = replace(ex[a], perp_mm=0.0)
+    return AccountBook("rnd", model, scale, param, ex, weights, borrow_tiers=borrow, perp_tiers=perp), prices
+
+
+@st.composite
+def rising(draw, unit: str, lo: float, hi: float) -> Tiers:
+    """A maintenance schedule: rates rising band by band (a flat one when no bound is drawn)."""
+    bounds = sorted(draw(st.lists(st.floats(lo, hi), max_size=3, unique=True)))
+    rates = sorted(draw(st.lists(st.floats(0.0, 0.1).map(lambda r: round(r, 4)), min_size=len(bounds) + 1,
+                                 max_size=len(bounds) + 1)))
+    return Tiers(tuple([0.0, *bounds]), tuple(rates), unit)
 
 
 @st.composite

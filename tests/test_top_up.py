@@ -20,7 +20,7 @@ from monitor.model import Plan, PriceTick, Repay, Transfer
 from monitor.persistence import restore, snapshot_of
 from monitor.risk.portfolio import AccountBook, Exposure, evaluate
 from monitor.risk.trades import apply_transfer
-from monitor.risk.weights import WeightSchedule
+from monitor.risk.tiers import Tiers
 from strategies import default_registry
 from strategies.base import MarketView, PlanRequest
 from strategies.top_up import TopUp
@@ -29,12 +29,13 @@ ASSETS = {"BTC": {"price": "BTC/USDT", "weight": 0.9}, "USDT": {"price": 1.0}}
 MARKET = MarketView({"BTC": 40000.0, "USDT": 1.0}, {}, {}, frozenset({"USDT"}), 0.001, 0.0005)
 
 
-def book(model: str = "ltv", reserve: float = 20000.0, usdt_weight: WeightSchedule | None = None,
+def book(model: str = "ltv", reserve: float = 20000.0, usdt_weight: Tiers | None = None,
          usdt: Exposure | None = None) -> AccountBook:
     scale, param = {"ltv": (0.8, 0.8), "margin_level": (1 / 1.1, 1.1), "unified": (1.0, 1.0)}[model]
-    exps = {"BTC": Exposure(qty=1.0), "USDT": usdt or (Exposure(debt=30000.0, borrow_mmr=0.05 if model == "unified" else 0))}
-    weights = {"BTC": WeightSchedule.flat(0.9), "USDT": usdt_weight or WeightSchedule.flat(1.0)}
-    return AccountBook("a", model, scale, param, exps, weights, {"USDT": reserve})
+    exps = {"BTC": Exposure(qty=1.0), "USDT": usdt or Exposure(debt=30000.0)}
+    weights = {"BTC": Tiers.flat(0.9), "USDT": usdt_weight or Tiers.flat(1.0)}
+    borrow = {"USDT": Tiers.flat(0.05, "qty")} if model == "unified" else {}
+    return AccountBook("a", model, scale, param, exps, weights, {"USDT": reserve}, borrow)
 
 
 def request(b: AccountBook, target: float, **params) -> PlanRequest:
@@ -57,7 +58,7 @@ def test_the_top_up_is_the_smallest_that_reaches_the_target(model) -> None:
 def test_a_unified_account_nets_the_credit_against_the_liability_first() -> None:
     b = book("unified")
     after = apply_transfer(b, Transfer("USDT", 1000.0))
-    assert after.exposures["USDT"] == Exposure(debt=29000.0, borrow_mmr=0.05)
+    assert after.exposures["USDT"] == Exposure(debt=29000.0)
     assert after.reserve == {"USDT": 19000.0}
     ltv = apply_transfer(book("ltv"), Transfer("USDT", 1000.0))
     assert (ltv.exposures["USDT"].qty, ltv.exposures["USDT"].debt) == (1000.0, 30000.0)  # kept gross
@@ -66,7 +67,7 @@ def test_a_unified_account_nets_the_credit_against_the_liability_first() -> None
 @given(st.floats(1.05, 3.0), st.floats(0.3, 1.0), st.floats(1000, 60000), st.sampled_from(["ltv", "unified"]))
 def test_tiered_weights_are_solved_exactly(factor, upper_weight, band, model) -> None:
     # USDT counts 100% up to `band` of value, `upper_weight` above it: the root may lie past the kink.
-    tiers = WeightSchedule((0.0, band), (1.0, upper_weight))
+    tiers = Tiers((0.0, band), (1.0, upper_weight))
     b = book(model, reserve=1e6, usdt_weight=tiers, usdt=Exposure(qty=5000.0, debt=30000.0) if model == "ltv" else None)
     target = evaluate(b, MARKET.prices).health * factor
     plan = TopUp().plan(request(b, target, step=0.01))

@@ -12,13 +12,13 @@ from monitor.model import Fill, Order, Repay
 from monitor.risk.portfolio import IDENTITY, AccountBook, Exposure, evaluate
 from monitor.risk.solve import argmax_piecewise, liquidation_price, solve_piecewise_linear
 from monitor.risk.trades import apply_fills, apply_order, apply_plan, apply_repay, reduce_perp
-from monitor.risk.weights import WeightSchedule
+from monitor.risk.tiers import Tiers
 
 BTC_SPOT = Order("BTC/USDT", "sell", 0.5, 40000.0, "BTC", "USDT")
 
 
 def book(model: str = "health_factor", scale: float = 1.0, **exposures: Exposure) -> AccountBook:
-    weights = {"BTC": WeightSchedule.flat(0.9), "USDT": WeightSchedule.flat(1.0)}
+    weights = {"BTC": Tiers.flat(0.9), "USDT": Tiers.flat(1.0)}
     return AccountBook("t", model, scale, 1.0, dict(exposures), {a: w for a, w in weights.items() if a in exposures})
 
 
@@ -69,7 +69,7 @@ def test_new_asset_gets_identity_or_the_given_schedule() -> None:
     plain = apply_order(b, sell_usdc, 40000.0, 0.0)
     assert plain.exposures["USDC"].qty == 40000.0
     assert plain.schedule("USDC") == IDENTITY
-    tiered = WeightSchedule((0.0, 10000.0), (1.0, 0.5))
+    tiered = Tiers((0.0, 10000.0), (1.0, 0.5))
     given_ = apply_order(b, sell_usdc, 40000.0, 0.0, schedules={"USDC": tiered})
     assert given_.schedule("USDC") == tiered
     # W = 10000 + 0.5 * 30000 = 25000
@@ -97,7 +97,7 @@ def unified_long() -> AccountBook:
     # Long 2 BTC from 40000 (cost 80000), mmr 5% -> perp_mm = 0.1; 10000 USDT.
     return AccountBook("u", "unified", 1.0, 1.0,
                        {"BTC": Exposure(perp_size=2.0, perp_cost=80000.0, perp_mm=0.1), "USDT": Exposure(qty=10000.0)},
-                       {"BTC": WeightSchedule.flat(0.9), "USDT": WeightSchedule.flat(1.0)})
+                       {"BTC": Tiers.flat(0.9), "USDT": Tiers.flat(1.0)})
 
 
 def test_reduce_long_realizes_pnl_and_shrinks_proportionally() -> None:
@@ -177,9 +177,9 @@ def test_solve_piecewise_linear_exact_root_in_the_sign_change_segment() -> None:
 
 def tiered_btc(debt: float) -> AccountBook:
     # BTC 2 with the first 50000 of value at 0.9, the rest at 0.5; USDT debt.
-    tiers = WeightSchedule((0.0, 50000.0), (0.9, 0.5))
+    tiers = Tiers((0.0, 50000.0), (0.9, 0.5))
     return AccountBook("l", "health_factor", 1.0, 1.0, {"BTC": Exposure(qty=2.0), "USDT": Exposure(debt=debt)},
-                       {"BTC": tiers, "USDT": WeightSchedule.flat(1.0)})
+                       {"BTC": tiers, "USDT": Tiers.flat(1.0)})
 
 
 def test_liquidation_price_crossing_a_tier() -> None:
@@ -219,7 +219,7 @@ def test_liquidation_price_unified_perp_and_already_liquidated() -> None:
 
 def test_liquidation_price_nearest_root_when_long_and_short_the_same_asset() -> None:
     # Hold 10 ETH (first 10000 at 1.0, then 0.2) and owe 3 ETH, plus 1000 USDT of debt.
-    tiers = WeightSchedule((0.0, 10000.0), (1.0, 0.2))
+    tiers = Tiers((0.0, 10000.0), (1.0, 0.2))
     b = AccountBook("m", "health_factor", 1.0, 1.0, {"ETH": Exposure(qty=10.0, debt=3.0), "USDT": Exposure(debt=1000.0)},
                     {"ETH": tiers})
     # g(p) = W(10p) - 3p - 1000. Below p = 1000: 10p - 3p - 1000 -> root 1000/7 = 142.86.
@@ -236,7 +236,7 @@ def test_liquidation_price_is_where_health_is_one(qty, debt, price, w, bound, us
     w = sorted(w, reverse=True)
     lows = tuple([0.0] + [bound * (i + 1) for i in range(len(w) - 1)])
     b = AccountBook("p", "health_factor", 1.0, 1.0, {"BTC": Exposure(qty=qty), "USDT": Exposure(qty=usdt, debt=debt)},
-                    {"BTC": WeightSchedule(lows, tuple(w))})
+                    {"BTC": Tiers(lows, tuple(w))})
     prices = {"BTC": price, "USDT": 1.0}
     liq = liquidation_price(b, prices, "BTC")
     if liq is None:

@@ -21,9 +21,8 @@ from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailab
 from monitor.exchange.venues import VenueState
 from monitor.execution.base import Execution
 from monitor.model import EventKind, LevelEvent
-from monitor.risk.portfolio import AccountBook, to_native
+from monitor.risk.portfolio import AccountBook, components, evaluate, from_native, to_native
 from monitor.risk.trades import apply_execution
-from monitor.risk.weights import WeightSchedule
 
 log = structlog.get_logger("sync")
 MAX_BACKOFF_S = 60.0
@@ -34,6 +33,31 @@ class Synced:
     """An account's state as its venue reported it (a control message for the engine loop)."""
     account: str
     state: VenueState
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Our model against the venue at one sync: our own figure before the residual, and what the
+    venue counts that the model cannot attribute (USD), carried until the next sync."""
+    ts_ms: int
+    model_native: float
+    venue_native: float | None
+    residual_num: float = 0.0
+    residual_den: float = 0.0
+    parts: dict[str, tuple[float, float]] = field(default_factory=dict)  # component -> (ours, the venue's)
+
+    @property
+    def residual(self) -> dict[str, float]:
+        return {"num": self.residual_num, "den": self.residual_den}
+
+    def disagreeing(self, tolerance: float) -> list[str]:
+        """Components whose figures part beyond `tolerance`, the largest gap first."""
+        gaps = []
+        for name, (ours, venue) in self.parts.items():
+            scale = max(abs(venue), abs(ours))
+            if scale > 0 and abs(ours - venue) / scale > tolerance:
+                gaps.append((abs(ours - venue) / scale, name))
+        return [name for _, name in sorted(gaps, reverse=True)]
 
 
 @dataclass
@@ -143,6 +167,7 @@ class SyncApplier:
         self.drifting: set[str] = set()
         self.warned_unknown: set[str] = set()
         self.weights_logged: set[str] = set()
+        self.calibration: dict[str, Calibration] = {}  # account -> the last sync's comparison
         self.to_verify: dict[str, tuple] = {}  # account -> (plan, health before, ts of the last fill)
 
     def expect(self, plan, before: float, done: Execution, now_ms: int) -> None:
@@ -181,7 +206,7 @@ class SyncApplier:
             self.warned_unknown.add(msg.account)
             log.warning("venue holdings without an [assets] section are left out", account=msg.account,
                         unpriced=unknown[:20])
-        book = self.venue_weights(monitor, book, msg)
+        book = self.calibrate(monitor, self.venue_schedules(book, msg), msg)
         venue_book = book
         try:
             for done in self.paper.get(msg.account, ()):
@@ -193,42 +218,62 @@ class SyncApplier:
             return venue_book
         return book
 
-    def venue_weights(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
-        """The venue's published collateral ratios replace the config's weights. Venues band
-        them by coin quantity; the engine bands by value, so the bands are valued at the
-        asset's price at each sync (they move with the price between syncs otherwise)."""
-        weights = dict(book.weights)
-        used = {}
-        for asset in self.settings.assets:
-            bands = msg.state.tiers.get(asset)
-            if not bands:
-                continue
-            price = 1.0  # one flat ratio has no bound to value
-            if len(bands) > 1:
-                price = monitor.engine.price_of(asset) if asset in monitor.engine.asset_index else math.nan
-                if math.isnan(price):  # no price yet: the config's weight until the next sync
-                    continue
-            lows = tuple(q * price for q, _ in bands)
-            weights[asset] = WeightSchedule(lows, tuple(r for _, r in bands))
-            used[asset] = bands[0][1]
+    def venue_schedules(self, book: AccountBook, msg: Synced) -> AccountBook:
+        """The venue's published collateral ratios and borrow maintenance tiers replace the
+        config's, each in the venue's own unit (Bybit and OKX band collateral by coin quantity),
+        so they stay exact at every price between syncs."""
+        known = self.settings.assets
+        weights = {**book.weights, **{a: t for a, t in msg.state.tiers.items() if a in known}}
+        borrow = {**book.borrow_tiers, **{a: t for a, t in msg.state.borrow_tiers.items() if a in known}}
+        used = {a: t.first_rate for a, t in msg.state.tiers.items() if a in known}
         if used and msg.account not in self.weights_logged:
             self.weights_logged.add(msg.account)
             log.info("venue collateral ratios override the config's weights", account=msg.account,
                      venue=self.accounts[msg.account].source, ratios=used)
-        return replace(book, weights=weights)
+        return replace(book, weights=weights, borrow_tiers=borrow)
+
+    def calibrate(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
+        """The book with the residual that makes it agree with the venue's own figures at this sync.
+
+        With the venue's totals, the residual is what each side of the ratio misses; with only its
+        risk figure, the maintenance the venue counts beyond ours. Without a price for every held
+        asset, or a figure from the venue, there is nothing to calibrate against: no residual."""
+        state = msg.state
+        prices = monitor.engine.price_map()
+        if any(math.isnan(prices.get(a, math.nan)) for a, e in book.exposures.items() if not e.is_empty):
+            self.calibration.pop(msg.account, None)
+            return book
+        ours = evaluate(book, prices)
+        model_native = to_native(book.model, book.param, ours.health)
+        res_num = res_den = 0.0
+        parts = {}
+        if state.totals is not None:
+            res_num, res_den = state.totals.num - ours.num, state.totals.den - ours.den
+            mine = components(book, prices)
+            parts = {k: (mine[k], v) for k, v in state.totals.parts.items() if k in mine}
+        elif state.native is not None and state.native > 0 and ours.num > 0:
+            h_venue = from_native(book.model, book.param, state.native)
+            res_den = book.scale * ours.num / h_venue - ours.den
+        # A residual within float noise of the sums is none (same figures computed two ways).
+        noise = 1e-9 * max(abs(ours.num), abs(ours.den), 1.0)
+        res_num, res_den = (0.0 if abs(r) < noise else r for r in (res_num, res_den))
+        self.calibration[msg.account] = Calibration(state.ts_ms, model_native, state.native, res_num, res_den, parts)
+        return replace(book, residual_num=res_num, residual_den=res_den)
 
     def drift_event(self, monitor, msg: Synced):
-        """A DRIFT alert when our figure and the venue's part beyond tolerance (once, until they agree)."""
+        """A DRIFT alert when our model's figure (before the residual) and the venue's part beyond
+        tolerance (once, until they agree), naming the components that disagree when it can."""
         if msg.account in self.paper:
             return None  # paper trades make our book differ from the venue's on purpose
         acc = self.accounts[msg.account]
-        i = monitor.engine.account_index[msg.account]
-        book = monitor.engine.books[i]
-        h = float(monitor.engine.health[i])
-        if math.isnan(h) or bool(monitor.engine.missing[i]):
-            return None
-        ours = to_native(book.model, book.param, h)
-        gap = drift(ours, msg.state.native, acc.drift_tolerance)
+        cal = self.calibration.get(msg.account)
+        if cal is None or not math.isfinite(cal.model_native):
+            # No comparison (no price yet), or no figure of ours: the venue's finite one disagrees
+            # unless it is unknown too.
+            if cal is None or msg.state.native is None:
+                return None
+        ours = cal.model_native
+        gap = drift(ours, msg.state.native, acc.drift_tolerance) if math.isfinite(ours) else math.inf
         if gap is None:
             if msg.state.native is not None:
                 self.drifting.discard(msg.account)
@@ -236,9 +281,17 @@ class SyncApplier:
         if msg.account in self.drifting:
             return None
         self.drifting.add(msg.account)
-        log.warning("model drift", account=msg.account, ours=round(ours, 6), venue=msg.state.native,
-                    gap=round(gap, 4), tolerance=acc.drift_tolerance)
-        return LevelEvent(msg.account, "drift", EventKind.DRIFT, h, ours, monitor.now_ms, self.dry_run,
-                          f"{acc.source} reports {msg.state.native:.6g}, we compute {ours:.6g} "
-                          f"({gap:.1%} apart, tolerance {acc.drift_tolerance:.1%}): our weights or model are "
-                          "wrong for this account; do not trust its actions until they agree")
+        parts = cal.disagreeing(acc.drift_tolerance)
+        where = (" in " + ", ".join(f"{p} (ours {cal.parts[p][0]:.6g}, the venue's {cal.parts[p][1]:.6g})"
+                                    for p in parts)) if parts else ""
+        log.warning("model drift", account=msg.account, ours=ours if math.isfinite(ours) else None,
+                    venue=msg.state.native, gap=round(gap, 4) if math.isfinite(gap) else None,
+                    tolerance=acc.drift_tolerance, components=parts)
+        i = monitor.engine.account_index[msg.account]
+        h = float(monitor.engine.health[i])
+        apart = f"{gap:.1%} apart" if math.isfinite(gap) else "ours is unbounded"
+        return LevelEvent(msg.account, "drift", EventKind.DRIFT, h, ours, monitor.now_ms,
+                          self.dry_run,
+                          f"{acc.source} reports {msg.state.native:.6g}, our model computes {ours:.6g} ({apart}, "
+                          f"tolerance {acc.drift_tolerance:.1%}){where}: health follows the venue's figure "
+                          "through a residual until they agree; check the model before trusting its actions")

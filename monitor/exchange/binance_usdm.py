@@ -12,6 +12,7 @@ from typing import Any
 from monitor.config import linear_perpetual
 from monitor.exchange.gateway import ExchangeGateway, VenueRejected
 from monitor.exchange.venues import VenuePosition, VenueState, binance_asset_haircuts, binance_usdm_state
+from monitor.risk.tiers import Tiers
 
 
 class BinanceUsdmGateway(ExchangeGateway):
@@ -24,7 +25,7 @@ class BinanceUsdmGateway(ExchangeGateway):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.perps = tuple(sorted({linear_perpetual(s) for s in self.symbols}))
-        self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None
+        self._tiers: dict[str, Tiers] | None = None
         self._state = VenueState({})  # the last REST sync, then the stream's changes on top
 
     async def fetch_state(self, now_ms: int) -> VenueState:

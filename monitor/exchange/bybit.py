@@ -9,6 +9,7 @@ from typing import Any
 
 from monitor.exchange.gateway import ExchangeGateway, merge_positions
 from monitor.exchange.venues import VenueState, bybit_collateral_tiers, bybit_transferable, bybit_unified_state
+from monitor.risk.tiers import Tiers
 
 
 class BybitGateway(ExchangeGateway):
@@ -24,7 +25,7 @@ class BybitGateway(ExchangeGateway):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._positions: list[dict[str, Any]] = []  # ccxt positions: the last REST sync, then stream updates
-        self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None  # the venue's collateral ratios
+        self._tiers: dict[str, Tiers] | None = None  # the venue's collateral ratios
         self._reserve: dict[str, float] = {}  # the reserve wallet as of the last REST sync
         self._wallet: dict[str, Any] = {}  # the last wallet seen (REST or stream)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from monitor.exchange.gateway import ExchangeGateway, merge_positions
 from monitor.exchange.venues import VenueState, okx_discount_tiers, okx_multi_currency_state
+from monitor.risk.tiers import Tiers
 
 
 class OkxGateway(ExchangeGateway):
@@ -25,7 +26,7 @@ class OkxGateway(ExchangeGateway):
         super().__init__(*args, **kwargs)
         # ccxt would read the currency list from a private asset endpoint the key need not reach.
         self._x.has["fetchCurrencies"] = False
-        self._tiers: dict[str, tuple[tuple[float, float], ...]] | None = None
+        self._tiers: dict[str, Tiers] | None = None
         self._account: dict[str, Any] = {}  # the last balance seen (REST or stream)
         self._positions: list[dict[str, Any]] = []  # ccxt positions: the last REST sync, then stream updates
 

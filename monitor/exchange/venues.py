@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.risk.tiers import Tiers
+
 # Which margin models each venue's account maps onto (config validation uses this).
 VENUE_MODELS: dict[str, tuple[str, ...]] = {
     "bybit": ("unified",),
@@ -23,6 +25,11 @@ PERPS_ONLY = {"binanceusdm"}
 NEEDS_PASSPHRASE = {"okx"}  # venues whose API keys come with a passphrase
 # The wallet a top-up moves collateral into, per venue that supports it (ccxt's account names).
 TOP_UP_INTO: dict[str, str] = {"bybit": "unified"}
+# Where each venue liquidates an account type, in the model's figure (config `liquidation_level`
+# overrides): Binance classic cross margin at margin level 1.1 ("Margin Level" FAQ); Binance
+# Portfolio Margin at uniMMR 1.05 ("What is uniMMR"). Others: 1 (MM rate 100%).
+LIQUIDATION_LEVEL: dict[tuple[str, str], float] = {("binance", "margin_level"): 1.1,
+                                                   ("binancepm", "unified"): 1.05}
 NO_TESTNET = {"binance": "Binance's testnet has no margin endpoints: use dry_run (a read-only key is enough) or "
                          "live (USDⓈ-M futures accounts have a testnet: source = \"binanceusdm\")"}
 
@@ -32,7 +39,9 @@ class VenuePosition:
     symbol: str  # ccxt's unified symbol, e.g. BTC/USDT:USDT
     size: float  # signed: < 0 is short
     entry: float
-    mmr: float  # maintenance margin as a fraction of the position's value
+    # Maintenance: the venue's risk-limit tiers for the symbol (Tiers on |size| or its notional,
+    # progressive, with the venue's deductions), else the position's MM / value as one flat rate.
+    mmr: float | Tiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +52,22 @@ class VenueState:
     positions: tuple[VenuePosition, ...] = ()
     native: float | None = None  # the venue's own figure (unified: account MM rate as a fraction)
     ts_ms: int = 0
-    # The venue's collateral weights: coin -> ((lower bound in the coin, ratio), ...), progressive.
-    tiers: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    # The venue's collateral weights per coin, in the venue's unit (coin quantity on Bybit and OKX).
+    tiers: dict[str, Tiers] = field(default_factory=dict)
     reserve: dict[str, float] = field(default_factory=dict)  # what the reserve wallet could move in (top-ups)
+    borrow_tiers: dict[str, Tiers] = field(default_factory=dict)  # unified: a borrowed coin's maintenance
+    totals: VenueTotals | None = None  # the venue's own sums, for calibration
+
+
+@dataclass(frozen=True, slots=True)
+class VenueTotals:
+    """The venue's own account sums in USD, in the model's terms: `num` and `den` as the model
+    divides them (unified: margin balance and maintenance margin; margin_level: total asset value
+    and total liabilities), and the components it reports ("collateral", "liabilities",
+    "maintenance", "pnl"), so a disagreement can name the part that differs."""
+    num: float
+    den: float
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 def _num(raw: Any) -> float:
@@ -55,7 +77,7 @@ def _num(raw: Any) -> float:
         return 0.0
 
 
-def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, tuple[tuple[float, float], ...]]:
+def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, Tiers]:
     """GET /v5/spot-margin-trade/collateral ("Get Tiered Collateral Ratio", public): per coin, the
     collateral ratio of each band of the holding's quantity, progressive (lower bound, ratio)."""
     out = {}
@@ -63,12 +85,12 @@ def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, tuple[tuple[floa
         bands = sorted(((_num(b.get("minQty")), _num(b.get("collateralRatio")))
                         for b in item.get("collateralRatioList") or []), key=lambda b: b[0])
         if bands and bands[0][0] == 0:
-            out[str(item.get("currency"))] = tuple(bands)
+            out[str(item.get("currency"))] = Tiers.bands(bands, "qty")
     return out
 
 
 def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
-                        tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
+                        tiers: dict[str, Tiers] | None = None) -> VenueState:
     """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list (or the
     `wallet` and `position` streams), through ccxt.
 
@@ -126,7 +148,7 @@ def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
     return VenueState(holdings, borrowed, (), native, ts_ms)
 
 
-def okx_discount_tiers(data: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
+def okx_discount_tiers(data: list[dict[str, Any]]) -> dict[str, Tiers]:
     """GET /api/v5/public/discount-rate-interest-free-quota (public): per coin, the discount rate
     of each band of the holding, progressive (lower bound, rate). minAmt/maxAmt are in the coin
     ("the unit is the currency like BTC", OKX API docs), as Bybit's bands are."""
@@ -135,7 +157,7 @@ def okx_discount_tiers(data: list[dict[str, Any]]) -> dict[str, tuple[tuple[floa
         bands = sorted(((_num(b.get("minAmt")), _num(b.get("discountRate"))) for b in item.get("details") or []),
                        key=lambda b: b[0])
         if bands and bands[0][0] == 0:
-            out[str(item.get("ccy"))] = tuple(bands)
+            out[str(item.get("ccy"))] = Tiers.bands(bands, "qty")
     return out
 
 
@@ -154,7 +176,7 @@ def okx_positions(positions: list[dict[str, Any]]) -> tuple[VenuePosition, ...]:
 
 
 def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
-                             tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
+                             tiers: dict[str, Tiers] | None = None) -> VenueState:
     """GET /api/v5/account/balance on a multi-currency margin account, through ccxt.
 
     OKX nets each coin: a borrowed coin's cashBal goes negative, its liability (liab) is the
@@ -172,7 +194,7 @@ def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, 
     return VenueState(holdings, {}, okx_positions(positions), 1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {})
 
 
-def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
+def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, Tiers]:
     """GET /fapi/v1/assetIndex (public, "Multi-Assets Mode Asset Index"): Multi-Assets mode values
     a positive balance of a margin asset at index x (1 - bidBuffer), so 1 - bidBuffer is the
     asset's weight: one flat band (symbol "BTCUSD" -> BTC)."""
@@ -180,12 +202,12 @@ def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, tuple[tuple
     for item in index:
         symbol = str(item.get("symbol") or "")
         if symbol.endswith("USD") and item.get("bidBuffer") not in (None, ""):
-            out[symbol[:-3]] = ((0.0, 1.0 - _num(item.get("bidBuffer"))),)
+            out[symbol[:-3]] = Tiers.flat(1.0 - _num(item.get("bidBuffer")))
     return out
 
 
 def binance_usdm_state(account: dict[str, Any], symbol_of: dict[str, str], ts_ms: int,
-                       tiers: dict[str, tuple[tuple[float, float], ...]] | None = None) -> VenueState:
+                       tiers: dict[str, Tiers] | None = None) -> VenueState:
     """GET /fapi/v3/account of a USDⓈ-M futures account in Multi-Assets mode, through ccxt.
 
     Each margin asset's walletBalance is held (negative after losses in Multi-Assets mode: owed);

@@ -17,25 +17,47 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.risk.portfolio import AccountBook, Exposure, contributions, health_of
-from monitor.risk.weights import WeightSchedule
+from monitor.risk.tiers import Tiers
 
-_FIELDS = ("qty", "debt", "perp_size", "perp_cost", "perp_mm", "borrow_mmr")
+_FIELDS = ("qty", "debt", "perp_size", "perp_cost", "perp_mm")
+Schedules = tuple[Tiers, Tiers, Tiers]  # collateral weight, borrow maintenance, perp maintenance
 
 
 @dataclass(slots=True)
 class _Group:
-    """A run of column entries sharing one weight schedule (tiered weights vectorize per schedule)."""
+    """A run of column entries sharing one set of schedules (tiers vectorize per schedule)."""
 
     start: int
     stop: int
-    schedule: WeightSchedule
+    schedules: Schedules
+
+    @property
+    def priced_tiers(self) -> bool:
+        """Whether a schedule here kinks with the price (a tiered one banded by USD value)."""
+        return any(s.unit == "value" and not s.is_flat for s in self.schedules)
+
+
+def _linear_part(schedule: Tiers, amount: np.ndarray) -> np.ndarray:
+    """The part of the schedule's USD figure that is proportional to the price: all of it for a
+    quantity schedule (price * f(qty)), the first band's rate for a value schedule."""
+    if schedule.unit == "qty":
+        return np.asarray(schedule.apply(amount), dtype=np.float64) * np.ones_like(amount)
+    return schedule.first_rate * amount
+
+
+def _priced_part(schedule: Tiers, amount: np.ndarray, price: float) -> np.ndarray | float:
+    """What a value schedule adds beyond its first band's rate at `price` (0 for the others)."""
+    if schedule.unit == "qty" or schedule.is_flat:
+        return 0.0
+    value = amount * price
+    return schedule.apply(value) - schedule.first_rate * value
 
 
 class _Column:
     """Every account's exposure to one asset, and what each currently contributes."""
 
-    def __init__(self, entries: list[tuple[int, Exposure, WeightSchedule, bool]]):
-        # Sort by schedule so each schedule's entries are one contiguous slice.
+    def __init__(self, entries: list[tuple[int, Exposure, Schedules, bool]]):
+        # Sort by schedules so each set's entries are one contiguous slice.
         keys = {}
         entries = sorted(entries, key=lambda e: (keys.setdefault(e[2], len(keys)), e[0]))
         self.idx = np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))
@@ -44,7 +66,7 @@ class _Column:
             setattr(self, name, np.fromiter((getattr(e[1], name) for e in entries), np.float64, len(entries)))
         self.groups: list[_Group] = []
         for pos, e in enumerate(entries):
-            if not self.groups or self.groups[-1].schedule != e[2]:
+            if not self.groups or self.groups[-1].schedules != e[2]:
                 self.groups.append(_Group(pos, pos + 1, e[2]))
             else:
                 self.groups[-1].stop = pos + 1
@@ -59,42 +81,58 @@ class _Column:
         return len(self.idx)
 
     def refresh_coefficients(self, sel: slice | np.ndarray = slice(None)) -> None:
-        """Every model is affine in price apart from the weight tiers, so the tick path needs
-        only N = a*p - c (+ tiers), D = b*p, equity = e*p - c. The coefficients come from
-        `contributions` itself (its value at price 0 and its slope with the first band's
-        weight), so the formula still lives in one place."""
+        """Every model is affine in price apart from tiers banded by value, so the tick path needs
+        only N = a*p - c (+ tiers), D = b*p (+ tiers), equity = e*p - c. The coefficients come
+        from `contributions` itself (its value at price 0 and at price 1 with the schedules'
+        linear parts), so the formula still lives in one place."""
         if not hasattr(self, "a"):
             self.a, self.b, self.e, self.c = (np.zeros(len(self.idx)) for _ in range(4))
-        first_weight = np.empty(len(self.idx))
-        for g in self.groups:
-            first_weight[g.start : g.stop] = g.schedule.weights[0]
-        args = (self.unified[sel], self.qty[sel], self.debt[sel], self.perp_size[sel], self.perp_cost[sel],
-                self.perp_mm[sel], self.borrow_mmr[sel])
-        n0, d0, e0 = contributions(*args, 0.0, 0.0)
-        n1, d1, e1 = contributions(*args, first_weight[sel] * self.qty[sel], 1.0)
+        if isinstance(sel, slice):
+            weighted, maintenance = np.empty(len(self.idx)), np.empty(len(self.idx))
+            for g in self.groups:
+                part = slice(g.start, g.stop)
+                weighted[part], maintenance[part] = self._linear_parts(g.schedules, part)
+            weighted, maintenance = weighted[sel], maintenance[sel]
+        else:  # a few entries (one account's book changed): never the whole column
+            pairs = [self._linear_parts(self._group_at(pos).schedules, slice(pos, pos + 1)) for pos in sel.tolist()]
+            weighted = np.concatenate([w for w, _ in pairs]) if pairs else np.empty(0)
+            maintenance = np.concatenate([m for _, m in pairs]) if pairs else np.empty(0)
+        args = (self.unified[sel], self.qty[sel], self.debt[sel], self.perp_size[sel], self.perp_cost[sel])
+        n0, d0, e0 = contributions(*args, 0.0, 0.0, 0.0)
+        n1, d1, e1 = contributions(*args, weighted, maintenance, 1.0)
         self.a[sel], self.b[sel], self.e[sel], self.c[sel] = n1 - n0, d1 - d0, e1 - e0, -n0
+
+    def _linear_parts(self, schedules: Schedules, part: slice) -> tuple[np.ndarray, np.ndarray]:
+        weight, borrow, perp = schedules
+        weighted = _linear_part(weight, self.qty[part])
+        maintenance = (_linear_part(borrow, self.debt[part]) + self.perp_mm[part]
+                       + _linear_part(perp, np.abs(self.perp_size[part])))
+        return weighted, maintenance
 
     def terms(self, price: float, sel: slice | np.ndarray = slice(None)):
         """(N, D, equity) of the selected entries at `price`."""
         num = self.a[sel] * price - self.c[sel]
+        den = self.b[sel] * price
         if isinstance(sel, slice):
-            # Tiers: W(v) = w0*v + sum_j (w_j - w_{j-1}) * max(v - low_j, 0); w0*v is already in a*p.
             for g in self.groups:
-                s = g.schedule
-                if not s.is_flat:
-                    value = self.qty[g.start : g.stop] * price
-                    part = num[g.start : g.stop]
-                    for j in range(1, len(s.weights)):
-                        part += (s.weights[j] - s.weights[j - 1]) * np.maximum(value - s.lows[j], 0.0)
+                if g.priced_tiers:
+                    part = slice(g.start, g.stop)
+                    weight, borrow, perp = g.schedules
+                    num[part] += _priced_part(weight, self.qty[part], price)
+                    den[part] += (_priced_part(borrow, self.debt[part], price)
+                                  + _priced_part(perp, np.abs(self.perp_size[part]), price))
         else:
             for n, pos in enumerate(np.atleast_1d(sel).tolist()):
-                s = self._schedule_at(pos)
-                if not s.is_flat:
-                    num[n] += s.apply(self.qty[pos] * price) - s.weights[0] * self.qty[pos] * price
-        return num, self.b[sel] * price, self.e[sel] * price - self.c[sel]
+                g = self._group_at(pos)
+                if g.priced_tiers:
+                    weight, borrow, perp = g.schedules
+                    num[n] += _priced_part(weight, self.qty[pos], price)
+                    den[n] += (_priced_part(borrow, self.debt[pos], price)
+                               + _priced_part(perp, abs(self.perp_size[pos]), price))
+        return num, den, self.e[sel] * price - self.c[sel]
 
-    def _schedule_at(self, pos: int) -> WeightSchedule:
-        return next(g.schedule for g in self.groups if g.start <= pos < g.stop)
+    def _group_at(self, pos: int) -> _Group:
+        return next(g for g in self.groups if g.start <= pos < g.stop)
 
     # -- one account enters or leaves: array edits, not a rebuild (the first sync of
     # thousands of accounts must not be quadratic) -------------------------------------
@@ -109,23 +147,23 @@ class _Column:
         for g in self.groups:
             start, stop = g.start - (g.start > pos), g.stop - (g.stop > pos)
             if stop > start:
-                groups.append(_Group(start, stop, g.schedule))
+                groups.append(_Group(start, stop, g.schedules))
         self.groups = groups
         self.where = dict(zip(self.idx.tolist(), range(len(self.idx)), strict=True))
 
-    def with_entry(self, account: int, exposure: Exposure, schedule: WeightSchedule, unified: bool) -> None:
-        """Adds the account at the end of its schedule's run (a new run if none); its
+    def with_entry(self, account: int, exposure: Exposure, schedules: Schedules, unified: bool) -> None:
+        """Adds the account at the end of its schedules' run (a new run if none); its
         contribution is zero until the caller prices it."""
-        group = next((g for g in self.groups if g.schedule == schedule), None)
+        group = next((g for g in self.groups if g.schedules == schedules), None)
         pos = group.stop if group is not None else len(self.idx)
         values = {"idx": account, "unified": float(unified), **{f: getattr(exposure, f) for f in _FIELDS}}
         for name in self._ARRAYS:
             arr = getattr(self, name)
             setattr(self, name, np.insert(arr, pos, values.get(name, 0.0)).astype(arr.dtype, copy=False))
         if group is None:
-            self.groups.append(_Group(pos, pos + 1, schedule))
+            self.groups.append(_Group(pos, pos + 1, schedules))
         else:
-            self.groups = [_Group(g.start + (g.start >= pos and g is not group), g.stop + (g.stop >= pos), g.schedule)
+            self.groups = [_Group(g.start + (g.start >= pos and g is not group), g.stop + (g.stop >= pos), g.schedules)
                            for g in self.groups]
         self.where = dict(zip(self.idx.tolist(), range(len(self.idx)), strict=True))
         self.refresh_coefficients(np.array([pos]))
@@ -147,6 +185,10 @@ class RiskEngine:
         self.den = np.zeros(n)
         self.equity = np.zeros(n)
         self.health = np.full(n, np.nan)
+        # What a venue counts that the model cannot attribute (USD, from the last sync): constant
+        # between syncs, so the tick path's increments carry it along untouched.
+        self.residual_num = np.array([b.residual_num for b in self.books], dtype=np.float64)
+        self.residual_den = np.array([b.residual_den for b in self.books], dtype=np.float64)
         self.missing = np.zeros(n, dtype=np.int64)  # held assets without a price yet
         self._build_columns()
         for asset, price in (fixed_prices or {}).items():
@@ -158,7 +200,7 @@ class RiskEngine:
         for i, book in enumerate(self.books):
             for asset, exp in book.exposures.items():
                 if not exp.is_empty:
-                    per_asset[self.asset_index[asset]].append((i, exp, book.schedule(asset), book.unified))
+                    per_asset[self.asset_index[asset]].append((i, exp, book.schedules(asset), book.unified))
         self.columns = [_Column(entries) for entries in per_asset]
         self.missing[:] = 0
         for k, col in enumerate(self.columns):
@@ -200,8 +242,8 @@ class RiskEngine:
     # -- exact recomputation ------------------------------------------------------------
     def resync(self) -> None:
         """Recompute every contribution and sum exactly (also the periodic drift bound)."""
-        self.num[:] = 0.0
-        self.den[:] = 0.0
+        self.num[:] = self.residual_num
+        self.den[:] = self.residual_den
         self.equity[:] = 0.0
         for k, col in enumerate(self.columns):
             if not len(col):
@@ -233,10 +275,11 @@ class RiskEngine:
         old = self.books[i]
         self.books[i] = book
         self.scale[i] = book.scale
+        self.residual_num[i], self.residual_den[i] = book.residual_num, book.residual_den
         held = {a for a, e in book.exposures.items() if not e.is_empty}
         was = {a for a, e in old.exposures.items() if not e.is_empty}
         # Columns the account enters, leaves, or whose schedule or model flag changed are rebuilt; only those.
-        changed = {a for a in held & was if book.schedule(a) != old.schedule(a) or book.unified != old.unified}
+        changed = {a for a in held & was if book.schedules(a) != old.schedules(a) or book.unified != old.unified}
         for asset in (held ^ was) | changed:
             self._rebuild_column(self.asset_index[asset], i, book)
         for asset in held:
@@ -261,12 +304,12 @@ class RiskEngine:
         if had:
             col.without(i)
         if has:
-            col.with_entry(i, exp, book.schedule(asset), book.unified)
+            col.with_entry(i, exp, book.schedules(asset), book.unified)
         if math.isnan(self.prices[k]) and had != has:
             self.missing[i] += 1 if has else -1
 
     def _resum_account(self, i: int, held: set[str]) -> None:
-        num = den = eq = 0.0
+        num, den, eq = float(self.residual_num[i]), float(self.residual_den[i]), 0.0
         for asset in held:
             col = self.columns[self.asset_index[asset]]
             pos = col.where[i]

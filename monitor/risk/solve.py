@@ -7,7 +7,8 @@ with breakpoints where a holding crosses a tier boundary, where a debt is fully
 repaid or a holding runs out. Evaluating g exactly at the breakpoints and
 interpolating inside the one segment where it changes sign gives the exact
 root: no stepping, no bisection. The same holds for the price of one asset
-(liquidation price), with breakpoints at price = tier boundary / qty.
+(liquidation price), with breakpoints at price = tier boundary / amount for the tiers banded
+by value (collateral, borrow or perp maintenance); tiers banded by quantity are linear in price.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from monitor.risk.portfolio import AccountBook, exposure_terms
+from monitor.risk.portfolio import AccountBook, exposure_terms, price_kinks
 
 
 def _grid(breakpoints: Iterable[float], lo: float, hi: float) -> list[float]:
@@ -87,7 +88,7 @@ def liquidation_price(book: AccountBook, prices: dict[str, float], asset: str) -
     g0 = g(p0)
     if not math.isfinite(g0):
         return None  # another asset has no price yet
-    kinks = [low / e.qty for low in book.schedule(asset).lows[1:]] if e.qty > 0 else []
+    kinks = price_kinks(book, asset)
     sign = 1.0 if g0 >= 0 else -1.0
     below = _root_below(lambda p: -sign * g(p), kinks, p0)
     above = _root_above(lambda p: -sign * g(p), kinks, p0)
@@ -123,7 +124,7 @@ def uniform_liquidation_shock(book: AccountBook, prices: dict[str, float], asset
     at which health reaches 1; the other prices stay.
 
     g(m) = scale*N - D with those prices scaled by m is piecewise linear in m, with
-    breakpoints where a holding crosses a weight tier (m = tier low / (qty * p)), so the
+    breakpoints where an amount crosses a value tier (m = tier low / (amount * p)), so the
     same exact solver applies. 0.0: already at or below h = 1. None: even at zero those
     prices leave the account above h = 1.
     """
@@ -149,11 +150,7 @@ def uniform_liquidation_shock(book: AccountBook, prices: dict[str, float], asset
 
     if not math.isfinite(g(1.0)):
         return None
-    kinks = []
-    for a in moving:
-        value = book.exposures[a].qty * prices[a]
-        if value > 0:
-            kinks += [1.0 - low / value for low in book.schedule(a).lows[1:]]
+    kinks = [1.0 - p / prices[a] for a in moving for p in price_kinks(book, a)]
     t = solve_piecewise_linear(lambda t: -g(1.0 - t), kinks, 0.0, 1.0)
     if t is None or not terms(1.0 - t)[1] > 0:
         return None  # nothing left to cover (no debt, no margin): health is infinite, never 1

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from monitor.model import Fill, Order, Repay, Transfer
 from monitor.risk.portfolio import IDENTITY, AccountBook, Exposure
-from monitor.risk.weights import WeightSchedule
+from monitor.risk.tiers import Tiers
 
 # Float noise an executor's amounts may carry (amount == held computed two ways).
 _REL_TOL = 1e-12
@@ -39,7 +39,7 @@ def settle_of(symbol: str) -> str:
 
 
 def _put(book: AccountBook, asset: str, exposure: Exposure,
-         schedules: dict[str, WeightSchedule] | None) -> AccountBook:
+         schedules: dict[str, Tiers] | None) -> AccountBook:
     """book with `asset` set to `exposure`; a newly seen asset gets its schedule (IDENTITY by default)."""
     new = book.with_exposure(asset, exposure)
     if asset not in book.weights:
@@ -49,7 +49,7 @@ def _put(book: AccountBook, asset: str, exposure: Exposure,
 
 
 def adjust_balance(book: AccountBook, asset: str, delta: float,
-                   schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+                   schedules: dict[str, Tiers] | None = None) -> AccountBook:
     """Add `delta` (signed) to an asset's balance; what a debit cannot take from qty becomes debt.
     A unified account nets each coin (Bybit UTA): a credit pays that coin's liability first."""
     e = book.exposures.get(asset, Exposure())
@@ -61,7 +61,7 @@ def adjust_balance(book: AccountBook, asset: str, delta: float,
 
 
 def apply_order(book: AccountBook, order: Order, fill_price: float, fee: float,
-                schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+                schedules: dict[str, Tiers] | None = None) -> AccountBook:
     """The book after `order` filled completely at `fill_price` with `fee` (quote units)."""
     if order.amount < 0 or fill_price < 0 or fee < 0:
         raise ValueError(f"order {order.symbol}: amount, price and fee must be >= 0")
@@ -93,7 +93,7 @@ def apply_repay(book: AccountBook, repay: Repay) -> AccountBook:
 
 
 def apply_transfer(book: AccountBook, transfer: Transfer,
-                   schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+                   schedules: dict[str, Tiers] | None = None) -> AccountBook:
     """A top-up: `amount` leaves the reserve (never below zero) and is credited to the account
     (on a unified account it pays that coin's liability first, as the venue nets it)."""
     if transfer.amount < 0:
@@ -106,7 +106,7 @@ def apply_transfer(book: AccountBook, transfer: Transfer,
 
 
 def reduce_perp(book: AccountBook, asset: str, size_delta: float, price: float, fee: float,
-                settle_asset: str, schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+                settle_asset: str, schedules: dict[str, Tiers] | None = None) -> AccountBook:
     """Close part of the perpetual position on `asset` at `price`.
 
     `size_delta` has the opposite sign of the position and |size_delta| <= |size|.
@@ -134,7 +134,7 @@ def reduce_perp(book: AccountBook, asset: str, size_delta: float, price: float, 
 
 
 def apply_plan(book: AccountBook, orders: Sequence[Order], repays: Sequence[Repay], fee_rate: float,
-               schedules: dict[str, WeightSchedule] | None = None,
+               schedules: dict[str, Tiers] | None = None,
                transfers: Sequence[Transfer] = ()) -> AccountBook:
     """Orders filled at their own price (fee = fee_rate * notional): what the planners expect."""
     fills = [Fill(o, o.amount, o.price, fee_rate * o.notional, 0) for o in orders]
@@ -143,7 +143,7 @@ def apply_plan(book: AccountBook, orders: Sequence[Order], repays: Sequence[Repa
 
 def apply_execution(book: AccountBook, fills: Iterable[Fill], repays: Iterable[Repay] = (),
                     transfers: Iterable[Transfer] = (),
-                    schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+                    schedules: dict[str, Tiers] | None = None) -> AccountBook:
     """What an executor did, in the order it does it: top-ups first, then the fills, then the repays."""
     for transfer in transfers:
         book = apply_transfer(book, transfer, schedules)
@@ -154,7 +154,7 @@ def apply_execution(book: AccountBook, fills: Iterable[Fill], repays: Iterable[R
 
 
 def apply_fills(book: AccountBook, fills: Iterable[Fill],
-                schedules: dict[str, WeightSchedule] | None = None) -> AccountBook:
+                schedules: dict[str, Tiers] | None = None) -> AccountBook:
     """The book after a sequence of fills (a partial fill moves only its filled amount)."""
     for fill in fills:
         order = fill.order if fill.amount == fill.order.amount else replace(fill.order, amount=fill.amount)
