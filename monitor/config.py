@@ -330,7 +330,9 @@ class FeedSettings(Frozen):
     stale_after_s: PositiveSeconds = 30.0
     # live drivers (ccxt, native)
     exchange: str = "binance"  # a ccxt exchange id; native supports binance and bybit
-    price: Literal["mid", "last", "mark"] | None = None  # default: mark for perpetuals (":" in the symbol), else mid
+    # default: mark for perpetuals (":" in the symbol), else mid; index: the venue's index (a spot
+    # symbol's from its linear perpetual), what venues value collateral at
+    price: Literal["mid", "last", "mark", "index"] | None = None
     testnet: bool = False  # the venue's sandbox (ccxt sandbox mode)
     ws_url: str | None = None  # base (scheme://host:port) replacing the venue's; its paths are appended
     rest_url: str | None = None

@@ -7,7 +7,11 @@ requests and their `{"result": ..., "id": n}` replies. Combined connections get
 `{"stream", "data"}` envelopes, raw ones the bare payload.
 REST: spot and USDⓈ-M `exchangeInfo`, `ticker/24hr`, `ticker/bookTicker` and
 `premiumIndex`, enough for ccxt to load markets and poll tickers.
-Payload shapes follow the recorded frames in shared/data/ws_captures.
+Payload shapes follow the recorded frames in shared/data/ws_captures, and the venue's docs:
+markPriceUpdate ("p" mark, "i" index, "P" estimated settle price, "r", "T"):
+https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Mark-Price-Stream
+premiumIndex ("markPrice", "indexPrice", ...):
+https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Mark-Price
 """
 
 from __future__ import annotations
@@ -48,10 +52,12 @@ def ticker_24hr(symbol_id: str, last: float, bid: float, ask: float, event_ms: i
             "n": 1000}
 
 
-def mark_price(symbol_id: str, mark: float, event_ms: int | None = None) -> dict:
+def mark_price(symbol_id: str, mark: float, event_ms: int | None = None, index: float | None = None) -> dict:
+    """`index` ("i") defaults to a hair under the mark, so a test tells the two apart."""
     ts = event_ms or now_ms()
     return {"e": "markPriceUpdate", "E": ts, "s": symbol_id, "p": _fmt(mark), "P": _fmt(mark),
-            "i": _fmt(mark * 0.9999), "r": "0.00010000", "T": (ts // 28_800_000 + 1) * 28_800_000}
+            "i": _fmt(mark * 0.9999 if index is None else index), "r": "0.00010000",
+            "T": (ts // 28_800_000 + 1) * 28_800_000}
 
 
 def spot_symbol_info(base: str, quote: str) -> dict:
@@ -107,7 +113,7 @@ class BinanceServer(LoopbackServer):
         self.connects = 0  # websocket connections accepted, ever
         self.requests: list[dict] = []  # every JSON request received on a websocket
         self.rest_hits: dict[str, int] = {}
-        self.tickers: dict[str, dict] = {}  # symbol id -> {"last", "bid", "ask", "mark"} for REST answers
+        self.tickers: dict[str, dict] = {}  # symbol id -> {"last", "bid", "ask", "mark", "index"} for REST
         self.rest_ok = True
         self.ws_ok = True  # False: websocket upgrades are refused (503), as during a venue outage
         self._changed = asyncio.Event()
@@ -258,7 +264,8 @@ class BinanceServer(LoopbackServer):
     async def _premium_index(self, request: web.Request) -> web.Response:
         self._hit(request)
         ts = now_ms()
-        return web.json_response([{"symbol": sid, "markPrice": _fmt(t["mark"]), "indexPrice": _fmt(t["mark"]),
+        return web.json_response([{"symbol": sid, "markPrice": _fmt(t["mark"]),
+                                   "indexPrice": _fmt(t.get("index", t["mark"])),
                                    "estimatedSettlePrice": _fmt(t["mark"]), "lastFundingRate": "0.00010000",
                                    "interestRate": "0.00010000", "nextFundingTime": (ts // 28_800_000 + 1) * 28_800_000,
                                    "time": ts} for sid, t in self.tickers.items() if "mark" in t])

@@ -3,8 +3,12 @@
 Websocket `/v5/public/{spot,linear}`: `{"op": "subscribe", "args": [...], "req_id"}` with
 its `{"success": true, "op": "subscribe", ...}` reply, `{"op": "ping"}` / pong, and
 `tickers.<SYMBOL>` pushes as snapshot then delta. REST `/v5/market/instruments-info`
-(spot and linear), enough for ccxt to load markets.
-(https://bybit-exchange.github.io/docs/v5/websocket/public/ticker)
+(spot and linear), enough for ccxt to load markets, and `/v5/market/tickers` (linear).
+Fields: linear tickers carry "lastPrice", "markPrice", "indexPrice", "bid1Price", "ask1Price", ...;
+a delta only what changed (https://bybit-exchange.github.io/docs/v5/websocket/public/ticker).
+REST tickers: the same fields less "tickDirection", plus the delivery fields, in
+{"retCode", "retMsg", "result": {"category", "list"}, "retExtInfo", "time"}
+(https://bybit-exchange.github.io/docs/v5/market/tickers).
 """
 
 from __future__ import annotations
@@ -19,13 +23,23 @@ from tests.binance_server import now_ms
 from tests.loopback import LoopbackServer
 
 
-def linear_ticker(symbol_id: str, last: float, mark: float, bid: float, ask: float) -> dict:
+def linear_ticker(symbol_id: str, last: float, mark: float, bid: float, ask: float,
+                  index: float | None = None) -> dict:
+    """`index` defaults to the mark."""
+    index = mark if index is None else index
     return {"symbol": symbol_id, "tickDirection": "PlusTick", "price24hPcnt": "0.017103", "lastPrice": f"{last:.2f}",
             "prevPrice24h": f"{last:.2f}", "highPrice24h": f"{last * 1.01:.2f}", "lowPrice24h": f"{last * 0.99:.2f}",
-            "prevPrice1h": f"{last:.2f}", "markPrice": f"{mark:.2f}", "indexPrice": f"{mark:.2f}",
+            "prevPrice1h": f"{last:.2f}", "markPrice": f"{mark:.2f}", "indexPrice": f"{index:.2f}",
             "openInterest": "68744.761", "openInterestValue": "1183601235.91", "turnover24h": "1570383121.94",
             "volume24h": "91705.276", "nextFundingTime": "1673280000000", "fundingRate": "-0.000212",
             "bid1Price": f"{bid:.2f}", "bid1Size": "84.489", "ask1Price": f"{ask:.2f}", "ask1Size": "83.020"}
+
+
+def rest_linear_ticker(symbol_id: str, last: float, mark: float, index: float) -> dict:
+    """A `GET /v5/market/tickers?category=linear` list item."""
+    item = linear_ticker(symbol_id, last, mark, last - 0.5, last + 0.5, index)
+    del item["tickDirection"]  # a websocket-only field
+    return {**item, "predictedDeliveryPrice": "", "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0"}
 
 
 def linear_instrument(base: str, quote: str) -> dict:
@@ -55,13 +69,16 @@ class BybitServer(LoopbackServer):
         self.pairs = list(pairs)
         self.sockets: list[tuple[web.WebSocketResponse, set[str]]] = []
         self.requests: list[dict] = []
-        self.rest_hits: dict[str, int] = {}
+        self.rest_hits: dict[str, int] = {}  # instruments-info by category; "tickers/<category>"
+        self.tickers: dict[str, dict] = {}  # symbol id -> a rest_linear_ticker, for REST answers
+        self.ws_ok = True  # False: websocket upgrades are refused (503), as during a venue outage
         self._changed = asyncio.Event()
         self._seq = 0
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v5/market/instruments-info", self._instruments)
+        app.router.add_get("/v5/market/tickers", self._tickers)
         app.router.add_get("/v5/public/{category}", self._websocket)
         await self.serve(app)
 
@@ -88,6 +105,8 @@ class BybitServer(LoopbackServer):
                 await ws.send_str(body)
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if not self.ws_ok:
+            raise web.HTTPServiceUnavailable()
         ws = web.WebSocketResponse(autoping=True, heartbeat=None)
         await ws.prepare(request)
         topics: set[str] = set()
@@ -125,4 +144,13 @@ class BybitServer(LoopbackServer):
         items = [make(b, q) for b, q in self.pairs] if make else []
         return web.json_response({"retCode": 0, "retMsg": "OK",
                                   "result": {"category": category, "list": items, "nextPageCursor": ""},
+                                  "retExtInfo": {}, "time": now_ms()})
+
+    async def _tickers(self, request: web.Request) -> web.Response:
+        category = request.query.get("category", "")
+        self.rest_hits[f"tickers/{category}"] = self.rest_hits.get(f"tickers/{category}", 0) + 1
+        self._changed.set()
+        wanted = request.query.get("symbol")
+        items = [t for sid, t in self.tickers.items() if category == "linear" and wanted in (None, sid)]
+        return web.json_response({"retCode": 0, "retMsg": "OK", "result": {"category": category, "list": items},
                                   "retExtInfo": {}, "time": now_ms()})

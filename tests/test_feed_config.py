@@ -41,6 +41,28 @@ def test_unknown_exchange_is_one_line_config_error() -> None:
         build_live_feed(feed(driver="ccxt", exchange="nosuchvenue"))
 
 
+@pytest.mark.parametrize("keys, message", [
+    ({"driver": "ccxt", "exchange": "okx"},
+     r"^feeds \(f\)\.price: ccxt gives no index price of okx for 'BTC/USDT' "
+     r"\(index prices: binance, binanceusdm, bybit\)$"),
+    ({"driver": "native", "symbols": ["BTC/USDT", "BTC/USDT:USDT"]},
+     r"^feeds \(f\)\.symbols: 'BTC/USDT' and 'BTC/USDT:USDT' have the same index \(BTC/USDT:USDT\)"),
+    ({"driver": "native", "symbols": ["BTC/USD:BTC"]},  # Binance's native feed speaks USDⓈ-M only
+     r"^feeds \(f\)\.symbols: 'BTC/USD:BTC' is not a Binance spot"),
+])
+def test_an_index_the_driver_cannot_read_is_a_one_line_config_error(keys: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_live_feed(feed(price="index", **keys))
+
+
+@pytest.mark.parametrize("driver, exchange", [("ccxt", "binance"), ("ccxt", "binanceusdm"), ("ccxt", "bybit"),
+                                              ("native", "binance"), ("native", "bybit")])
+def test_index_mode_builds_for_spot_and_perpetuals(driver: str, exchange: str) -> None:
+    built = build_live_feed(feed(driver=driver, exchange=exchange, price="index",
+                                 symbols=["BTC/USDT", "ETH/USDT:USDT"]))
+    assert built.symbols == ("BTC/USDT", "ETH/USDT:USDT")  # ticks carry our symbols, whatever stream they come from
+
+
 def test_price_defaults_to_mark_for_perpetuals() -> None:
     assert price_modes(feed(symbols=["BTC/USDT", "BTC/USDT:USDT"])) == {"BTC/USDT": "mid", "BTC/USDT:USDT": "mark"}
     assert price_modes(feed(symbols=["BTC/USDT"], price="last")) == {"BTC/USDT": "last"}
@@ -147,3 +169,9 @@ def test_check_config_builds_live_feeds(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(REPO / "config.example.toml")],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "feed binance: ccxt binance, BTC/USDT, ETH/USDT, SOL/USDT" in ok.stdout
+    index = tmp_path / "index.toml"
+    index.write_text(bad.read_text().replace('exchange = "nosuchvenue"', 'exchange = "okx"')
+                     .replace('price = "mid"', 'price = "index"'))
+    proc = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(index)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "feeds (binance).price: ccxt gives no index price of okx for 'BTC/USDT'" in proc.stderr

@@ -82,6 +82,20 @@ def test_endpoints_follow_binance_layout() -> None:
     assert local[0].url == "ws://127.0.0.1:9/stream"
 
 
+def test_index_mode_reads_the_perpetual_streams() -> None:
+    """A spot symbol's index is its USDⓈ-M pair's markPrice "i" (Binance), its linear ticker's
+    "indexPrice" (Bybit): routed to our symbol, never to the perpetual's."""
+    from monitor.feeds import bybit_wire
+
+    modes = {"BTC/USDT": "index", "ETH/USDT:USDT": "index"}
+    [binance] = endpoints(modes, testnet=False, ws_url=None, feed="f")
+    assert binance.url == "wss://fstream.binance.com/market/stream"
+    assert binance.routes == {"btcusdt@markPrice@1s": ("BTC/USDT", 3), "ethusdt@markPrice@1s": ("ETH/USDT:USDT", 3)}
+    [bybit] = bybit_wire.endpoints(modes, testnet=False, ws_url=None, feed="f")
+    assert bybit.url == "wss://stream.bybit.com/v5/public/linear"
+    assert bybit.routes == {"tickers.BTCUSDT": ("BTC/USDT", "index"), "tickers.ETHUSDT": ("ETH/USDT:USDT", "index")}
+
+
 # -- a normal stream ------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", DRIVERS)
 async def test_stream_delivers_ticks_with_both_timestamps(server: BinanceServer, variant: str) -> None:
@@ -205,6 +219,93 @@ async def test_out_of_order_timestamps_are_skipped(server: BinanceServer) -> Non
         await cancel(task)
     assert [t.price for t in got.ticks] == [100.0, 101.0]
     assert feed.stats.out_of_order == 1
+
+
+# -- index prices: what venues value collateral at -------------------------------------------
+@pytest.mark.parametrize("variant", DRIVERS)
+async def test_index_mode_reads_the_index_of_binance_mark_price_streams(server: BinanceServer, variant: str) -> None:
+    feed = feed_for(server, variant, ["BTC/USDT", "ETH/USDT:USDT"], price="index")
+    got = Collector()
+    task = await start_task(feed.run(got))
+    try:
+        await server.wait_subscribed("btcusdt@markPrice@1s")  # the spot pair's index comes from USDⓈ-M
+        await server.wait_subscribed("ethusdt@markPrice@1s")
+        await server.publish("btcusdt@markPrice@1s", mark_price("BTCUSDT", 60010.0, index=59990.5))
+        await server.publish("ethusdt@markPrice@1s", mark_price("ETHUSDT", 3001.0, index=2999.25))
+        await got.wait_for(lambda ts: {t.symbol for t in ts} == {"BTC/USDT", "ETH/USDT:USDT"})
+    finally:
+        await cancel(task)
+    assert {t.symbol: t.price for t in got.ticks} == {"BTC/USDT": 59990.5, "ETH/USDT:USDT": 2999.25}  # "i", not "p"
+    assert all(t.bid is None and t.ask is None for t in got.ticks)  # an index is no book
+    assert feed.stats.bad_frames == 0
+    if variant == "ccxt":  # only the perpetuals' markets were loaded, for the spot symbol too
+        assert server.rest_hits.get("/fapi/v1/exchangeInfo") and not server.rest_hits.get("/api/v3/exchangeInfo")
+
+
+@pytest.mark.parametrize("variant", ["native-aiohttp", "native-websockets", "ccxt"])
+async def test_index_mode_reads_bybit_linear_index_through_deltas(variant: str) -> None:
+    from tests.bybit_server import BybitServer, linear_ticker
+
+    server = BybitServer()
+    await server.start()
+    driver, _, client = variant.partition("-")
+    keys = {"client": client} if client else {}
+    feed = live_feed(server, driver, ["BTC/USDT", "ETH/USDT:USDT"], name="bybit", exchange="bybit", price="index",
+                     **keys)
+    got = Collector()
+    task = await start_task(feed.run(got))
+    try:
+        await server.wait_subscribed("tickers.BTCUSDT")
+        await server.wait_subscribed("tickers.ETHUSDT")
+        await server.publish("tickers.BTCUSDT", linear_ticker("BTCUSDT", 60000, 60010.5, 59999.5, 60000.5, 60005.0))
+        await got.wait_for(lambda ts: len(ts) >= 1)
+        await server.publish("tickers.BTCUSDT", {"symbol": "BTCUSDT", "indexPrice": "59990.00"}, kind="delta")
+        await got.wait_for(lambda ts: len(ts) >= 2)
+        # a delta without the index: the last one stands, the mark is not taken for it
+        await server.publish("tickers.BTCUSDT", {"symbol": "BTCUSDT", "markPrice": "59950.25"}, kind="delta")
+        await got.wait_for(lambda ts: len(ts) >= 3)
+        await server.publish("tickers.ETHUSDT", linear_ticker("ETHUSDT", 3000, 3001, 2999.9, 3000.1, 2999.5))
+        await got.wait_for(lambda ts: any(t.symbol == "ETH/USDT:USDT" for t in ts))
+    finally:
+        await cancel(task)
+        await server.stop()
+    assert [t.price for t in got.ticks if t.symbol == "BTC/USDT"] == [60005.0, 59990.0, 59990.0]
+    assert [t.price for t in got.ticks if t.symbol == "ETH/USDT:USDT"] == [2999.5]
+    assert all(t.bid is None and t.ask is None for t in got.ticks)
+    assert feed.stats.bad_frames == 0
+    if driver == "ccxt":
+        assert set(server.rest_hits) == {"linear"}  # the spot symbol's index: linear markets only
+    else:
+        assert [e.url.rsplit("/", 1)[1] for e in feed.endpoints] == ["linear"]
+
+
+async def test_rest_fallback_polls_index_prices() -> None:
+    """With the websocket refused from the start, the REST fallback gives the index: Binance's
+    premiumIndex "indexPrice" (its tickers have none), Bybit's linear tickers' "indexPrice"."""
+    from tests.bybit_server import BybitServer, rest_linear_ticker
+
+    binance, bybit = BinanceServer(), BybitServer()
+    binance.note_ticker("BTCUSDT", last=60000.0, bid=59999.0, ask=60001.0, mark=60010.0, index=59990.5)
+    bybit.tickers["BTCUSDT"] = rest_linear_ticker("BTCUSDT", 60000.0, 60010.0, 59980.25)
+    feeds, tasks, got = [], [], {"binance": Collector(), "bybit": Collector()}
+    for venue, srv in (("binance", binance), ("bybit", bybit)):
+        await srv.start()
+        srv.ws_ok = False
+        feeds.append(live_feed(srv, "native", ["BTC/USDT"], name=venue, exchange=venue, price="index",
+                               rest_poll_s=0.05))
+        tasks.append(await start_task(feeds[-1].run(got[venue])))
+    try:
+        for c in got.values():
+            await c.wait_for(lambda ts: len(ts) >= 1)
+    finally:
+        for t in tasks:
+            await cancel(t)
+        await binance.stop()
+        await bybit.stop()
+    assert [(t.symbol, t.price, t.bid) for t in got["binance"].ticks[:1]] == [("BTC/USDT", 59990.5, None)]
+    assert [(t.symbol, t.price, t.bid) for t in got["bybit"].ticks[:1]] == [("BTC/USDT", 59980.25, None)]
+    assert binance.rest_hits.get("/fapi/v1/premiumIndex") and not binance.rest_hits.get("/api/v3/ticker/24hr")
+    assert bybit.rest_hits.get("tickers/linear") and all(f.stats.rest_polls >= 1 for f in feeds)
 
 
 # -- REST fallback while the socket is down -------------------------------------------------

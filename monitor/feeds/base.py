@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from monitor.config import linear_perpetual
 from monitor.model import PriceTick
 
 TickSink = Callable[[PriceTick], None]
@@ -35,3 +36,13 @@ class FeedEvent:
 
 
 FeedEventSink = Callable[[FeedEvent], None]
+
+
+def price_source(symbol: str, mode: str) -> str:
+    """The market whose stream carries `symbol`'s price in `mode` (ccxt notation).
+
+    A spot symbol's index comes from its linear perpetual (BTC/USDT -> BTC/USDT:USDT): the
+    perpetual's index is the venue's composite of spot prices, in the quote's terms, and it is
+    what Binance's markPrice stream ("i") and Bybit's linear tickers ("indexPrice") carry.
+    """
+    return linear_perpetual(symbol) if mode == "index" else symbol

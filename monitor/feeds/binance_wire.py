@@ -9,7 +9,9 @@ Frames (https://developers.binance.com/docs/binance-spot-api-docs/web-socket-str
                      USDⓈ-M "Individual Symbol Book Ticker Streams"): it orders a symbol's book
                      tickers where "E" is absent (spot) or may not be monotonic
   24hrTicker         {"e": "24hrTicker", "E", "s", "c" (last), "b", "a" (spot only), ...}
-  markPriceUpdate    {"e": "markPriceUpdate", "E", "s", "p" (mark), "i", "r", "T"}
+  markPriceUpdate    {"e": "markPriceUpdate", "E", "s", "p" (mark), "i" (index), "P", "r", "T"}
+                     (USDⓈ-M "Mark Price Stream": "i" is the index, the spot price index of the
+                     pair; it is also a spot symbol's index, so index mode reads a spot pair here too)
   replies            {"result": null, "id": 1} or {"error": {"code", "msg"}, "id": 1}
 """
 
@@ -20,16 +22,18 @@ from dataclasses import dataclass
 import orjson
 
 from monitor.errors import ConfigError
+from monitor.feeds.base import price_source
 from monitor.feeds.stats import TickGate
 
 SPOT_WS = {False: "wss://stream.binance.com:9443", True: "wss://stream.testnet.binance.vision"}
 FUTURES_WS = {False: "wss://fstream.binance.com", True: "wss://fstream.binancefuture.com"}
 # USDⓈ-M futures serve book tickers under /public and the other market streams under /market.
-STREAM_SUFFIX = {"mid": "bookTicker", "last": "ticker", "mark": "markPrice@1s"}
+STREAM_SUFFIX = {"mid": "bookTicker", "last": "ticker", "mark": "markPrice@1s", "index": "markPrice@1s"}
 MAX_STREAMS_PER_REQUEST = 200  # keep SUBSCRIBE messages small; Binance allows 1024 streams a connection
 
-MID, LAST, MARK = 0, 1, 2
-_KIND = {"mid": MID, "last": LAST, "mark": MARK}
+MID, LAST, MARK, INDEX = 0, 1, 2, 3
+_KIND = {"mid": MID, "last": LAST, "mark": MARK, "index": INDEX}
+MARK_FIELD = {MARK: "p", INDEX: "i"}  # the two prices of one markPriceUpdate
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def endpoints(symbols: dict[str, str], *, testnet: bool, ws_url: str | None, fee
 
     grouped: dict[str, dict[str, tuple[str, int]]] = {}
     for symbol, mode in symbols.items():
-        perp = ":" in symbol
+        perp = ":" in price_source(symbol, mode)  # index: a spot pair's comes from USDⓈ-M
         if mode == "mark" and not perp:
             raise ConfigError(f"feeds ({feed}).price: mark prices exist only for perpetuals, not {symbol!r}")
         if perp:
@@ -104,9 +108,9 @@ class BinanceParser:
                 seq = data.get("u")
                 if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
                     raise TypeError("u is not an integer")
-            elif kind == MARK:
+            elif kind in MARK_FIELD:  # neither the mark nor the index is a book: no bid/ask
                 bid = ask = None
-                price = float(data["p"])
+                price = float(data[MARK_FIELD[kind]])
             else:
                 price = float(data["c"])
                 bid, ask = (float(data["b"]), float(data["a"])) if "b" in data and "a" in data else (None, None)

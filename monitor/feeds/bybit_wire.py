@@ -2,8 +2,14 @@
 
 Frames (https://bybit-exchange.github.io/docs/v5/websocket/public/ticker):
   {"topic": "tickers.BTCUSDT", "type": "snapshot" | "delta", "ts": ms, "cs": n, "data": {...}}
-  linear data: "lastPrice", "markPrice", "bid1Price", "ask1Price", ... (a delta carries only
-  what changed, so the parser keeps each symbol's latest fields); spot data: "lastPrice", no book.
+  linear data: "lastPrice", "markPrice", "indexPrice", "bid1Price", "ask1Price", ... (a delta
+  carries only what changed, so the parser keeps each symbol's latest fields); spot data:
+  "lastPrice", "usdIndexPrice", no book.
+Index mode reads the linear perpetual's "indexPrice", for a spot symbol too (BTC/USDT ->
+tickers.BTCUSDT on linear). Bybit values UTA collateral at a "USD Index Price" = USDT Perpetual
+Index Price x a USDT conversion rate (help centre, "Understanding Collateral Value Ratios in
+Unified Trading Account"): the linear index is that price in USDT, the quote our symbols are
+priced in; spot's usdIndexPrice is the same index in USD, a unit no symbol of ours is quoted in.
   replies: {"success": bool, "ret_msg", "conn_id", "req_id", "op": "subscribe" | "pong" | ...}
 "cs" is the cross sequence of the matching engine (v5 "Ticker"; the "Orderbook" topic carries
 the same figure as data "seq", beside "u", an update id that restarts at 1 with a snapshot when
@@ -17,6 +23,7 @@ from __future__ import annotations
 import orjson
 
 from monitor.errors import ConfigError
+from monitor.feeds.base import price_source
 from monitor.feeds.binance_wire import Endpoint, market_id
 from monitor.feeds.stats import TickGate
 
@@ -24,7 +31,7 @@ BYBIT_WS = {False: "wss://stream.bybit.com", True: "wss://stream-testnet.bybit.c
 MAX_ARGS_PER_REQUEST = 10  # Bybit's limit for spot; the same for linear keeps it simple
 PING_EVERY_S = 20.0
 PING = orjson.dumps({"op": "ping"})
-FIELD = {"mid": None, "last": "lastPrice", "mark": "markPrice"}
+FIELD = {"mid": None, "last": "lastPrice", "mark": "markPrice", "index": "indexPrice"}
 
 
 def endpoints(symbols: dict[str, str], *, testnet: bool, ws_url: str | None, feed: str) -> list[Endpoint]:
@@ -32,10 +39,10 @@ def endpoints(symbols: dict[str, str], *, testnet: bool, ws_url: str | None, fee
 
     grouped: dict[str, dict[str, tuple[str, str]]] = {}
     for symbol, mode in symbols.items():
-        perp = ":" in symbol
+        perp = ":" in price_source(symbol, mode)
         if not perp and mode != "last":
             raise ConfigError(f"feeds ({feed}).price: Bybit spot tickers carry only the last price; "
-                              f"use price = \"last\" for {symbol!r}, or the ccxt driver")
+                              f"use price = \"last\" or \"index\" for {symbol!r}, or the ccxt driver")
         url = BYBIT_WS[testnet] + ("/v5/public/linear" if perp else "/v5/public/spot")
         if ws_url:
             url = rebase(url, ws_url)
@@ -85,6 +92,8 @@ class BybitParser:
                 price = (bid + ask) * 0.5
             else:
                 price = float(state[FIELD[mode]])
+            if mode == "index":
+                bid = ask = None  # an index is no book (and a spot symbol's is not its perpetual's)
             ts, seq = msg["ts"], msg.get("cs")
             if not isinstance(ts, int) or not (seq is None or isinstance(seq, int)):
                 raise TypeError("ts or cs is not an integer")

@@ -18,7 +18,14 @@ from ccxt.base.errors import BaseError, NetworkError
 
 from monitor.errors import ConfigError
 
-__all__ = ["BaseError", "NetworkError", "make_exchange", "market_type", "rebase_urls", "ticker_price"]
+__all__ = ["INDEX_VENUES", "BaseError", "NetworkError", "make_exchange", "market_type", "rebase_urls",
+           "ticker_price"]
+
+# ccxt venues whose streams and REST tickers fill a ticker's `indexPrice` (read in ccxt 4.5.90):
+# binance's USDⓈ-M markPrice stream ("i", parse_ws_ticker) and premiumIndex (parse_ticker),
+# bybit's linear and inverse tickers (parse_ticker, deltas merged into the last ticker). Others
+# are refused at config time rather than leaving a symbol without a price at run time.
+INDEX_VENUES = frozenset({"binance", "binanceusdm", "bybit"})
 
 
 def market_type(symbol: str) -> str:
@@ -89,8 +96,10 @@ def ticker_price(t: dict, mode: str) -> tuple[float, float | None, float | None]
         price = (bid + ask) / 2 if bid is not None and ask is not None else None
     elif mode == "last":
         price = _finite(t.get("last") if t.get("last") is not None else t.get("close"))
-    else:
+    elif mode == "mark":
         price = _finite(t.get("markPrice"))
+    else:  # an index is no book, and a spot symbol's comes from its perpetual's ticker
+        price, bid, ask = _finite(t.get("indexPrice")), None, None
     if price is None:
         return None
     return price, bid if ask is not None else None, ask if bid is not None else None

@@ -16,15 +16,17 @@ from typing import Any
 import structlog
 
 from monitor.feeds.backoff import Backoff, RetryLog
-from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink
+from monitor.feeds.base import FeedEvent, FeedEventSink, TickSink, price_source
 from monitor.feeds.ccxt_exchange import BaseError, NetworkError, market_type, ticker_price
 from monitor.feeds.rest_fallback import RestFallback
 from monitor.feeds.stats import DEFAULT_MAX_SKEW_MS, FeedStats, RateLimitedLog, TickGate, now_ms
 
 log = structlog.get_logger("feed")
 
-# price mode -> (batch method, capability flag) preferred, before the generic watch_tickers
-BATCH = {"mid": ("watch_bids_asks", "watchBidsAsks"), "mark": ("watch_mark_prices", "watchMarkPrices")}
+# price mode -> (batch method, capability flag) preferred, before the generic watch_tickers.
+# Binance's mark price stream carries the index too; Bybit's tickers carry both.
+BATCH = {"mid": ("watch_bids_asks", "watchBidsAsks"), "mark": ("watch_mark_prices", "watchMarkPrices"),
+         "index": ("watch_mark_prices", "watchMarkPrices")}
 
 
 def watch_method(exchange: Any, mode: str) -> tuple[str, bool]:
@@ -43,8 +45,11 @@ class CcxtFeed:
                  fallback: RestFallback | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000,
                  clock_ms: Callable[[], int] = now_ms, venue: str = "") -> None:
         self.name = name
-        self.modes = modes  # symbol -> mid | last | mark
+        self.modes = modes  # symbol -> mid | last | mark | index
         self.symbols: tuple[str, ...] = tuple(modes)
+        # the market watched for each symbol, and back (one each: live.py refuses two symbols on one)
+        self._source = {s: price_source(s, mode) for s, mode in modes.items()}
+        self._ours = {src: s for s, src in self._source.items()}
         self._factory = exchange_factory  # market types -> a ccxt.pro exchange
         self.watchdog_s = watchdog_s
         self._backoff = backoff
@@ -55,8 +60,8 @@ class CcxtFeed:
         self.events: FeedEventSink | None = None
         self._down: set[tuple[str, str]] = set()
         self._groups: dict[tuple[str, str], list[str]] = {}
-        for s, mode in modes.items():  # one batch call per price mode and market type
-            self._groups.setdefault((mode, market_type(s)), []).append(s)
+        for s, mode in modes.items():  # one batch call per price mode and market type watched
+            self._groups.setdefault((mode, market_type(self._source[s])), []).append(s)
         self._down = set(self._groups)
         self._errors = RateLimitedLog(first=5, every=100)
         self._retry_log = RetryLog(venue or name)
@@ -74,14 +79,14 @@ class CcxtFeed:
 
     async def _watch_group(self, group: tuple[str, str], gate: TickGate) -> None:
         mode, mtype = group
-        symbols = self._groups[group]
+        symbols = [self._source[s] for s in self._groups[group]]
         exchange = self._factory({mtype})
         try:
             method, batched = watch_method(exchange, mode)
             calls = [(getattr(exchange, method), symbols)] if batched else \
                 [(getattr(exchange, method), s) for s in symbols]
             backoff = self._backoff()
-            seen: dict[str, Any] = {}  # symbol -> the last ccxt ticker dict emitted (outlives reconnects)
+            seen: dict[str, Any] = {}  # market -> the last ccxt ticker dict emitted (outlives reconnects)
             while True:
                 reason = await self._watch_until_failure(exchange, calls, group, gate, backoff, seen)
                 self._set_down(group, reason, backoff.cap_s)
@@ -133,14 +138,15 @@ class CcxtFeed:
         # A batch watch returns what resolved its future; updates for other symbols parsed in the
         # same read only land in ccxt's cache. Take those too (each is a new dict when updated).
         returned = {id(t) for t in tickers}
-        tickers += [t for s, t in cache.items() if s in self.modes and seen.get(s) is not t and id(t) not in returned]
+        tickers += [t for s, t in cache.items() if s in self._ours and seen.get(s) is not t and id(t) not in returned]
         for t in tickers:
             stats.messages += 1
-            symbol = t.get("symbol") if isinstance(t, dict) else None
-            if symbol not in self.modes:
-                gate.bad("update for a symbol not watched", symbol)
+            market = t.get("symbol") if isinstance(t, dict) else None
+            symbol = self._ours.get(market)
+            if symbol is None:
+                gate.bad("update for a symbol not watched", market)
                 continue
-            seen[symbol] = t
+            seen[market] = t
             priced = ticker_price(t, mode)
             if priced is None:
                 gate.bad(f"ticker without a {mode} price", symbol)
