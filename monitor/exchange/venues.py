@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.risk.tiers import Tiers
+from monitor.risk.tiers import Tiers, Unit
 
 # Which margin models each venue's account maps onto (config validation uses this).
 VENUE_MODELS: dict[str, tuple[str, ...]] = {
@@ -79,7 +79,9 @@ def _num(raw: Any) -> float:
 
 def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, Tiers]:
     """GET /v5/spot-margin-trade/collateral ("Get Tiered Collateral Ratio", public): per coin, the
-    collateral ratio of each band of the holding's quantity, progressive (lower bound, ratio)."""
+    collateral ratio of each band of the holding's quantity ("minQty"/"maxQty": "in coin"),
+    progressive (lower bound, ratio).
+    https://bybit-exchange.github.io/docs/v5/spot-margin-uta/tier-collateral-ratio"""
     out = {}
     for item in result.get("list") or []:
         bands = sorted(((_num(b.get("minQty")), _num(b.get("collateralRatio")))
@@ -89,24 +91,102 @@ def bybit_collateral_tiers(result: dict[str, Any]) -> dict[str, Tiers]:
     return out
 
 
-def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
-                        tiers: dict[str, Tiers] | None = None) -> VenueState:
-    """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list (or the
-    `wallet` and `position` streams), through ccxt.
+def _upper_bounded(tiers: list[tuple[float, float]], unit: Unit,
+                   deductions: tuple[float, ...] | None = None) -> Tiers | None:
+    """A schedule from tiers given by their upper bound (Bybit's "0 - 1,000", ">1,000 - 2,000"):
+    (upper bound, rate) pairs; each band starts where the one before ends."""
+    tiers = sorted(tiers)
+    if not tiers or any(hi <= 0 for hi, _ in tiers):
+        return None
+    lows = [0.0] + [hi for hi, _ in tiers[:-1]]
+    return Tiers.bands(list(zip(lows, [r for _, r in tiers], strict=True)), unit, deductions)
 
-    Bybit's unified account nets each coin: a borrowed coin shows a negative walletBalance
-    (borrowAmount is the same liability, positive); interest accrued but not yet charged is
-    accruedInterest, owed on top. The account maintenance-margin rate accountMMRate is
-    total maintenance margin / margin balance, liquidation at 100% (Bybit help centre,
-    "Unified Trading Account: margin calculation"; API docs "Get Wallet Balance").
-    """
-    holdings: dict[str, float] = {}
+
+def bybit_borrow_tiers(result: dict[str, Any]) -> dict[str, Tiers]:
+    """GET /v5/spot-margin-trade/position-tiers ("Get Position Tiers", signed): per coin, the loan
+    maintenance margin rate (positionMMR) of each tier of the borrowed quantity; borrowLimit is
+    the tier's accumulated upper bound, so the schedule is progressive by coin quantity.
+    https://bybit-exchange.github.io/docs/v5/spot-margin-uta/position-tiers"""
+    out = {}
+    for item in result.get("list") or []:
+        tiers = [(_num(t.get("borrowLimit")), _num(t.get("positionMMR"))) for t in item.get("positionTiersRatioList") or []]
+        schedule = _upper_bounded(tiers, "qty")
+        if schedule is not None:
+            out[str(item.get("currency"))] = schedule
+    return out
+
+
+def _risk_limit_scale(item: dict[str, Any]) -> float:
+    """1, or 0.01 where the rates are in percent: the docs' example lists BTCUSD's first tier as
+    maintenanceMargin "0.5", initialMargin "1" at maxLeverage "100" (IM x leverage = 100), while
+    live linear tiers (and ccxt) give fractions ("0.005", "0.01": IM x leverage = 1)."""
+    return 0.01 if _num(item.get("initialMargin")) * _num(item.get("maxLeverage")) > 10 else 1.0
+
+
+def bybit_risk_limit_tiers(items: list[dict[str, Any]]) -> dict[str, Tiers]:
+    """GET /v5/market/risk-limit (category linear, public): per symbol (Bybit's id, e.g. BTCUSDT)
+    the maintenance margin of a position by its value: riskLimitValue is each tier's upper
+    bound, maintenanceMargin its rate and mmDeduction what Bybit subtracts ("" on the first
+    tier), so MM = value x MMR - mmDeduction in the tier the value falls in: "any excess beyond
+    a tier is subject to the next tier's MMR" (help centre "Maintenance Margin (USDT Contract)",
+    https://www.bybit.com/en/help-center/article/Maintenance-Margin-USDT-Contract; the tier
+    follows the position's value at the mark price since 2025: "The New Margin Calculation").
+    https://bybit-exchange.github.io/docs/v5/market/risk-limit"""
+    by_symbol: dict[str, list[tuple[float, float, str]]] = {}
+    for item in items:
+        scale = _risk_limit_scale(item)
+        by_symbol.setdefault(str(item.get("symbol")), []).append(
+            (_num(item.get("riskLimitValue")), _num(item.get("maintenanceMargin")) * scale,
+             str(item.get("mmDeduction") or "")))
+    out = {}
+    for symbol, tiers in by_symbol.items():
+        tiers.sort()
+        # Bybit's own deductions when it publishes them; else each band adds its own part (the same schedule).
+        deductions = tuple(_num(d) for _, _, d in tiers) if any(_num(d) for _, _, d in tiers) else None
+        schedule = _upper_bounded([(hi, rate) for hi, rate, _ in tiers], "value", deductions)
+        if schedule is not None:
+            out[symbol] = schedule
+    return out
+
+
+def bybit_coin_net(coin: dict[str, Any]) -> float:
+    """A coin's balance net of its liabilities, as Bybit counts its equity: walletBalance -
+    spotBorrow (equity = walletBalance - spotBorrow + unrealisedPnl + option value; "Old
+    walletBalance = New walletBalance - spotBorrow", API docs "Get Wallet Balance",
+    https://bybit-exchange.github.io/docs/v5/account/wallet-balance). Since Bybit's 2025 manual
+    borrow a spot or manual borrow is credited to walletBalance and owed in spotBorrow (accrued
+    interest included: help centre "Manual Borrow in UTA Loan"); before, and for a derivatives
+    loss still, the liability is a negative walletBalance and spotBorrow is "0" or absent.
+    borrowAmount (spot + derivatives liabilities) and accruedInterest are parts of these, never
+    added again. The perpetuals' unrealised PnL is left out: positions carry it."""
+    return _num(coin.get("walletBalance")) - _num(coin.get("spotBorrow"))
+
+
+def bybit_totals(wallet: dict[str, Any]) -> VenueTotals | None:
+    """The account's own sums (same page): totalMarginBalance (num: weighted collateral less
+    liabilities plus totalPerpUPL) over totalMaintenanceMargin (den: borrowed coins', positions'
+    and orders' MM). Liabilities are each owing coin's net at the coin's USD price (usdValue /
+    equity); collateral follows from the margin balance when every liability could be priced."""
+    if wallet.get("totalMarginBalance") in (None, "") or wallet.get("totalMaintenanceMargin") in (None, ""):
+        return None
+    balance, maint, upl = (_num(wallet.get(k)) for k in ("totalMarginBalance", "totalMaintenanceMargin",
+                                                         "totalPerpUPL"))
+    parts = {"maintenance": maint, "pnl": upl}
+    owed = 0.0
     for coin in wallet.get("coin") or []:
-        net = _num(coin.get("walletBalance")) - _num(coin.get("accruedInterest"))
-        if net != 0:
-            holdings[str(coin.get("coin"))] = net
-    rate = wallet.get("accountMMRate")
-    native = _num(rate) if rate not in (None, "") else None
+        net, equity, usd = bybit_coin_net(coin), _num(coin.get("equity")), _num(coin.get("usdValue"))
+        if net >= 0:
+            continue
+        if not (equity and usd):  # a liability without a price: no liability or collateral part
+            return VenueTotals(balance, maint, parts)
+        owed += -net * usd / equity
+    parts.update(liabilities=owed, collateral=balance - upl + owed)
+    return VenueTotals(balance, maint, parts)
+
+
+def bybit_positions(positions: list[dict[str, Any]], risk_limits: dict[str, Tiers]) -> tuple[VenuePosition, ...]:
+    """ccxt positions from GET /v5/position/list (or the `position` stream): each with its
+    symbol's risk-limit tiers when known, else its own positionMM / positionValue (both at the mark)."""
     out = []
     for p in positions:
         size = _num(p.get("contracts"))
@@ -115,8 +195,31 @@ def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]],
             continue
         signed = -size if p.get("side") == "short" else size
         entry = p.get("entryPrice") or p["info"].get("avgPrice")  # REST says avgPrice, the stream entryPrice
-        out.append(VenuePosition(p["symbol"], signed, _num(entry), _num(p["info"].get("positionMM")) / value))
-    return VenueState(holdings, {}, tuple(out), native if native else None, ts_ms, tiers or {})
+        mmr = risk_limits.get(str(p["info"].get("symbol"))) or _num(p["info"].get("positionMM")) / value
+        out.append(VenuePosition(p["symbol"], signed, _num(entry), mmr))
+    return tuple(out)
+
+
+def bybit_unified_state(wallet: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
+                        tiers: dict[str, Tiers] | None = None, borrow_tiers: dict[str, Tiers] | None = None,
+                        risk_limits: dict[str, Tiers] | None = None) -> VenueState:
+    """GET /v5/account/wallet-balance (accountType=UNIFIED) and /v5/position/list (or the
+    `wallet` and `position` streams), through ccxt, with the published schedules.
+
+    Each coin is netted as Bybit nets it (bybit_coin_net). The account maintenance-margin rate
+    accountMMRate is total maintenance margin / margin balance, liquidation at 100% (help
+    centre "Trading Terms and Formulas in Unified Trading Account",
+    https://www.bybit.com/en/help-center/article/Glossary-Unified-Trading-Account).
+    """
+    holdings: dict[str, float] = {}
+    for coin in wallet.get("coin") or []:
+        net = bybit_coin_net(coin)
+        if net != 0:
+            holdings[str(coin.get("coin"))] = net
+    rate = wallet.get("accountMMRate")
+    native = _num(rate) if rate not in (None, "") else None
+    return VenueState(holdings, {}, bybit_positions(positions, risk_limits or {}), native if native else None,
+                      ts_ms, tiers or {}, borrow_tiers=borrow_tiers or {}, totals=bybit_totals(wallet))
 
 
 def bybit_transferable(result: dict[str, Any]) -> dict[str, float]:
