@@ -20,6 +20,7 @@ from monitor.execution.exchange import ExchangeExecutor, client_order_id
 from monitor.execution.paper import PaperExecutor
 from monitor.execution.reconcile import reconcile_account
 from monitor.model import EventKind, Order, Plan, PriceTick
+from monitor.risk.portfolio import maintenance_of
 from monitor.service import run_daemon
 from monitor.store.sqlite import MemoryStore
 from monitor.wiring import build_daemon
@@ -70,8 +71,9 @@ ENV = {"BYBIT_API_KEY": KEY, "BYBIT_API_SECRET": SECRET}
 
 
 def make_fake() -> FakeBybit:
-    return FakeBybit(KEY, SECRET, wallet={"BTC": 1.0, "USDT": -30000.0}, book={"BTCUSDT": (39995, 40005)},
-                     collateral_ratio={"BTC": 0.95}, borrow_mmr={"USDT": 0.05})
+    """1 BTC held, 30,000 USDT borrowed and spent: Bybit's 2025 form (walletBalance 0, spotBorrow 30,000)."""
+    return FakeBybit(KEY, SECRET, wallet={"BTC": 1.0, "USDT": 0.0}, spot_borrow={"USDT": 30000.0},
+                     book={"BTCUSDT": (39995, 40005)}, collateral_ratio={"BTC": 0.95}, borrow_mmr={"USDT": 0.05})
 
 
 def gateway(url: str, timeout_s: float = 1.0) -> BybitGateway:
@@ -295,20 +297,24 @@ async def test_positions_arrive_on_the_position_stream_and_on_rest(venue) -> Non
         await until(lambda: r.health() > 5 and fake.subscribers.get("position") and fake.subscribers.get("wallet"))
         syncs = r.handle.syncs
         before = r.health()
-        fake.positions = [linear_position("Buy", 0.5, 39000, 40000, 0.005)]  # opened by hand
+        fake.positions = [linear_position("Buy", 0.5, 39000)]  # opened by hand
         await fake.push_positions()
-        btc = lambda: r.d.monitor.engine.books[0].exposures["BTC"]  # noqa: E731
+        book = lambda: r.d.monitor.engine.books[0]  # noqa: E731
+        btc = lambda: book().exposures["BTC"]  # noqa: E731
         await until(lambda: btc().perp_size == 0.5)
-        assert btc().perp_cost == pytest.approx(0.5 * 39000) and btc().perp_mm == pytest.approx(0.5 * 0.005)
-        assert r.health() != before and r.handle.syncs == syncs  # no REST call needed
-        fake.wallet["USDT"] += 1000  # a wallet update keeps the streamed position
+        assert btc().perp_cost == pytest.approx(0.5 * 39000) and r.health() != before  # counted at once
+        # A new symbol: its risk limits come with a REST sync, taken at once.
+        await until(lambda: r.handle.syncs > syncs and "BTC" in book().perp_tiers)
+        assert ("GET", "/v5/market/risk-limit") in fake.requests
+        assert maintenance_of(book(), "BTC", btc(), 40000) == pytest.approx(0.5 * 40000 * 0.005)  # tier 1
+        fake.wallet["USDT"] += 1000  # a wallet update keeps the position
         await fake.push_wallet()
         await until(lambda: r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(29000))
         assert btc().perp_size == 0.5
-        fake.positions = [linear_position("", 0, 0, 40000, 0.005)]  # closed: Bybit sends size 0
+        fake.positions = [linear_position("", 0, 0)]  # closed: Bybit sends size 0
         await fake.push_positions()
         await until(lambda: btc().perp_size == 0)
-        fake.positions = [linear_position("Sell", 0.2, 41000, 40000, 0.005)]
+        fake.positions = [linear_position("Sell", 0.2, 41000)]
         await r.resync()  # the REST sync reads the same positions
         assert btc().perp_size == -0.2
 
@@ -362,16 +368,32 @@ async def test_kill_switch_stops_orders_while_monitoring_goes_on(venue, tmp_path
 
 async def test_drift_alert_when_the_venue_disagrees(venue) -> None:
     fake, url = venue
-    fake.borrow_mmr["USDT"] = 0.10  # the venue's maintenance rate on the loan is twice the config's
+    fake.borrow_mmr["USDT"] = 0.10  # the venue's maintenance rate on the loan is twice the config's...
+    fake.publish_borrow_tiers = False  # ...and not published: our model has only the config's
     async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
-        await until(lambda: r.health() > 5)
+        await until(lambda: r.health() > 2)
         await r.resync()
         alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.DRIFT)
         assert alert.level == "drift" and "bybit reports 0.375" in alert.detail
+        assert "in maintenance (ours 1500, the venue's 3000)" in alert.detail  # the part that disagrees
         assert alert.native == pytest.approx(1500 / 8000, rel=1e-3)
+        assert 1 / r.health() == pytest.approx(0.375, rel=1e-3)  # health follows the venue through the residual
         await r.resync()  # still apart: told once, not on every sync
         assert sum(e.kind == EventKind.DRIFT for e in r.notifier.events) == 1
+
+
+async def test_the_venues_loan_tiers_override_the_config(venue) -> None:
+    fake, url = venue
+    fake.borrow_mmr["USDT"] = [(20000.0, 0.05), (1e9, 0.15)]  # published; the config says 0.05 flat
+    async with Running(settings_for(url)) as r:
+        r.feed.push(fake, 40000)
+        await until(lambda: r.health() > 2)
+        await r.resync()
+        assert 1 / r.health() == pytest.approx((1000 + 1500) / 8000, rel=1e-4)  # 20,000 at 5%, 10,000 at 15%
+        assert 1 / r.health() == pytest.approx(fake.mm_rate(), rel=1e-4)
+        assert ("GET", "/v5/spot-margin-trade/position-tiers") in fake.requests
+        assert not [e for e in r.notifier.events if e.kind == EventKind.DRIFT]
 
 
 async def test_the_venues_collateral_ratios_override_the_config(venue) -> None:

@@ -75,7 +75,7 @@ async def test_a_timeout_after_the_transfer_was_booked_leaves_exactly_one(venue)
         assert await gw.top_up(tid, "USDT", 1000.0) == Transfer("USDT", 1000.0)
         assert await gw.top_up(tid, "USDT", 1000.0) == Transfer("USDT", 1000.0)  # a retry of the same leg
         assert list(fake.transfers) == [tid] and fake.funding["USDT"] == 4000.0
-        assert fake.wallet["USDT"] == -29000.0  # the credit paid part of the liability
+        assert fake.net("USDT") == -29000.0 and fake.spot_borrow["USDT"] == 30000.0  # the net, not the loan, moved
     finally:
         await gw.close()
 

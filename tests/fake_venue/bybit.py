@@ -9,8 +9,27 @@ api key + recv window + (query string | JSON body), hex, in X-BAPI-SIGN. A wrong
 Orders match immediate-or-cancel against the fake's own bid/ask. Knobs for tests:
 `delay_create_s` (answer an order only after it was booked: a client timeout), `reject`
 (the next create fails with a real Bybit retCode/retMsg), `fill_ratio` (partial fills).
-The account's MM rate is computed from the fake's own collateral ratios, so a test can
-make the venue disagree with the daemon's model.
+
+The account is kept the way Bybit keeps it since its 2025 manual borrow: a borrowed coin is
+credited to walletBalance and owed in spotBorrow, and only a manual repay lowers spotBorrow
+(spot trades and transfers in repay derivatives liabilities, i.e. a negative walletBalance).
+Its risk figures (accountMMRate, totalMarginBalance, totalMaintenanceMargin, positionMM) are
+computed here from the fake's own published rules, independently of monitor/ (see
+`AccountRisk`), so a test can make the venue disagree with the daemon's model:
+- collateral value ratios in bands of coin quantity ("Tier (Quantity)"), on a coin's positive
+  equity; a negative one counts at 100% (help centre "Understanding Collateral Value Ratios",
+  https://www.bybit.com/en/help-center/article/Assets-Collateral-Value-Ratio-List-UTA);
+- a loan's maintenance margin: positionMMR per tier of the borrowed quantity, borrowLimit the
+  tier's accumulated upper bound (GET /v5/spot-margin-trade/position-tiers,
+  https://bybit-exchange.github.io/docs/v5/spot-margin-uta/position-tiers);
+- a perpetual's: value at the mark x MMR - mmDeduction of the risk-limit tier its value falls in,
+  "any excess beyond a tier is subject to the next tier's MMR" (help centre "Maintenance Margin
+  (USDT Contract)", https://www.bybit.com/en/help-center/article/Maintenance-Margin-USDT-Contract;
+  GET /v5/market/risk-limit), plus an estimated fee to close at the entry price
+  (`close_fee_rate`, unpublished: "The New Margin Calculation: Adjustments and Implications");
+- account MM rate = total maintenance margin / margin balance, margin balance = weighted
+  wallet balance less spot borrow plus perpetual UPL (help centre "Trading Terms and Formulas in
+  Unified Trading Account", https://www.bybit.com/en/help-center/article/Glossary-Unified-Trading-Account).
 """
 
 from __future__ import annotations
@@ -20,6 +39,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -36,16 +56,73 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+Bands = float | list[tuple[float, float]]  # one rate, or (bound, rate) pairs in ascending order
+# BTCUSDT's first tiers as Bybit's help centre describes them: 0.5% up to 2,000,000 USDT, then 0.56%.
+BTC_RISK_LIMITS = [(2_000_000.0, 0.005), (2_600_000.0, 0.0056), (3_200_000.0, 0.0062)]
+
+
+def progressive(amount: float, lows: list[float], rates: list[float]) -> float:
+    """Each band's part of `amount` at the band's rate (band j from lows[j] to lows[j + 1])."""
+    total = 0.0
+    for j, (lo, rate) in enumerate(zip(lows, rates, strict=True)):
+        hi = lows[j + 1] if j + 1 < len(lows) else math.inf
+        total += max(0.0, min(amount, hi) - lo) * rate
+    return total
+
+
+def by_lower(bands: Bands) -> tuple[list[float], list[float]]:
+    """Bands given by their lower bound (collateral ratios: minQty)."""
+    pairs = [(0.0, bands)] if isinstance(bands, int | float) else sorted(bands)
+    return [lo for lo, _ in pairs], [r for _, r in pairs]
+
+
+def upper_pairs(bands: Bands) -> list[tuple[float, float]]:
+    """(upper bound, rate) pairs of bands given by their upper bound (borrowLimit, riskLimitValue);
+    one rate is one tier up to a limit no account reaches."""
+    return [(1e12, bands)] if isinstance(bands, int | float) else sorted(bands)
+
+
+def by_upper(bands: Bands) -> tuple[list[float], list[float]]:
+    """Lower bounds and rates of bands given by their upper bound: each starts where the last ended."""
+    pairs = upper_pairs(bands)
+    return [0.0] + [hi for hi, _ in pairs[:-1]], [r for _, r in pairs]
+
+
+def risk_limit_rows(symbol: str, tiers: list[tuple[float, float]]) -> list[dict]:
+    """GET /v5/market/risk-limit items: the fake's own mmDeduction for each tier, so that
+    value x MMR - mmDeduction is the tier-by-tier sum (empty on the first tier, as Bybit shows it)."""
+    lows, rates = by_upper(tiers)
+    rows = []
+    for j, (hi, rate) in enumerate(upper_pairs(tiers)):
+        deduction = rate * lows[j] - progressive(lows[j], lows, rates)
+        rows.append({"id": j + 1, "symbol": symbol, "riskLimitValue": f"{hi:g}", "maintenanceMargin": f"{rate:g}",
+                     "initialMargin": f"{2 * rate:g}", "isLowestRisk": int(j == 0), "maxLeverage": f"{0.5 / rate:.2f}",
+                     "mmDeduction": f"{deduction:.8g}" if j else ""})
+    return rows
+
+
+def position_mm(value: float, tiers: list[tuple[float, float]]) -> tuple[float, int]:
+    """A position's maintenance margin at `value` (USD at the mark) and its tier's riskId: the
+    published row's value x MMR - mmDeduction of the tier the value falls in (beyond the last: the last)."""
+    rows = risk_limit_rows("", tiers)
+    row = next((r for r in rows if value <= float(r["riskLimitValue"])), rows[-1])
+    return value * float(row["maintenanceMargin"]) - float(row["mmDeduction"] or 0), row["id"]
+
+
 @dataclass
 class FakeBybit(SignedVenue):
     api_key: str
     secret: str
-    wallet: dict[str, float] = field(default_factory=dict)  # coin -> walletBalance (negative = borrowed)
-    interest: dict[str, float] = field(default_factory=dict)  # coin -> accruedInterest
+    wallet: dict[str, float] = field(default_factory=dict)  # coin -> walletBalance (borrowed coins credited)
+    spot_borrow: dict[str, float] = field(default_factory=dict)  # coin -> spotBorrow (spot and manual borrows)
+    interest: dict[str, float] = field(default_factory=dict)  # coin -> accruedInterest, a part of spotBorrow
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (bid, ask)
-    collateral_ratio: dict[str, float] = field(default_factory=dict)  # coin -> the venue's weight
-    borrow_mmr: dict[str, float] = field(default_factory=dict)  # coin -> MM rate on its liability
-    positions: list[dict] = field(default_factory=list)  # raw /v5/position/list items
+    collateral_ratio: dict[str, Bands] = field(default_factory=dict)  # coin -> ratio, or [(minQty, ratio)]
+    borrow_mmr: dict[str, Bands] = field(default_factory=dict)  # coin -> positionMMR, or [(borrowLimit, positionMMR)]
+    risk_limits: dict[str, list[tuple[float, float]]] = field(
+        default_factory=lambda: {"BTCUSDT": list(BTC_RISK_LIMITS)})  # symbol -> [(riskLimitValue, MMR)]
+    close_fee_rate: float = 0.0  # positionMM's estimated fee to close, on the entry value
+    positions: list[dict] = field(default_factory=list)  # /v5/position/list items (linear_position); risk fields live
     delay_create_s: float = 0.0
     lose_next_create_s: float = 0.0
     reject: tuple[int, str] | None = None
@@ -53,6 +130,7 @@ class FakeBybit(SignedVenue):
     orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order item
     bad_signatures: int = 0
     publish_ratios: bool = True  # GET /v5/spot-margin-trade/collateral lists collateral_ratio
+    publish_borrow_tiers: bool = True  # GET /v5/spot-margin-trade/position-tiers lists borrow_mmr
     stream_connections: int = 0
     subscribers: dict[str, set] = field(default_factory=dict)  # topic -> open websockets
     down: bool = False  # every request answered 503
@@ -97,6 +175,8 @@ class FakeBybit(SignedVenue):
         r = app.router
         r.add_get("/v5/market/instruments-info", self.instruments)
         r.add_get("/v5/spot-margin-trade/collateral", self.collateral)
+        r.add_get("/v5/spot-margin-trade/position-tiers", self.private(self.position_tiers))
+        r.add_get("/v5/market/risk-limit", self.risk_limit)
         r.add_get("/v5/asset/coin/query-info", self.private(self.coin_info))
         r.add_get("/v5/account/wallet-balance", self.private(self.wallet_balance))
         r.add_get("/v5/position/list", self.private(self.position_list))
@@ -158,7 +238,7 @@ class FakeBybit(SignedVenue):
     async def push_positions(self) -> None:
         """The `position` topic: the stream says entryPrice where the REST list says avgPrice."""
         items = [{**{k: v for k, v in p.items() if k != "avgPrice"}, "entryPrice": p["avgPrice"], "category": "linear"}
-                 for p in self.positions]
+                 for p in self.position_items()]
         await self.publish("position", items)
 
     async def drop_streams(self) -> None:
@@ -196,9 +276,35 @@ class FakeBybit(SignedVenue):
 
     async def collateral(self, request: web.Request) -> web.Response:
         self.requests.append((request.method, request.path))
-        items = [{"currency": coin, "collateralRatioList": [{"minQty": "0", "maxQty": "", "collateralRatio": str(r)}]}
-                 for coin, r in self.collateral_ratio.items() if self.publish_ratios]
+        items = []
+        for coin, bands in self.collateral_ratio.items() if self.publish_ratios else ():
+            lows, rates = by_lower(bands)
+            items.append({"currency": coin, "collateralRatioList": [
+                {"minQty": f"{lo:g}", "maxQty": f"{lows[j + 1]:g}" if j + 1 < len(lows) else "",
+                 "collateralRatio": f"{r:g}"} for j, (lo, r) in enumerate(zip(lows, rates, strict=True))]})
         return self.envelope({"list": items})
+
+    async def position_tiers(self, params: dict) -> web.Response:
+        """GET /v5/spot-margin-trade/position-tiers (signed; `currency` filters)."""
+        items = []
+        for coin, bands in self.borrow_mmr.items() if self.publish_borrow_tiers else ():
+            if params.get("currency") not in (None, coin):
+                continue
+            items.append({"currency": coin, "positionTiersRatioList": [
+                {"tier": str(j + 1), "borrowLimit": f"{hi:g}", "positionMMR": f"{r:.8f}",
+                 "positionIMR": f"{2 * r:.8f}", "maxLeverage": f"{1 / (2 * r):g}" if r else "10"}
+                for j, (hi, r) in enumerate(upper_pairs(bands))]})
+        return self.envelope({"list": items})
+
+    async def risk_limit(self, request: web.Request) -> web.Response:
+        """GET /v5/market/risk-limit (public; category linear, `symbol` filters)."""
+        self.requests.append((request.method, request.path))
+        q = request.query
+        if q.get("category") != "linear":
+            return self.envelope({}, 10001, "params error: category only support linear or inverse")
+        rows = [row for sym, tiers in self.risk_limits.items() if q.get("symbol") in (None, sym)
+                for row in risk_limit_rows(sym, tiers)]
+        return self.envelope({"category": "linear", "list": rows, "nextPageCursor": ""})
 
     # -- account -------------------------------------------------------------------------------
     async def coin_info(self, params: dict) -> web.Response:
@@ -206,42 +312,77 @@ class FakeBybit(SignedVenue):
         return self.envelope({"rows": rows})
 
     def price(self, coin: str) -> float:
+        """The coin's USD index (and the linear perpetual's mark): the book's mid."""
         if coin in ("USDT", "USDC"):
             return 1.0
         bid, ask = self.book[coin + "USDT"]
         return (bid + ask) / 2
 
-    def mm_rate(self) -> float:
-        """Bybit's account MM rate: maintenance margin / margin balance, on the fake's own ratios."""
-        balance = mm = 0.0
-        for coin, qty in self.wallet.items():
-            net = qty - self.interest.get(coin, 0.0)
-            value = net * self.price(coin)
-            balance += value * self.collateral_ratio.get(coin, 1.0) if net > 0 else value
-            mm += -value * self.borrow_mmr.get(coin, 0.0) if net < 0 else 0.0
+    def net(self, coin: str) -> float:
+        """The coin's equity less perpetual UPL: walletBalance - spotBorrow."""
+        return self.wallet.get(coin, 0.0) - self.spot_borrow.get(coin, 0.0)
+
+    def coins(self) -> list[str]:
+        return sorted(set(self.wallet) | set(self.spot_borrow))
+
+    def position_items(self) -> list[dict]:
+        """The positions with their live risk fields at the current mark."""
+        out = []
         for p in self.positions:
-            size = float(p["size"]) * (1 if p["side"] == "Buy" else -1)
-            balance += size * (self.price("BTC") - float(p["avgPrice"]))
+            size, entry = float(p["size"]), float(p["avgPrice"])
+            sign = 1 if p["side"] == "Buy" else -1
+            mark = self.price(p["symbol"].removesuffix("USDT"))
+            value = size * mark
+            mm, risk_id = position_mm(value, self.risk_limits[p["symbol"]]) if size else (0.0, 1)
+            mm += size * entry * self.close_fee_rate
+            out.append({**p, "markPrice": f"{mark:.2f}", "positionValue": f"{value:.4f}", "riskId": risk_id,
+                        "positionIM": f"{value / float(p['leverage']):.4f}", "positionMM": f"{mm:.8f}",
+                        "unrealisedPnl": f"{sign * size * (mark - entry):.8f}"})
+        return out
+
+    def risk(self) -> dict[str, float]:
+        """The account's figures in USD, by the fake's own rules (module docstring)."""
+        upl = mm = collateral = owed = 0.0
+        for p in self.position_items():
+            upl += float(p["unrealisedPnl"])
             mm += float(p["positionMM"])
-        return mm / balance if balance > 0 else 0.0
+        for coin in self.coins():
+            net, px = self.net(coin), self.price(coin)
+            if net > 0:
+                collateral += px * progressive(net, *by_lower(self.collateral_ratio.get(coin, 1.0)))
+            else:
+                owed += -net * px
+                mm += px * progressive(-net, *by_upper(self.borrow_mmr.get(coin, 0.0)))
+        balance = collateral - owed + upl
+        return {"collateral": collateral, "liabilities": owed, "upl": upl, "mm": mm, "balance": balance,
+                "rate": mm / balance if balance > 0 else 0.0}
+
+    def mm_rate(self) -> float:
+        """Bybit's account MM rate: maintenance margin / margin balance."""
+        return self.risk()["rate"]
 
     def account_state(self) -> dict:
         """One UNIFIED account as wallet-balance and the wallet stream carry it."""
+        risk = self.risk()
         coins = []
-        for coin, qty in self.wallet.items():
-            usd = qty * self.price(coin)
-            coins.append({"coin": coin, "equity": f"{qty:.10f}", "usdValue": f"{usd:.6f}",
-                          "walletBalance": f"{qty:.10f}", "free": "", "locked": "0",
-                          "borrowAmount": f"{max(-qty, 0):.10f}", "availableToBorrow": "",
+        for coin in self.coins():
+            qty, borrowed = self.wallet.get(coin, 0.0), self.spot_borrow.get(coin, 0.0)
+            upl = risk["upl"] if coin == "USDT" else 0.0  # linear perpetuals settle in USDT
+            equity = qty - borrowed + upl
+            coins.append({"coin": coin, "equity": f"{equity:.10f}", "usdValue": f"{equity * self.price(coin):.6f}",
+                          "walletBalance": f"{qty:.10f}", "spotBorrow": f"{borrowed:.10f}", "free": "", "locked": "0",
+                          "borrowAmount": f"{borrowed + max(-qty, 0):.10f}", "availableToBorrow": "",
                           "availableToWithdraw": "", "accruedInterest": f"{self.interest.get(coin, 0.0):.10f}",
                           "totalOrderIM": "0", "totalPositionIM": "0", "totalPositionMM": "0",
-                          "unrealisedPnl": "0", "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": True,
+                          "unrealisedPnl": f"{upl:.8f}", "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": True,
                           "marginCollateral": True, "spotHedgingQty": "0"})
-        total = sum(q * self.price(c) for c, q in self.wallet.items())
-        return {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": f"{self.mm_rate():.6f}",
-                "accountLTV": "0", "totalEquity": f"{total:.4f}", "totalWalletBalance": f"{total:.4f}",
-                "totalMarginBalance": f"{total:.4f}", "totalAvailableBalance": f"{total:.4f}",
-                "totalPerpUPL": "0", "totalInitialMargin": "0", "totalMaintenanceMargin": "0", "coin": coins}
+        total = sum(float(c["usdValue"]) for c in coins)
+        return {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": f"{risk['rate']:.4f}",
+                "accountLTV": "0", "totalEquity": f"{total:.4f}",
+                "totalWalletBalance": f"{risk['balance'] - risk['upl']:.4f}",
+                "totalMarginBalance": f"{risk['balance']:.4f}", "totalAvailableBalance": f"{risk['balance']:.4f}",
+                "totalPerpUPL": f"{risk['upl']:.4f}", "totalInitialMargin": "0",
+                "totalMaintenanceMargin": f"{risk['mm']:.4f}", "coin": coins}
 
     async def wallet_balance(self, params: dict) -> web.Response:
         if params.get("accountType") != "UNIFIED":
@@ -249,11 +390,17 @@ class FakeBybit(SignedVenue):
         return self.envelope({"list": [self.account_state()]})
 
     async def position_list(self, params: dict) -> web.Response:
-        return self.envelope({"category": params.get("category", "linear"), "list": self.positions,
+        return self.envelope({"category": params.get("category", "linear"), "list": self.position_items(),
                               "nextPageCursor": ""})
 
     async def repay(self, params: dict) -> web.Response:
-        self.repays.append((params["coin"], float(params.get("amount") or 0)))  # a netted coin repays itself
+        """POST /v5/account/no-convert-repay: the spot liability paid from the coin's own balance
+        (the only way a spot liability is repaid since the 2025 manual borrow)."""
+        coin = params["coin"]
+        owed = self.spot_borrow.get(coin, 0.0)
+        x = max(0.0, min(float(params.get("amount") or owed), owed, self.wallet.get(coin, 0.0)))
+        self.repays.append((coin, x))
+        self.spot_borrow[coin], self.wallet[coin] = owed - x, self.wallet.get(coin, 0.0) - x
         return self.envelope({"resultStatus": "SU"})
 
     # -- the FUND wallet and transfers between own accounts ----------------------------------------
@@ -273,7 +420,7 @@ class FakeBybit(SignedVenue):
         if self.funding.get(coin, 0.0) < amount:
             return self.envelope({}, 131212, "Insufficient balance")
         self.funding[coin] -= amount
-        self.wallet[coin] = self.wallet.get(coin, 0.0) + amount  # UNIFIED nets: a credit pays the liability
+        self.wallet[coin] = self.wallet.get(coin, 0.0) + amount  # a spot liability stays: the net rises
         self.transfers[tid] = {"transferId": tid, "coin": coin, "amount": params["amount"], "fromAccountType": "FUND",
                                "toAccountType": "UNIFIED", "timestamp": str(now_ms()), "status": "SUCCESS"}
         await self.push_wallet()
@@ -369,16 +516,15 @@ class FakeBybit(SignedVenue):
         return self.envelope({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
 
 
-def linear_position(side: str, size: float, entry: float, mark: float, mm_rate: float) -> dict:
-    """One BTCUSDT item of GET /v5/position/list (one-way mode); side "" with size 0 is a closed one."""
-    value = size * mark
+def linear_position(side: str, size: float, entry: float, leverage: float = 10) -> dict:
+    """One BTCUSDT item of GET /v5/position/list (one-way mode); side "" with size 0 is a closed
+    one. The mark, value, margins and PnL are filled in live by the fake (position_items)."""
     ts = str(now_ms())
     return {"positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": "BTCUSDT", "side": side,
-            "size": f"{size:g}", "avgPrice": f"{entry:.2f}", "positionValue": f"{value:.4f}", "tradeMode": 0,
-            "autoAddMargin": 0, "positionStatus": "Normal", "leverage": "10", "markPrice": f"{mark:.2f}",
-            "liqPrice": "", "bustPrice": "", "positionIM": f"{value / 10:.4f}", "positionMM": f"{value * mm_rate:.4f}",
+            "size": f"{size:g}", "avgPrice": f"{entry:.2f}", "positionValue": "0", "tradeMode": 0,
+            "autoAddMargin": 0, "positionStatus": "Normal", "leverage": f"{leverage:g}", "markPrice": "0",
+            "liqPrice": "", "bustPrice": "", "positionIM": "0", "positionMM": "0",
             "positionBalance": "0", "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00",
-            "trailingStop": "0.00", "unrealisedPnl": f"{(mark - entry) * size * (1 if side == 'Buy' else -1):.4f}",
-            "curRealisedPnl": "0", "cumRealisedPnl": "0", "adlRankIndicator": 2, "createdTime": ts,
-            "updatedTime": ts, "seq": 1, "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": ""}
-
+            "trailingStop": "0.00", "unrealisedPnl": "0", "curRealisedPnl": "0", "cumRealisedPnl": "0",
+            "adlRankIndicator": 2, "createdTime": ts, "updatedTime": ts, "seq": 1, "isReduceOnly": False,
+            "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": ""}
