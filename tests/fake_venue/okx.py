@@ -235,7 +235,7 @@ class FakeOkx(SignedVenue):
         items = []
         for ccy, bands in self.discount.items():
             bounds = [b[0] for b in bands[1:]] + [0.0]
-            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:g}" if hi else "", "minAmt": f"{lo:g}",
+            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:.12g}" if hi else "", "minAmt": f"{lo:.12g}",
                         "tier": str(i + 1), "liqPenaltyRate": "0.02", "disCcyEq": "0"}
                        for i, ((lo, rate), hi) in enumerate(zip(bands, bounds))]
             items.append({"amt": "0", "ccy": ccy, "collateralRestrict": False, "details": details,
@@ -260,7 +260,7 @@ class FakeOkx(SignedVenue):
             for i, (hi, mmr) in enumerate(rows):
                 lo = rows[i - 1][0] if i else 0.0
                 items.append({"uly": family, "instFamily": family, "instId": inst, "tier": str(i + 1),
-                              "minSz": f"{lo:g}", "maxSz": f"{hi:g}", "mmr": f"{mmr}", "imr": f"{2 * mmr}",
+                              "minSz": f"{lo:.12g}", "maxSz": f"{hi:.12g}", "mmr": f"{mmr}", "imr": f"{2 * mmr}",
                               "maxLever": f"{1 / (2 * mmr):g}", "optMgnFactor": "0", "quoteMaxLoan": "",
                               "baseMaxLoan": ""})
         return self.answer(items)
@@ -357,7 +357,7 @@ class FakeOkx(SignedVenue):
         return {"adl": "1", "availPos": "", "avgPx": f"{avg}", "cTime": str(now_ms()), "ccy": "USDT",
                 "instId": inst, "instType": "SWAP", "lever": "10", "liab": "", "liabCcy": "", "liqPx": "",
                 "markPx": f"{mark}", "margin": "", "mgnMode": "cross", "mgnRatio": "", "mmr": f"{mm}",
-                "imr": f"{notional / 10}", "notionalUsd": f"{notional}", "pos": f"{pos:g}", "posCcy": "",
+                "imr": f"{notional / 10}", "notionalUsd": f"{notional}", "pos": f"{pos:.12g}", "posCcy": "",
                 "posId": str(abs(hash(inst)) % 10**18), "posSide": "net", "upl": f"{upl}",
                 "uTime": str(now_ms())}
 
