@@ -47,7 +47,8 @@ async def gather_status(store: StateStore, now_ms: int) -> dict[str, Any]:
     ks = await store.kill_switch()
     return {
         "store": store.name,
-        "accounts": [{"account": s.account, "health": s.health, "level": s.level, "as_of": iso_ms(s.ts_ms)}
+        "accounts": [{"account": s.account, "health": s.health, "native": s.native, "level": s.level,
+                      "residual": s.residual or None, "as_of": iso_ms(s.ts_ms)}
                      for s in sorted(snaps.values(), key=lambda s: (s.health is None, s.health or 0))],
         "alerts": [{"account": a.account, "level": a.level, "since": iso_ms(a.since_ms),
                     "last_sent": iso_ms(a.last_sent_ms), "worst_health": a.worst_health} for a in await store.alerts()],
@@ -75,7 +76,12 @@ def print_status(st: dict[str, Any]) -> None:
           + (f"{leader['instance']} (token {leader['token']}, lease until {leader['expires']})" if leader else "none"))
     print(f"accounts ({len(st['accounts'])}), worst first:")
     for a in st["accounts"]:
-        print(f"  {a['account']}: health {_fmt_health(a['health'])}, level {a['level'] or '-'} (as of {a['as_of']})")
+        native = "" if a.get("native") is None else f" ({a['native']:.6g} in the venue's figure)"
+        residual = a.get("residual")
+        calibrated = "" if not residual else \
+            f", residual from the venue {residual['num']:+.6g} / {residual['den']:+.6g} USD"
+        print(f"  {a['account']}: health {_fmt_health(a['health'])}{native}{calibrated}, level {a['level'] or '-'} "
+              f"(as of {a['as_of']})")
     print(f"active alerts ({len(st['alerts'])}):")
     for a in st["alerts"]:
         print(f"  {a['account']} {a['level']} since {a['since']}, last sent {a['last_sent'] or 'never'}")

@@ -22,7 +22,7 @@ import structlog
 from monitor.config import AccountSettings
 from monitor.core import Monitor
 from monitor.execution.journaled import JournaledExecutor
-from monitor.risk.portfolio import Exposure
+from monitor.risk.portfolio import Exposure, to_native
 from monitor.store.base import AccountSnapshot, Commit, StateStore, StoreUnavailable
 
 log = structlog.get_logger("persistence")
@@ -46,11 +46,14 @@ def snapshot_of(m: Monitor, i: int, now_ms: int) -> AccountSnapshot:
     depth = int(m.rules.depth[i])
     levels = m.rules.accounts[i].levels
     st = m.rules.state[i]
+    native = to_native(book.model, book.param, health) if math.isfinite(health) and health > 0 else None
+    residual = {"num": book.residual_num, "den": book.residual_den} if book.residual_num or book.residual_den else {}
     return AccountSnapshot(
         book.name, now_ms, health if math.isfinite(health) else None,
         levels[depth - 1].name if depth else None,
         {a: asdict(e) for a, e in book.exposures.items() if not e.is_empty},
-        config_digest(m.books_cfg[book.name]), {f: getattr(st, f) for f in RULES_FIELDS}, dict(book.reserve))
+        config_digest(m.books_cfg[book.name]), {f: getattr(st, f) for f in RULES_FIELDS}, dict(book.reserve),
+        native, residual)
 
 
 def restore(m: Monitor, snaps: dict[str, AccountSnapshot]) -> int:

@@ -21,6 +21,7 @@ from monitor.execution.paper import PaperExecutor
 from monitor.feeds.price_file import PriceSeries, merge_series
 from monitor.model import EventKind, LevelEvent, Plan, PriceTick, iso_ms
 from monitor.risk.engine import RiskEngine
+from monitor.risk.portfolio import liquidated
 from strategies.base import StrategyRegistry
 
 Progress = Callable[[int, int], None]  # (ticks done, ticks total)
@@ -49,7 +50,7 @@ class HealthTrack:
         lower = h < self.min[idx]
         self.min[idx[lower]] = h[lower]
         self.min_at[idx[lower]] = ts_ms
-        first_liq = (h < 1.0) & (self.liquidated_at[idx] < 0)
+        first_liq = liquidated(h) & (self.liquidated_at[idx] < 0)
         self.liquidated_at[idx[first_liq]] = ts_ms
 
     def liquidated(self, i: int) -> bool:

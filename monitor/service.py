@@ -199,6 +199,10 @@ def log_status(d: Daemon) -> None:
                     default=None)
         handle = d.sync_handles.get(st.name)
         venue = {} if handle is None else {"venue_synced": handle.syncs + handle.streamed > 0}  # else: holdings unknown
+        cal = None if d.sync is None else d.sync.calibration.get(st.name)
+        if cal is not None:
+            venue |= {"native": round(st.native, 6) if math.isfinite(st.native) else None,
+                      "venue_native": cal.venue_native, "residual": [round(cal.residual_num, 2), round(cal.residual_den, 2)]}
         log.info("account", account=st.name, health=round(st.health, 4), breach_level=st.level, stale=st.stale,
                  equity=round(st.equity, 2), **venue,
                  nearest_liquidation=None if worst is None else

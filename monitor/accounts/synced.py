@@ -20,7 +20,7 @@ from monitor.config import AccountSettings, Settings, position_asset
 from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailable
 from monitor.exchange.venues import VenueState
 from monitor.execution.base import Execution
-from monitor.model import EventKind, LevelEvent
+from monitor.model import EventKind, LevelEvent, iso_ms, json_number
 from monitor.risk.portfolio import AccountBook, components, evaluate, from_native, to_native
 from monitor.risk.trades import apply_execution
 
@@ -46,9 +46,10 @@ class Calibration:
     residual_den: float = 0.0
     parts: dict[str, tuple[float, float]] = field(default_factory=dict)  # component -> (ours, the venue's)
 
-    @property
-    def residual(self) -> dict[str, float]:
-        return {"num": self.residual_num, "den": self.residual_den}
+    def view(self) -> dict:
+        """What status, the page and the log show: the venue's figure, our model's, the residual."""
+        return {"venue_native": self.venue_native, "model_native": json_number(self.model_native),
+                "residual": {"num": self.residual_num, "den": self.residual_den}, "as_of": iso_ms(self.ts_ms)}
 
     def disagreeing(self, tolerance: float) -> list[str]:
         """Components whose figures part beyond `tolerance`, the largest gap first."""

@@ -13,7 +13,7 @@ from monitor.core import Monitor
 from monitor.execution.journaled import execution_record_fills
 from monitor.execution.paper import PaperExecutor
 from monitor.model import Fill
-from monitor.risk.portfolio import AccountBook, evaluate
+from monitor.risk.portfolio import AccountBook, evaluate, liquidated
 from monitor.risk.solve import uniform_liquidation_shock
 from monitor.rules import AccountRules, LevelSpec
 from strategies.base import StrategyRegistry
@@ -80,7 +80,7 @@ def run_stress(settings: Settings, registry: StrategyRegistry, prices: dict[str,
         uniform = uniform_liquidation_shock(book, prices, collateral)
         lv = acting_level(rules, h)
         plan = _execute(monitor, i, lv, ts_ms) if lv is not None else None
-        out.append(AccountStress(book.name, book.model, before, h, landing_level(rules, h), h < 1.0, plan,
+        out.append(AccountStress(book.name, book.model, before, h, landing_level(rules, h), bool(liquidated(h)), plan,
                                  uniform, collateral))
     return out
 

@@ -52,6 +52,11 @@ def account_metrics(d: Daemon) -> Iterator[Metric]:
     firing = gauge("account_level_firing", "1 while the level fires", ("account", "level"))
     stale = gauge("account_stale", "1 while some price the account needs is stale", ("account",))
     equity = gauge("account_equity", "Equity in quote units (NaN when a held asset has no price)", ("account",))
+    venue = gauge("account_venue_native_ratio", "The venue's own figure at the last sync (model's native unit)",
+                  ("account", "model"))
+    residual = gauge("account_residual", "What the venue counts that the model cannot attribute, USD, carried "
+                     "from the last sync (part: num = margin balance or assets, den = maintenance or liabilities)",
+                     ("account", "part"))
     for i, book in enumerate(m.engine.books):
         h = float(m.engine.health[i])
         health.add_metric([book.name], h)
@@ -59,10 +64,16 @@ def account_metrics(d: Daemon) -> Iterator[Metric]:
         level.add_metric([book.name], int(m.rules.depth[i]))
         stale.add_metric([book.name], float(m.rules.stale[i]))
         equity.add_metric([book.name], m.engine.equity_of(i))
+        cal = None if d.sync is None else d.sync.calibration.get(book.name)
+        if cal is not None:
+            if cal.venue_native is not None:
+                venue.add_metric([book.name, book.model], cal.venue_native)
+            residual.add_metric([book.name, "num"], cal.residual_num)
+            residual.add_metric([book.name, "den"], cal.residual_den)
         levels = m.rules.accounts[i].levels
         for j in m.rules.state[i].firing_since:
             firing.add_metric([book.name, levels[j].name], 1.0)
-    yield from (health, native, level, firing, stale, equity)
+    yield from (health, native, level, firing, stale, equity, venue, residual)
 
 
 def feed_metrics(d: Daemon) -> Iterator[Metric]:

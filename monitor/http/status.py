@@ -52,11 +52,17 @@ def account_row(d: Daemon, i: int) -> dict:
         "levels": [{"name": lv.name, "health": lv.threshold, "action": lv.action} for lv in levels],
         "stale": st.stale,
         "unpriced": list(st.unpriced),  # held assets without any price yet: "no price" on the page
+        "venue": calibration_of(d, st.name),  # the venue's own figure at the last sync, and the residual
         "exposures": [{"asset": e.asset, "price": e.price, "liquidation_price": e.liquidation_price,
                        "distance_pct": e.distance_pct, "distance_sigma": e.distance_sigma}
                       for e in sorted(st.exposures, key=lambda e: abs(e.distance_pct)
                                       if e.distance_pct is not None else math.inf)],
     }
+
+
+def calibration_of(d: Daemon, account: str) -> dict | None:
+    cal = None if d.sync is None else d.sync.calibration.get(account)
+    return None if cal is None else cal.view()
 
 
 def active_alerts(d: Daemon) -> list[dict]:

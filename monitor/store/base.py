@@ -34,6 +34,8 @@ class AccountSnapshot:
     config_digest: str = ""       # of the account's holdings in the config: an edited config wins
     rules: dict[str, Any] = field(default_factory=dict)  # cooldown and daily caps: a restart must not reset them
     reserve: dict[str, float] = field(default_factory=dict)  # what is left to top up from (paper ledger)
+    native: float | None = None  # the model's own figure (MM rate, margin level, ...) as health had it
+    residual: dict[str, float] = field(default_factory=dict)  # calibrated to the venue: num/den (USD) it added
 
 
 @dataclass(frozen=True, slots=True)
