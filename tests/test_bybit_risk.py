@@ -11,16 +11,18 @@ import asyncio
 import random
 from types import SimpleNamespace
 
+import orjson
 import pytest
 
 from monitor.accounts.synced import Synced, SyncApplier
+from monitor.cli_state import gather_status
 from monitor.config import parse_settings
 from monitor.exchange.bybit import SCHEDULES_EVERY_MS, BybitGateway
 from monitor.exchange.credentials import Credentials
 from monitor.exchange.gateway import build_exchange
 from monitor.exchange.venues import bybit_borrow_tiers, bybit_risk_limit_tiers, bybit_totals, bybit_unified_state
 from monitor.http.status import snapshot
-from monitor.model import EventKind
+from monitor.model import EventKind, wall_clock_ms
 from monitor.risk.portfolio import evaluate, maintenance_of, to_native
 from monitor.risk.solve import liquidation_price
 from tests.fake_venue.bybit import FakeBybit, linear_position, position_mm, risk_limit_rows
@@ -143,7 +145,7 @@ async def test_issue_14_a_borrowed_usdt_counts_as_the_venue_counts_it(issue_venu
         row = snapshot(r.d, 10)["accounts"][0]
         assert row["native"] == pytest.approx(0.08, rel=1e-6) and row["equity"] == pytest.approx(600000.0)
         assert r.d.monitor.engine.books[0].exposures["USDT"].debt == pytest.approx(900000.0)
-        assert r.d.sync.calibration["bybit-main"].residual == {"num": 0.0, "den": 0.0}  # nothing unattributed
+        assert r.d.sync.calibration["bybit-main"].view()["residual"] == {"num": 0.0, "den": 0.0}  # all attributed
         assert not [e for e in r.notifier.events if e.kind == EventKind.DRIFT]
 
 
@@ -160,10 +162,12 @@ async def tiered_venue(monkeypatch):
 
 async def test_issue_14_quantity_tiers_hold_between_syncs(tiered_venue) -> None:
     """Synced at 60,000, BTC at 50,000 with no sync since: weighted BTC 23.8 x 50,000 = 1,190,000,
-    MM rate 50,000 / 190,000 = 26.3%, liquidation at 1,050,000 / 23.8 = 44,118; the status view
-    shows the venue's figure."""
+    MM rate 50,000 / 190,000 = 26.3%, liquidation at 1,050,000 / 23.8 = 44,118; the status view,
+    the status line and `status --json` (the stored snapshot) show the venue's figure."""
     fake, url = tiered_venue
-    async with Running(settings_for(url)) as r:
+    raw = settings_for(url).model_dump(exclude_none=True)
+    raw["daemon"]["snapshot_every_s"] = 0.1  # what `status --json` reads is written this often
+    async with Running(parse_settings(raw)) as r:
         r.feed.push(fake, 60000)
         await until(lambda: r.d.monitor.engine.price_map()["BTC"] == 60000)
         await r.resync()  # calibrated at 60,000
@@ -179,6 +183,14 @@ async def test_issue_14_quantity_tiers_hold_between_syncs(tiered_venue) -> None:
         book = r.d.monitor.engine.books[0]
         assert liquidation_price(book, r.d.monitor.engine.price_map(), "BTC") == pytest.approx(44118, abs=0.5)
         assert f"worst bybit-main health {190000 / 50000:.3f}" in view["summary"]  # the status line
+
+        async def stored() -> dict:
+            while True:
+                doc = orjson.loads(orjson.dumps(await gather_status(r.store, wall_clock_ms())))  # strict JSON
+                if doc["accounts"] and doc["accounts"][0]["native"] == pytest.approx(fake.mm_rate(), rel=1e-6):
+                    return doc["accounts"][0]
+                await asyncio.sleep(0.02)
+        assert (await asyncio.wait_for(stored(), 10))["account"] == "bybit-main"
 
 
 # -- acting at the act level in testnet mode ------------------------------------------------------------
