@@ -44,12 +44,14 @@ def settings_for(url: str, mode: str = "testnet", **overrides):
 
 
 ENV = {"BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET}
+FLAT_5PCT = ((1_000_000_000, 0.05),)  # one bracket: 5% at any notional
 
 
 def make_fake() -> FakeBinanceUsdm:
     """2000 USDT and 0.5 BTC of margin behind a 3 BTC long from 40000, 5% maintenance."""
     return FakeBinanceUsdm(KEY, SECRET, wallet={"USDT": 2000.0, "BTC": 0.5}, positions={"BTCUSDT": (3.0, 40000.0)},
-                           book={"BTCUSDT": (39995, 40005)}, haircut={"BTC": 0.05}, mmr={"BTCUSDT": 0.05})
+                           book={"BTCUSDT": (39995, 40005)}, haircut={"BTC": 0.05},
+                           brackets={"BTCUSDT": FLAT_5PCT})
 
 
 @pytest.fixture
@@ -103,19 +105,20 @@ async def test_the_user_data_stream_moves_health_between_syncs(venue) -> None:
         assert r.handle.streamed >= 1 and r.handle.syncs == syncs  # no REST call needed
 
 
-async def test_a_position_opened_elsewhere_is_rated_by_a_rest_sync(venue) -> None:
+async def test_a_position_opened_elsewhere_is_rated_from_the_brackets_at_once(venue) -> None:
     fake, url = venue
     fake.positions.clear()
     async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000)
         await until(lambda: fake.streams and r.handle.syncs >= 1)
-        syncs = r.handle.syncs
+        syncs, streamed = r.handle.syncs, r.handle.streamed
         fake.positions["BTCUSDT"] = (-1.0, 40000.0)  # a short opened by hand on the venue
         await fake.push_account_update([], ["BTCUSDT"])
-        await until(lambda: r.handle.syncs > syncs and len(r.d.inbox) == 0)  # the stream asked for one
+        await until(lambda: r.handle.streamed > streamed and len(r.d.inbox) == 0)
         e = r.d.monitor.engine.books[0].exposures["BTC"]
-        assert e.perp_size == -1.0 and e.perp_mm == pytest.approx(0.05)  # the venue's rate, from the sync
+        assert e.perp_size == -1.0 and e.perp_mm == pytest.approx(0.05)  # the symbol's bracket, read at the sync
         assert r.health() == pytest.approx(1 / fake.margin_ratio(), rel=1e-3)
+        assert r.handle.syncs == syncs  # no REST call needed
 
 
 async def test_a_dropped_stream_reconnects(venue) -> None:

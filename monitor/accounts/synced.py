@@ -17,12 +17,14 @@ import structlog
 
 from monitor.accounts.static import build_book
 from monitor.config import AccountSettings, Settings, position_asset
+from monitor.errors import ConfigError
 from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailable
 from monitor.exchange.venues import VenueState
 from monitor.execution.base import Execution
 from monitor.model import EventKind, LevelEvent, iso_ms, json_number
 from monitor.risk.portfolio import AccountBook, components, evaluate, from_native, to_native
 from monitor.risk.trades import apply_execution
+from monitor.rules import build_account_rules
 
 log = structlog.get_logger("sync")
 MAX_BACKOFF_S = 60.0
@@ -207,7 +209,7 @@ class SyncApplier:
             self.warned_unknown.add(msg.account)
             log.warning("venue holdings without an [assets] section are left out", account=msg.account,
                         unpriced=unknown[:20])
-        book = self.calibrate(monitor, self.venue_schedules(book, msg), msg)
+        book = self.calibrate(monitor, self.venue_level(monitor, self.venue_schedules(book, msg), msg), msg)
         venue_book = book
         try:
             for done in self.paper.get(msg.account, ()):
@@ -232,6 +234,23 @@ class SyncApplier:
             log.info("venue collateral ratios override the config's weights", account=msg.account,
                      venue=self.accounts[msg.account].source, ratios=used)
         return replace(book, weights=weights, borrow_tiers=borrow)
+
+    def venue_level(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
+        """The venue's own liquidation point for the account (Binance margin: forceLiquidationBar)
+        unless the config sets one; the levels, written in the venue's figure, follow it."""
+        level, acc = msg.state.liquidation_level, self.accounts[msg.account]
+        if level is None or acc.liquidation_level is not None or book.model == "ltv":
+            return book
+        i = monitor.engine.account_index[msg.account]
+        if monitor.rules.accounts[i].param != level:
+            try:
+                monitor.rules.retarget(i, build_account_rules(acc, level))
+            except ConfigError as err:  # a level written as health no longer below its target
+                log.error("the venue's liquidation level does not fit the account's levels", account=msg.account,
+                          level=level, error=str(err))
+                return book
+            log.info("liquidation level from the venue", account=msg.account, level=level, was=book.param)
+        return replace(book, scale=1.0 / level, param=level)
 
     def calibrate(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
         """The book with the residual that makes it agree with the venue's own figures at this sync.
