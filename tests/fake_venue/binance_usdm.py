@@ -38,7 +38,9 @@ from aiohttp import web
 from tests.fake_venue.binance import BinanceSigned, now_ms
 
 FEE_RATE = 0.0005
-PERPS = {"BTCUSDT": ("BTC", "USDT", "0.001", "0.10", "100")}  # symbol -> base, quote, stepSize, tickSize, notional
+# symbol -> base, quote (the margin asset), stepSize, tickSize, min notional
+PERPS = {"BTCUSDT": ("BTC", "USDT", "0.001", "0.10", "100"), "ETHUSDC": ("ETH", "USDC", "0.001", "0.01", "20")}
+STABLES = ("USDT", "USDC")
 # BTCUSDT's published brackets, (notional cap, maintenance margin rate): Binance, "Updates to Leverage
 # and Margin Tiers of Binance Futures Contracts (2021-03-18)",
 # https://www.binance.com/en/support/announcement/86cf9aa472574b8cb2e05bb751c2a9a6 (the table the
@@ -68,6 +70,7 @@ class FakeBinanceUsdm(BinanceSigned):
     haircut: dict[str, float] = field(default_factory=dict)  # asset -> bidBuffer (assetIndex)
     ask_buffer: dict[str, float] = field(default_factory=dict)  # asset -> askBuffer (default: its bidBuffer)
     brackets: dict[str, tuple] = field(default_factory=dict)  # BTCUSDT -> ((notional cap, rate), ...)
+    stable_index: dict[str, float] = field(default_factory=dict)  # USDT -> its USDTUSD index (default 1)
     multi_assets: bool = True
     delay_create_s: float = 0.0
     reject: tuple[int, str] | None = None
@@ -124,7 +127,8 @@ class FakeBinanceUsdm(BinanceSigned):
         return web.json_response({
             "timezone": "UTC", "serverTime": now_ms(), "futuresType": "U_MARGINED", "rateLimits": [],
             "exchangeFilters": [], "symbols": symbols,
-            "assets": [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"} for a in ("BTC", "USDT")]})
+            "assets": [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"}
+                       for a in ("BTC", "ETH", *STABLES)]})
 
     def rates(self, asset: str) -> tuple[float, float]:
         """(bidRate, askRate) of a margin asset: its index less its bid buffer, plus its ask buffer."""
@@ -147,8 +151,9 @@ class FakeBinanceUsdm(BinanceSigned):
 
     # -- the account ----------------------------------------------------------------------------
     def price(self, asset: str) -> float:
-        if asset == "USDT":
-            return 1.0
+        """A margin asset's index; a coin's is its USDT book's mid (the fake's marks too)."""
+        if asset in STABLES:
+            return self.stable_index.get(asset, 1.0)
         bid, ask = self.book[asset + "USDT"]
         return (bid + ask) / 2
 
