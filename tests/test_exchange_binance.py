@@ -250,3 +250,17 @@ async def test_our_margin_level_tracks_binances_between_syncs(venue) -> None:
                 assert ours == pytest.approx(fake.margin_level(), rel=0.005)
     finally:
         await gw.close()
+
+
+async def test_the_liquidation_bar_is_read_once_an_hour(venue) -> None:
+    from monitor.exchange.binance import REFRESH_MS
+
+    fake, url = venue
+    gw = gateway(url)
+    try:
+        states = [await gw.fetch_state(now) for now in (1, 2, REFRESH_MS, REFRESH_MS + 1)]
+    finally:
+        await gw.close()
+    assert fake.requests.count(("GET", "/sapi/v1/margin/tradeCoeff")) == 2
+    assert fake.requests.count(("GET", "/sapi/v1/margin/account")) == 4
+    assert {s.liquidation_level for s in states} == {1.1}

@@ -303,3 +303,18 @@ async def test_our_mm_rate_tracks_binances_between_syncs(venue) -> None:
     finally:
         await gw.close()
     assert checked >= 40
+
+
+async def test_published_terms_are_read_once_an_hour(venue) -> None:
+    from monitor.exchange.binance import REFRESH_MS
+
+    fake, url = venue
+    gw = gateway(url)
+    try:
+        for now in (1, 2, REFRESH_MS, REFRESH_MS + 1):
+            await gw.fetch_state(now)
+    finally:
+        await gw.close()
+    for path in ("/fapi/v1/leverageBracket", "/fapi/v1/assetIndex", "/fapi/v1/multiAssetsMargin"):
+        assert fake.requests.count(("GET", path)) == 2, path
+    assert fake.requests.count(("GET", "/fapi/v3/account")) == 4

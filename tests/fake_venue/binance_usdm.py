@@ -199,9 +199,10 @@ class FakeBinanceUsdm(BinanceSigned):
     async def leverage_bracket(self, params: dict) -> web.Response:
         out = []
         for s in PERPS:
+            table = with_amounts(self.brackets.get(s, BTCUSDT_BRACKETS))
             brackets = [{"bracket": n + 1, "initialLeverage": max(1, round(0.5 / rate)), "notionalCap": cap,
                          "notionalFloor": floor, "maintMarginRatio": rate, "cum": cum}
-                        for n, (floor, cap, rate, cum) in enumerate(with_amounts(self.brackets.get(s, BTCUSDT_BRACKETS)))]
+                        for n, (floor, cap, rate, cum) in enumerate(table)]
             out.append({"symbol": s, "brackets": brackets})
         if "symbol" in params:
             return web.json_response(next(o for o in out if o["symbol"] == params["symbol"]))
