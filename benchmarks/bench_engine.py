@@ -5,8 +5,10 @@
     python benchmarks/bench_engine.py --sizes 100000 --ticks 20000
 
 Synthetic, seeded book: 50 assets (asset 0 "USD" is the fixed-price valuation
-unit, 5 of the 49 others have tiered weights); each account holds a random 3-8
-of them, a mix of the four margin models (unified accounts carry 1-2 perps).
+unit, 5 of the 49 others have tiered weights, by coin quantity or USD value); each account
+holds a random 3-8 of them, a mix of the four margin models (unified accounts carry 1-2 perps,
+half of them on a venue's risk-limit tiers by notional with its deductions, and owe under a
+venue's borrow maintenance tiers by quantity; three venues' schedules per asset).
 Start healths are lognormal around 2.0 (3.0 for unified); levels sit at 1.30
 (warn), 1.15 (act) and, for half of the accounts, 1.05 (critical), so a few % of
 accounts are breached at any time and crossings happen during the run. Ticks hit
@@ -52,6 +54,7 @@ N_ASSETS = 50
 MODELS = ("health_factor", "ltv", "margin_level", "unified")
 MODEL_SHARE = (0.35, 0.25, 0.20, 0.20)
 TICK_DT_MS = 20  # event time between ticks: a 50 ticks/s market
+VENUES = 3  # distinct published borrow and risk-limit schedules per asset
 RTOL = 1e-9
 
 
@@ -65,6 +68,8 @@ class Universe:
     schedules: list[Tiers]
     sigma: np.ndarray  # per-tick log-return sd
     tiered: list[int]
+    risk_limits: list[list[Tiers]]  # per asset, one perpetual risk-limit schedule per venue
+    borrow_tiers: list[list[Tiers]]  # per asset, one borrow maintenance schedule per venue
 
 
 def make_universe(rng: np.random.Generator) -> Universe:
@@ -75,14 +80,25 @@ def make_universe(rng: np.random.Generator) -> Universe:
     tiered = sorted(rng.choice(np.arange(1, N_ASSETS), size=N_ASSETS // 10, replace=False).tolist())
     schedules = [Tiers.flat(1.0)]
     for k in range(1, N_ASSETS):
-        if k in tiered:  # Bybit/OKX-style value bands
+        if k in tiered:  # bands by coin quantity (Bybit, OKX) or, every other one, by USD value (a config's)
             w = round(float(rng.uniform(0.85, 0.95)), 3)
-            schedules.append(Tiers((0.0, 25_000.0, 250_000.0), (w, round(w - 0.15, 3), round(w - 0.4, 3))))
+            rates = (w, round(w - 0.15, 3), round(w - 0.4, 3))
+            if k % 2:
+                schedules.append(Tiers((0.0, 25_000.0 / prices[k], 250_000.0 / prices[k]), rates, "qty"))
+            else:
+                schedules.append(Tiers((0.0, 25_000.0, 250_000.0), rates))
         else:
             schedules.append(Tiers.flat(round(float(rng.uniform(0.5, 0.9)), 3)))
     sigma = np.zeros(N_ASSETS)
     sigma[1:] = rng.uniform(0.0002, 0.0012, N_ASSETS - 1)
-    return Universe(assets, prices, schedules, sigma, tiered)
+    risk_limits = [[risk_limit(round(float(rng.uniform(0.005, 0.02)), 4)) for _ in range(VENUES)]
+                   for _ in range(N_ASSETS)]
+    borrow_tiers = []
+    for k in range(N_ASSETS):
+        rates = [round(float(rng.uniform(0.02, 0.1)), 3) for _ in range(VENUES)]
+        borrow_tiers.append([Tiers((0.0, 1e6 / prices[k], 5e6 / prices[k]), (r, r + 0.02, r + 0.05), "qty")
+                             for r in rates])
+    return Universe(assets, prices, schedules, sigma, tiered, risk_limits, borrow_tiers)
 
 
 def make_books(n: int, rng: np.random.Generator, uni: Universe) -> list[AccountBook]:
@@ -109,16 +125,24 @@ def make_books(n: int, rng: np.random.Generator, uni: Universe) -> list[AccountB
             q = values[i] * share[j] / p[k]
             exps[uni.assets[k]] = {"qty": q}
             sched = IDENTITY if model == "margin_level" else uni.schedules[k]
-            num += sched.apply(q * p[k])
+            num += sched.value(q, p[k])
+        perp_tiers: dict[str, Tiers] = {}
+        borrow_tiers: dict[str, Tiers] = {}
         if model == "unified":
             for k in rng.choice(coll, size=int(rng.integers(1, 3)), replace=False).tolist():
                 size = rng.choice((-1.0, 1.0)) * values[i] * rng.uniform(0.1, 1.0) / p[k]
                 entry = p[k] * math.exp(rng.normal(0, 0.03))
                 mmr = rng.uniform(0.005, 0.02)
                 e = exps[uni.assets[k]]
-                e["perp_size"], e["perp_cost"], e["perp_mm"] = size, size * entry, abs(size) * mmr
+                e["perp_size"], e["perp_cost"] = size, size * entry
+                if rng.random() < 0.5:  # the venue's risk limit: value tiers with its deductions (Binance cum)
+                    tiers = uni.risk_limits[k][int(rng.integers(0, VENUES))]
+                    perp_tiers[uni.assets[k]] = tiers
+                    mm += tiers.apply(abs(size) * p[k])
+                else:
+                    e["perp_mm"] = abs(size) * mmr
+                    mm += abs(size) * mmr * p[k]
                 num += size * p[k] - size * entry
-                mm += abs(size) * mmr * p[k]
         h = float(target[i]) * (1.5 if model == "unified" else 1.0)  # 1/MM rate: traders keep more room
         if model == "ltv":
             scale = param = round(float(rng.uniform(0.75, 0.9)), 3)
@@ -127,17 +151,30 @@ def make_books(n: int, rng: np.random.Generator, uni: Universe) -> list[AccountB
         else:
             scale = param = 1.0
         if model == "unified":
-            bmmr = float(rng.uniform(0.02, 0.1))
+            bmmr = uni.borrow_tiers[debt_k][0].first_rate  # for the start health only
             debt_value = (num - h * mm) / (h * bmmr + 1)
             if debt_value <= 0:
                 debt_value = 0.05 * abs(num) + 1.0
-            exps[uni.assets[debt_k]] = {"debt": debt_value / p[debt_k], "borrow_mmr": bmmr}
+            exps[uni.assets[debt_k]] = {"debt": debt_value / p[debt_k]}
+            # Bybit position-tiers: the borrow's maintenance by tiers of the borrowed quantity (one
+            # schedule per coin and venue, as venues publish them)
+            borrow_tiers[uni.assets[debt_k]] = uni.borrow_tiers[debt_k][int(rng.integers(0, VENUES))]
         else:
             exps[uni.assets[debt_k]] = {"debt": scale * num / (h * p[debt_k])}
         exposures = {a: Exposure(**kw) for a, kw in exps.items()}
         weights = {a: uni.schedules[uni.assets.index(a)] for a in exposures}
-        books.append(AccountBook(f"acct{i:06d}", model, scale, param, exposures, weights))
+        books.append(AccountBook(f"acct{i:06d}", model, scale, param, exposures, weights,
+                                 borrow_tiers=borrow_tiers, perp_tiers=perp_tiers))
     return books
+
+
+def risk_limit(mmr: float) -> Tiers:
+    """Four risk-limit tiers by notional, each rate 1.5x the last, with the deductions a venue publishes."""
+    lows, rates = (0.0, 50_000.0, 250_000.0, 1_000_000.0), tuple(mmr * 1.5 ** j for j in range(4))
+    cum = [0.0]
+    for j in range(1, 4):
+        cum.append(cum[-1] + (rates[j] - rates[j - 1]) * lows[j])
+    return Tiers(lows, rates, "value", tuple(cum))
 
 
 def make_rules(books: list[AccountBook], rng: np.random.Generator) -> list[AccountRules]:
@@ -171,42 +208,39 @@ class DenseFull:
     def __init__(self, books: list[AccountBook], assets: list[str]):
         n, m = len(books), len(assets)
         col = {a: k for k, a in enumerate(assets)}
-        f = {name: np.zeros((n, m)) for name in ("qty", "debt", "perp_size", "perp_cost", "perp_mm", "borrow_mmr")}
-        self.w = np.zeros((n, m))  # flat weight; 0 where a tiered schedule applies
+        f = {name: np.zeros((n, m)) for name in ("qty", "debt", "perp_size", "perp_cost", "perp_mm")}
+        # The parts proportional to price (flat rates, quantity tiers) per unit of price; value tiers
+        # (their kinks move with the price) are evaluated per tick over the rows holding them.
+        lin = {"num": np.zeros((n, m)), "den": np.zeros((n, m))}
+        priced: dict[tuple[str, int, Tiers], list[tuple[int, float]]] = {}
         self.u = np.array([b.unified for b in books], dtype=np.float64)
         self.scale = np.array([b.scale for b in books])
-        tiers: dict[tuple[int, Tiers], list[int]] = {}
         for i, b in enumerate(books):
             for a, e in b.exposures.items():
                 k = col[a]
                 for name, arr in f.items():
                     arr[i, k] = getattr(e, name)
-                s = b.schedule(a)
-                if s.is_flat:
-                    self.w[i, k] = s.rates[0]
-                else:
-                    tiers.setdefault((k, s), []).append(i)
-        self.f = f
-        self.tiers = []
-        for (k, s), rows in tiers.items():
-            lows = np.asarray(s.lows)
-            w = np.asarray(s.rates)
-            cum = np.concatenate(([0.0], np.cumsum(np.diff(lows) * w[:-1])))
-            self.tiers.append((k, np.array(rows), lows, w, cum))
+                weight, borrow, perp = b.schedules(a)
+                for sched, amount, side in ((weight, e.qty, "num"), (borrow, e.debt, "den"),
+                                            (perp, abs(e.perp_size), "den")):
+                    if sched.unit == "qty" or sched.is_flat:
+                        lin[side][i, k] += sched.apply(amount)
+                    else:
+                        priced.setdefault((side, k, sched), []).append((i, amount))
+        self.f, self.lin = f, lin
+        self.priced = [(side, k, sched, np.array([r for r, _ in rows]), np.array([x for _, x in rows]))
+                       for (side, k, sched), rows in priced.items()]
         u = self.u[:, None]
-        q, d = f["qty"], f["debt"]
-        # N = A @ p - sum(cost) + tiers;  D = B @ p;  equity = E @ p - sum(cost)
-        self.A = q * self.w + f["perp_size"] - u * d
-        self.B = (1 - u) * d + u * d * f["borrow_mmr"] + f["perp_mm"]
-        self.E = q - d + f["perp_size"]
+        d = f["debt"]
+        # N = A @ p - sum(cost) + value tiers;  D = B @ p + value tiers;  equity = E @ p - sum(cost)
+        self.A = lin["num"] + f["perp_size"] - u * d
+        self.B = (1 - u) * d + lin["den"] + f["perp_mm"]
+        self.E = f["qty"] - d + f["perp_size"]
         self.cost = f["perp_cost"].sum(axis=1)
 
-    def _tier_sum(self, prices: np.ndarray, num: np.ndarray) -> None:
-        q = self.f["qty"]
-        for k, rows, lows, w, cum in self.tiers:
-            v = q[rows, k] * prices[k]
-            j = np.searchsorted(lows, v, side="right") - 1
-            num[rows] += cum[j] + w[j] * (v - lows[j])
+    def _tier_sum(self, prices: np.ndarray, num: np.ndarray, den: np.ndarray) -> None:
+        for side, k, sched, rows, amounts in self.priced:
+            np.add.at(num if side == "num" else den, rows, sched.apply(amounts * prices[k]))
 
     def _health(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -214,25 +248,25 @@ class DenseFull:
         return np.where(den > 0, h, np.where(num >= 0, np.inf, -np.inf))
 
     def health(self, prices: np.ndarray) -> np.ndarray:
-        """Mat-vec form (the fast dense baseline): N = A.p - cost + tiers, D = B.p."""
+        """Mat-vec form (the fast dense baseline): N = A.p - cost + tiers, D = B.p + tiers."""
         # einsum, not `A @ prices`: multi-threaded OpenBLAS gemv costs a flat ~8 ms on this kind of
         # 2-core VM (thread hand-off), which would flatter the incremental engine.
         num = np.einsum("ij,j->i", self.A, prices) - self.cost
-        self._tier_sum(prices, num)
-        return self._health(num, np.einsum("ij,j->i", self.B, prices))
+        den = np.einsum("ij,j->i", self.B, prices)
+        self._tier_sum(prices, num, den)
+        return self._health(num, den)
 
     def health_elementwise(self, prices: np.ndarray) -> np.ndarray:
         """Straight transcription of `contributions` over the matrices (the naive dense baseline)."""
         f, u = self.f, self.u[:, None]
-        value = f["qty"] * prices
-        weighted = value * self.w
-        for k, rows, lows, w, cum in self.tiers:
-            v = value[rows, k]
-            j = np.searchsorted(lows, v, side="right") - 1
-            weighted[rows, k] = cum[j] + w[j] * (v - lows[j])
+        weighted = self.lin["num"] * prices
+        maintenance = (self.lin["den"] + f["perp_mm"]) * prices
+        for side, k, sched, rows, amounts in self.priced:
+            target = weighted if side == "num" else maintenance
+            np.add.at(target[:, k], rows, sched.apply(amounts * prices[k]))
         debt_value = f["debt"] * prices
         num = (weighted + f["perp_size"] * prices - f["perp_cost"] - u * debt_value).sum(axis=1)
-        den = ((1 - u) * debt_value + (u * f["debt"] * f["borrow_mmr"] + f["perp_mm"]) * prices).sum(axis=1)
+        den = ((1 - u) * debt_value + maintenance).sum(axis=1)
         return self._health(num, den)
 
 

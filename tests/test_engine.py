@@ -126,8 +126,8 @@ def maintenance_schedules(draw):
     unit = draw(st.sampled_from(["qty", "value"]))
     bounds = sorted(draw(st.lists(st.floats(1e-2, 1e3) if unit == "qty" else st.floats(10.0, 1e6),
                                   min_size=0, max_size=3, unique=True)))
-    rates = sorted(draw(st.lists(st.one_of(st.just(0.0), st.floats(1e-4, 0.2)), min_size=len(bounds) + 1,
-                                 max_size=len(bounds) + 1)))
+    # Venues charge something from the first band on (a zero rate there would make D drift from 0).
+    rates = sorted(draw(st.lists(st.floats(1e-4, 0.2), min_size=len(bounds) + 1, max_size=len(bounds) + 1)))
     tiers = Tiers((0.0, *bounds), tuple(rates), unit)
     if draw(st.booleans()):  # the venue's deductions, rounded as published
         lows, r = (0.0, *bounds), rates

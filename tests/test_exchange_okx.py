@@ -45,7 +45,7 @@ ENV = {"OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET, "OKX_API_PASSPHRASE": PASSP
 
 def make_fake() -> FakeOkx:
     return FakeOkx(KEY, SECRET, PASSPHRASE, cash={"BTC": 1.0, "USDT": -30000.0}, book={BOOK: (39995, 40005)},
-                   discount={"BTC": [(0.0, 0.95)]}, borrow_mmr={"USDT": 0.05})
+                   discount={"BTC": [(0.0, 0.95)]}, borrow_tiers={"USDT": [(1e9, 0.05)]})
 
 
 @pytest.fixture
@@ -196,10 +196,10 @@ async def test_a_swap_position_arrives_on_the_positions_channel(venue) -> None:
     async with Running(settings_for(url)) as r:
         r.feed.push(fake, 40000, BOOK)
         await until(lambda: r.health() > 5 and streaming(fake))
-        fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0, 0.01)  # 50 contracts of 0.01 BTC, short
+        fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0)  # 50 contracts of 0.01 BTC, short
         await fake.push_positions(["BTC-USDT-SWAP"])
         await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].perp_size == pytest.approx(-0.5))
-        fake.swaps["BTC-USDT-SWAP"] = (0, 0.0, 0.0)  # closed
+        fake.swaps["BTC-USDT-SWAP"] = (0, 0.0)  # closed
         await fake.push_positions(["BTC-USDT-SWAP"])
         await until(lambda: r.d.monitor.engine.books[0].exposures["BTC"].perp_size == 0)
 
@@ -245,7 +245,7 @@ async def test_a_dropped_stream_reconnects_and_reconciles_first(venue) -> None:
 
 async def test_a_push_before_the_first_rest_sync_is_not_posted(venue) -> None:
     fake, url = venue
-    fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0, 0.01)
+    fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0)
     fake.delay_balance_s = 0.5  # OKX's snapshots on subscribing come before the REST answer
     async with Running(settings_for(url)) as r:  # entered on the first state the engine applies
         assert r.handle.syncs == 1 and r.handle.streamed == 0  # that state is the REST sync's
@@ -268,7 +268,7 @@ async def test_only_swaps_are_kept_from_the_positions_channel(venue) -> None:
     try:
         await gw.fetch_state(0)
         await watched(gw, lambda _: streaming(fake))
-        fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0, 0.01)
+        fake.swaps["BTC-USDT-SWAP"] = (-50, 40000.0)
         margin = {**fake.position_item("BTC-USDT-SWAP"), "instId": "BTC-USDT", "instType": "MARGIN", "pos": "2"}
         await fake.publish("positions", [fake.position_item("BTC-USDT-SWAP"), margin])  # ccxt subscribed ANY
         state = await watched(gw, lambda s: s.positions)

@@ -8,6 +8,7 @@ compare it with ours.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,50 +176,147 @@ def binance_margin_liquidation_bar(coeff: dict[str, Any]) -> float | None:
     return bar if bar > 0 else None
 
 
+# -- OKX multi-currency margin ------------------------------------------------------------------
+# Where the rules below come from:
+# - OKX help centre, "Multi-currency margin mode: cross margin trading"
+#   (https://www.okx.com/help/iv-multi-currency-margin-mode-cross-margin-trading): a coin's equity =
+#   balance (cashBal) + floating PnL of the cross positions settled in it - accrued interest; its
+#   liability = |min(0, equity)| + isolated liabilities; adjusted equity = the coins' equity at their
+#   discount rates in USD; liquidation when the margin ratio falls to 100%.
+# - OKX help centre, "Tiered maintenance margin ratio rules"
+#   (https://www.okx.com/help/v-tiered-maintenance-margin-ratio-rules): liquidation when equity is at
+#   or below the maintenance margin plus the liquidation fees; a position's tier (by its size in
+#   contracts) sets the maintenance margin ratio of the whole position.
+# - OKX API v5 docs (https://www.okx.com/docs-v5/en/): "Get balance" (cashBal, eq, liab, crossLiab,
+#   uplLiab, interest, disEq, eqUsd; adjEq, mmr "the sum of maintenance margins of all open positions
+#   under cross margin mode in USD", mgnRatio, notionalUsd), "Get positions", "Get position tiers"
+#   (minSz/maxSz in contracts, or the borrowing amount in the coin when `ccy` is given, and mmr),
+#   "Get discount rate and interest-free quota" (minAmt/maxAmt "the unit is the currency",
+#   minDiscountRate beyond the last tier). The "Get balance" response example has adjEq 10,679,688.05,
+#   mmr 134.89 (0.4% of notionalUsd 33,722.94) and mgnRatio 70,375.35: adjEq / mgnRatio =
+#   mmr + 0.05% x notionalUsd. So `mmr` holds no liquidation fee; the fee is the positions' notional
+#   at a fee rate (OKX charges liquidations at the taker rate of the account's fee tier).
+OKX_MAX_FEE_RATE = 0.01  # a derived liquidation fee rate above this is not a fee: left to the residual
+OkxTierRows = tuple[tuple[float, float], ...]  # (maxSz, mmr) per tier, in tier order
+
+
 def okx_discount_tiers(data: list[dict[str, Any]]) -> dict[str, Tiers]:
-    """GET /api/v5/public/discount-rate-interest-free-quota (public): per coin, the discount rate
-    of each band of the holding, progressive (lower bound, rate). minAmt/maxAmt are in the coin
-    ("the unit is the currency like BTC", OKX API docs), as Bybit's bands are."""
+    """GET /api/v5/public/discount-rate-interest-free-quota (public): per coin, the discount rate of
+    each band of the coin's equity, progressive (each band's part at its own rate: OKX's worked example
+    values 11M USDT over bands 1 / 0.9 / 0.8 at 10.3M). Bands are in the coin; beyond a last tier with a
+    bound, minDiscountRate applies."""
     out = {}
     for item in data:
-        bands = sorted(((_num(b.get("minAmt")), _num(b.get("discountRate"))) for b in item.get("details") or []),
-                       key=lambda b: b[0])
-        if bands and bands[0][0] == 0:
-            out[str(item.get("ccy"))] = Tiers.bands(bands, "qty")
+        rows = sorted(((_num(b.get("minAmt")), _num(b.get("discountRate")), b.get("maxAmt"))
+                       for b in item.get("details") or []), key=lambda b: b[0])
+        if not rows or rows[0][0] != 0:
+            continue
+        bands = [(lo, rate) for lo, rate, _ in rows]
+        last_max = _num(rows[-1][2])
+        if last_max > rows[-1][0]:  # "" (no bound) reads as 0
+            bands.append((last_max, _num(item.get("minDiscountRate"))))
+        out[str(item.get("ccy"))] = Tiers.bands(bands, "qty")
     return out
 
 
-def okx_positions(positions: list[dict[str, Any]]) -> tuple[VenuePosition, ...]:
-    """ccxt positions from GET /api/v5/account/positions (instType SWAP): size in contracts of
-    ctVal base units each; mmr is the position's maintenance margin in USD, notionalUsd its value."""
+def okx_tier_rows(data: list[dict[str, Any]]) -> OkxTierRows:
+    """GET /api/v5/public/position-tiers (public, tdMode cross): one instrument family's tiers
+    (instType SWAP: maxSz in contracts) or one coin's borrowing tiers (instType MARGIN with `ccy`:
+    maxSz is the borrowed amount in the coin), as (maxSz, mmr) in tier order."""
+    rows = sorted((int(_num(t.get("tier"))), _num(t.get("maxSz")), _num(t.get("mmr"))) for t in data)
+    return tuple((hi, mmr) for _, hi, mmr in rows)
+
+
+def okx_whole_amount_tiers(rows: OkxTierRows, unit_size: float = 1.0, plus: float = 0.0) -> Tiers:
+    """OKX's tiers as a schedule of the amount in base units (`unit_size` coins per counted unit: ctVal
+    for contracts). The tier an amount is in (minSz < x <= maxSz) sets the rate of the whole amount,
+    so f(x) = mmr_j * x with no deduction: a jump at each bound, not a band-wise sum. `plus` adds a
+    rate on every tier (the liquidation fee on a position's notional)."""
+    lows = [0.0] + [math.nextafter(hi * unit_size, math.inf) for hi, _ in rows[:-1]]  # maxSz is in tier j
+    return Tiers(tuple(lows), tuple(mmr + plus for _, mmr in rows), "qty", (0.0,) * len(rows))
+
+
+def okx_borrowed(account: dict[str, Any]) -> list[str]:
+    """Coins the account has borrowed: a net holding (cashBal - interest) below zero."""
+    return [str(d.get("ccy")) for d in account.get("details") or []
+            if _num(d.get("cashBal")) - _num(d.get("interest")) < 0]
+
+
+def okx_liquidation_fee_rate(account: dict[str, Any]) -> float:
+    """The account's liquidation fee per USD of position notional: adjEq / mgnRatio is the
+    denominator (mmr + liquidation fees), mmr holds none of the fee ("Get balance" example)."""
+    ratio, notional = _num(account.get("mgnRatio")), _num(account.get("notionalUsd"))
+    if ratio <= 0 or notional <= 0:
+        return 0.0
+    rate = (_num(account.get("adjEq")) / ratio - _num(account.get("mmr"))) / notional
+    return max(rate, 0.0) if -1e-9 <= rate <= OKX_MAX_FEE_RATE else 0.0
+
+
+def okx_positions(positions: list[dict[str, Any]], tiers: dict[str, OkxTierRows] | None = None,
+                  fee_rate: float = 0.0) -> tuple[VenuePosition, ...]:
+    """ccxt positions from GET /api/v5/account/positions (instType SWAP): size in contracts of ctVal
+    base units each. Maintenance is the symbol's position tiers (by ccxt symbol) in base units plus
+    the liquidation fee rate; without tiers, the position's mmr / notionalUsd plus the fee rate."""
     out = []
     for p in positions:
-        size = _num(p.get("contracts")) * (_num(p.get("contractSize")) or 1.0)
+        ct_val = _num(p.get("contractSize")) or 1.0
+        size = _num(p.get("contracts")) * ct_val
         value = _num(p["info"].get("notionalUsd"))
         if size == 0 or value == 0:
             continue
         signed = -size if p.get("side") == "short" else size
-        out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPx")), _num(p["info"].get("mmr")) / value))
+        rows = (tiers or {}).get(p["symbol"])
+        mmr = (okx_whole_amount_tiers(rows, ct_val, fee_rate) if rows
+               else _num(p["info"].get("mmr")) / value + fee_rate)
+        out.append(VenuePosition(p["symbol"], signed, _num(p["info"].get("avgPx")), mmr))
     return tuple(out)
 
 
-def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
-                             tiers: dict[str, Tiers] | None = None) -> VenueState:
-    """GET /api/v5/account/balance on a multi-currency margin account, through ccxt.
+def okx_totals(account: dict[str, Any], positions: list[dict[str, Any]]) -> VenueTotals | None:
+    """OKX's own sums in the model's terms: num = adjEq, den = adjEq / mgnRatio (maintenance margin
+    plus liquidation fees); liabilities = what each coin owes without its swaps' PnL (interest -
+    cashBal: liab less the PnL's share of eq) at the coin's USD price (eqUsd / eq); pnl = the swap
+    positions' upl; collateral = what makes adjEq = collateral - liabilities + pnl (OKX discounts a
+    coin's equity, its PnL included: the difference shows as collateral)."""
+    adj, ratio = _num(account.get("adjEq")), _num(account.get("mgnRatio"))
+    if ratio == 0 or adj / ratio <= 0:
+        return None
+    liabilities = 0.0
+    for coin in account.get("details") or []:
+        eq, owed = _num(coin.get("eq")), _num(coin.get("interest")) - _num(coin.get("cashBal"))
+        if eq != 0 and owed > 0:
+            liabilities += owed * _num(coin.get("eqUsd")) / eq
+    pnl = sum(_num(p["info"].get("upl")) for p in positions)
+    parts = {"collateral": adj + liabilities - pnl, "liabilities": liabilities, "maintenance": adj / ratio,
+             "pnl": pnl}
+    return VenueTotals(adj, adj / ratio, parts)
 
-    OKX nets each coin: a borrowed coin's cashBal goes negative, its liability (liab) is the
-    same amount, positive, and accrued interest (interest) is owed on top. The account's
-    margin ratio mgnRatio = adjusted equity / (maintenance margin + fees), liquidation at 100%
-    (OKX help centre, "Multi-currency margin mode: margin ratio"; API docs "Get balance").
-    It is our health; the unified model's native figure is its inverse, the MM rate.
+
+def okx_multi_currency_state(balance: dict[str, Any], positions: list[dict[str, Any]], ts_ms: int,
+                             tiers: dict[str, Tiers] | None = None,
+                             position_tiers: dict[str, OkxTierRows] | None = None,
+                             borrow_tiers: dict[str, OkxTierRows] | None = None) -> VenueState:
+    """GET /api/v5/account/balance (or the `account` channel) and the swap positions of a
+    multi-currency margin account, through ccxt.
+
+    OKX nets each coin: a borrowed coin's cashBal goes negative (the balance already holds what was
+    borrowed), accrued interest is owed on top, and liab = |min(0, eq)| counts both (and the
+    positions' unrealised loss, uplLiab) once. The net holding is cashBal - interest; the perps'
+    PnL is the positions'. mgnRatio = adjusted equity / (maintenance margin + liquidation fees),
+    liquidation at <= 100%: our health; the unified model's native figure is its inverse.
+    `position_tiers` (by ccxt symbol) and `borrow_tiers` (by coin) are the published tiers.
     """
     holdings: dict[str, float] = {}
     for coin in balance.get("details") or []:
         net = _num(coin.get("cashBal")) - _num(coin.get("interest"))
         if net != 0:
             holdings[str(coin.get("ccy"))] = net
-    ratio = _num(balance.get("mgnRatio"))  # "" when nothing is owed
-    return VenueState(holdings, {}, okx_positions(positions), 1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {})
+    ratio = _num(balance.get("mgnRatio"))  # "" when nothing is owed and nothing is open
+    fee = okx_liquidation_fee_rate(balance)
+    borrows = {c: okx_whole_amount_tiers(rows) for c, rows in (borrow_tiers or {}).items() if rows}
+    return VenueState(holdings, {}, okx_positions(positions, position_tiers, fee),
+                      1.0 / ratio if ratio > 0 else None, ts_ms, tiers or {}, borrow_tiers=borrows,
+                      totals=okx_totals(balance, positions))
 
 
 def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, Tiers]:

@@ -12,8 +12,6 @@ Pure numpy: no asyncio, no I/O, no wall clock (time arrives with each tick).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from monitor.risk.portfolio import AccountBook, Exposure, contributions, health_of
@@ -23,18 +21,9 @@ _FIELDS = ("qty", "debt", "perp_size", "perp_cost", "perp_mm")
 Schedules = tuple[Tiers, Tiers, Tiers]  # collateral weight, borrow maintenance, perp maintenance
 
 
-@dataclass(slots=True)
-class _Group:
-    """A run of column entries sharing one set of schedules (tiers vectorize per schedule)."""
-
-    start: int
-    stop: int
-    schedules: Schedules
-
-    @property
-    def priced_tiers(self) -> bool:
-        """Whether a schedule here kinks with the price (a tiered one banded by USD value)."""
-        return any(s.unit == "value" and not s.is_flat for s in self.schedules)
+def _priced(schedule: Tiers) -> bool:
+    """Whether the schedule kinks with the price (tiered and banded by USD value)."""
+    return schedule.unit == "value" and not schedule.is_flat
 
 
 def _linear_part(schedule: Tiers, amount: np.ndarray) -> np.ndarray:
@@ -45,36 +34,41 @@ def _linear_part(schedule: Tiers, amount: np.ndarray) -> np.ndarray:
     return schedule.first_rate * amount
 
 
-def _priced_part(schedule: Tiers, amount: np.ndarray, price: float) -> np.ndarray | float:
-    """What a value schedule adds beyond its first band's rate at `price` (0 for the others)."""
-    if schedule.unit == "qty" or schedule.is_flat:
-        return 0.0
+def _priced_part(schedule: Tiers, amount: np.ndarray | float, price: float) -> np.ndarray | float:
+    """What a value schedule adds beyond its first band's rate at `price`."""
     value = amount * price
     return schedule.apply(value) - schedule.first_rate * value
 
 
+# The amount each schedule of an entry applies to, and the side of the ratio it adds to.
+_KINDS = (("qty", "num"), ("debt", "den"), ("perp_size", "den"))
+
+
 class _Column:
-    """Every account's exposure to one asset, and what each currently contributes."""
+    """Every account's exposure to one asset, and what each currently contributes.
+
+    Each entry keeps its own schedules. Those linear in price (flat rates, quantity bands) live in
+    the entry's coefficients; the tick path visits only the entries under a schedule banded by
+    value, one vectorized pass per distinct schedule (`priced`), however varied the others are."""
 
     def __init__(self, entries: list[tuple[int, Exposure, Schedules, bool]]):
-        # Sort by schedules so each set's entries are one contiguous slice.
-        keys = {}
-        entries = sorted(entries, key=lambda e: (keys.setdefault(e[2], len(keys)), e[0]))
-        self.idx = np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))
-        self.unified = np.fromiter((e[3] for e in entries), dtype=np.float64, count=len(entries))
-        for name in _FIELDS:
-            setattr(self, name, np.fromiter((getattr(e[1], name) for e in entries), np.float64, len(entries)))
-        self.groups: list[_Group] = []
-        for pos, e in enumerate(entries):
-            if not self.groups or self.groups[-1].schedules != e[2]:
-                self.groups.append(_Group(pos, pos + 1, e[2]))
-            else:
-                self.groups[-1].stop = pos + 1
-        self.where = {int(a): pos for pos, a in enumerate(self.idx)}
         n = len(entries)
+        self.idx = np.fromiter((e[0] for e in entries), dtype=np.int64, count=n)
+        self.unified = np.fromiter((e[3] for e in entries), dtype=np.float64, count=n)
+        for name in _FIELDS:
+            setattr(self, name, np.fromiter((getattr(e[1], name) for e in entries), np.float64, n))
+        self.schedules: list[Schedules] = [e[2] for e in entries]
+        positions: dict[tuple[int, Tiers], list[int]] = {}
+        for pos, sch in enumerate(self.schedules):
+            for kind, schedule in enumerate(sch):
+                if _priced(schedule):
+                    positions.setdefault((kind, schedule), []).append(pos)
+        self.priced = {key: np.array(p, dtype=np.int64) for key, p in positions.items()}
+        self.where = {int(a): pos for pos, a in enumerate(self.idx)}
         self.num = np.zeros(n)
         self.den = np.zeros(n)
         self.eq = np.zeros(n)
+        self.a, self.b, self.e, self.c = (np.zeros(n) for _ in range(4))
         self.refresh_coefficients()
 
     def __len__(self) -> int:
@@ -85,54 +79,41 @@ class _Column:
         only N = a*p - c (+ tiers), D = b*p (+ tiers), equity = e*p - c. The coefficients come
         from `contributions` itself (its value at price 0 and at price 1 with the schedules'
         linear parts), so the formula still lives in one place."""
-        if not hasattr(self, "a"):
-            self.a, self.b, self.e, self.c = (np.zeros(len(self.idx)) for _ in range(4))
-        if isinstance(sel, slice):
-            weighted, maintenance = np.empty(len(self.idx)), np.empty(len(self.idx))
-            for g in self.groups:
-                part = slice(g.start, g.stop)
-                weighted[part], maintenance[part] = self._linear_parts(g.schedules, part)
-            weighted, maintenance = weighted[sel], maintenance[sel]
-        else:  # a few entries (one account's book changed): never the whole column
-            pairs = [self._linear_parts(self._group_at(pos).schedules, slice(pos, pos + 1)) for pos in sel.tolist()]
-            weighted = np.concatenate([w for w, _ in pairs]) if pairs else np.empty(0)
-            maintenance = np.concatenate([m for _, m in pairs]) if pairs else np.empty(0)
+        positions = range(len(self.idx)) if isinstance(sel, slice) else sel.tolist()
+        by_schedules: dict[Schedules, list[int]] = {}
+        for pos in positions:  # one vectorized pass per distinct set of schedules
+            by_schedules.setdefault(self.schedules[pos], []).append(pos)
+        weighted, maintenance = np.empty(len(self.idx)), np.empty(len(self.idx))
+        for (weight, borrow, perp), group in by_schedules.items():
+            at = np.array(group, dtype=np.int64)
+            weighted[at] = _linear_part(weight, self.qty[at])
+            maintenance[at] = (_linear_part(borrow, self.debt[at]) + self.perp_mm[at]
+                               + _linear_part(perp, np.abs(self.perp_size[at])))
         args = (self.unified[sel], self.qty[sel], self.debt[sel], self.perp_size[sel], self.perp_cost[sel])
         n0, d0, e0 = contributions(*args, 0.0, 0.0, 0.0)
-        n1, d1, e1 = contributions(*args, weighted, maintenance, 1.0)
+        n1, d1, e1 = contributions(*args, weighted[sel], maintenance[sel], 1.0)
         self.a[sel], self.b[sel], self.e[sel], self.c[sel] = n1 - n0, d1 - d0, e1 - e0, -n0
-
-    def _linear_parts(self, schedules: Schedules, part: slice) -> tuple[np.ndarray, np.ndarray]:
-        weight, borrow, perp = schedules
-        weighted = _linear_part(weight, self.qty[part])
-        maintenance = (_linear_part(borrow, self.debt[part]) + self.perp_mm[part]
-                       + _linear_part(perp, np.abs(self.perp_size[part])))
-        return weighted, maintenance
 
     def terms(self, price: float, sel: slice | np.ndarray = slice(None)):
         """(N, D, equity) of the selected entries at `price`."""
         num = self.a[sel] * price - self.c[sel]
         den = self.b[sel] * price
         if isinstance(sel, slice):
-            for g in self.groups:
-                if g.priced_tiers:
-                    part = slice(g.start, g.stop)
-                    weight, borrow, perp = g.schedules
-                    num[part] += _priced_part(weight, self.qty[part], price)
-                    den[part] += (_priced_part(borrow, self.debt[part], price)
-                                  + _priced_part(perp, np.abs(self.perp_size[part]), price))
+            for (kind, schedule), at in self.priced.items():
+                field_name, side = _KINDS[kind]
+                amount = np.abs(getattr(self, field_name)[at])
+                (num if side == "num" else den)[at] += _priced_part(schedule, amount, price)
         else:
             for n, pos in enumerate(np.atleast_1d(sel).tolist()):
-                g = self._group_at(pos)
-                if g.priced_tiers:
-                    weight, borrow, perp = g.schedules
-                    num[n] += _priced_part(weight, self.qty[pos], price)
-                    den[n] += (_priced_part(borrow, self.debt[pos], price)
-                               + _priced_part(perp, abs(self.perp_size[pos]), price))
+                for kind, schedule in enumerate(self.schedules[pos]):
+                    if _priced(schedule):
+                        field_name, side = _KINDS[kind]
+                        part = _priced_part(schedule, abs(getattr(self, field_name)[pos]), price)
+                        if side == "num":
+                            num[n] += part
+                        else:
+                            den[n] += part
         return num, den, self.e[sel] * price - self.c[sel]
-
-    def _group_at(self, pos: int) -> _Group:
-        return next(g for g in self.groups if g.start <= pos < g.stop)
 
     # -- one account enters or leaves: array edits, not a rebuild (the first sync of
     # thousands of accounts must not be quadratic) -------------------------------------
@@ -143,29 +124,28 @@ class _Column:
         pos = self.where[account]
         for name in self._ARRAYS:
             setattr(self, name, np.delete(getattr(self, name), pos))
-        groups = []
-        for g in self.groups:
-            start, stop = g.start - (g.start > pos), g.stop - (g.stop > pos)
-            if stop > start:
-                groups.append(_Group(start, stop, g.schedules))
-        self.groups = groups
+        del self.schedules[pos]
+        priced = {}
+        for key, at in self.priced.items():
+            at = at[at != pos]
+            if len(at):
+                priced[key] = at - (at > pos)
+        self.priced = priced
         self.where = dict(zip(self.idx.tolist(), range(len(self.idx)), strict=True))
 
     def with_entry(self, account: int, exposure: Exposure, schedules: Schedules, unified: bool) -> None:
-        """Adds the account at the end of its schedules' run (a new run if none); its
-        contribution is zero until the caller prices it."""
-        group = next((g for g in self.groups if g.schedules == schedules), None)
-        pos = group.stop if group is not None else len(self.idx)
+        """Adds the account at the end; its contribution is zero until the caller prices it."""
+        pos = len(self.idx)
         values = {"idx": account, "unified": float(unified), **{f: getattr(exposure, f) for f in _FIELDS}}
         for name in self._ARRAYS:
             arr = getattr(self, name)
-            setattr(self, name, np.insert(arr, pos, values.get(name, 0.0)).astype(arr.dtype, copy=False))
-        if group is None:
-            self.groups.append(_Group(pos, pos + 1, schedules))
-        else:
-            self.groups = [_Group(g.start + (g.start >= pos and g is not group), g.stop + (g.stop >= pos), g.schedules)
-                           for g in self.groups]
-        self.where = dict(zip(self.idx.tolist(), range(len(self.idx)), strict=True))
+            setattr(self, name, np.append(arr, values.get(name, 0.0)).astype(arr.dtype, copy=False))
+        self.schedules.append(schedules)
+        for kind, schedule in enumerate(schedules):
+            if _priced(schedule):
+                at = self.priced.get((kind, schedule))
+                self.priced[(kind, schedule)] = np.append(at if at is not None else np.empty(0, np.int64), pos)
+        self.where[account] = pos
         self.refresh_coefficients(np.array([pos]))
 
 

@@ -14,7 +14,8 @@ The amount is either a coin quantity or a USD value (`unit`), as the venue defin
   (GET /v5/spot-margin-trade/position-tiers, `borrowLimit` "tiers accumulation");
 - perpetual risk limits are bands of the position's notional value (Bybit
   GET /v5/market/risk-limit, Binance GET /fapi/v1/leverageBracket) or of its size in
-  contracts (OKX GET /api/v5/public/position-tiers, `minSz`/`maxSz`).
+  contracts (OKX GET /api/v5/public/position-tiers, `minSz`/`maxSz`). OKX charges the whole
+  position at its tier's rate: deductions of 0 on every band, a schedule that jumps at each bound.
 
 A quantity schedule is linear in price (value = price * f(qty)); a value schedule has
 kinks at price = bound / qty.

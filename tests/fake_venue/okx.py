@@ -19,8 +19,25 @@ connections with `drop_streams`.
 Orders match immediate-or-cancel against the fake's bid/ask. Knobs as in the other fakes:
 `delay_create_s`, `reject` (the next create fails with an OKX sCode/sMsg), `fill_ratio`;
 and `delay_balance_s`.
-The margin ratio is computed from the fake's own discount rates, so a test can make the
-venue disagree with the daemon.
+
+The account follows OKX's documented rules, computed here on their own (nothing of monitor/ is
+used), so a test can compare the daemon with the venue and make them disagree:
+- a coin's equity eq = cashBal + the floating PnL of the cross swaps settled in it - accrued
+  interest; its liability liab = crossLiab = |min(0, eq)|, the part the unrealised loss makes is
+  uplLiab (help centre "Multi-currency margin mode: cross margin trading",
+  https://www.okx.com/help/iv-multi-currency-margin-mode-cross-margin-trading; API "Get balance");
+- adjusted equity = each positive equity at its coin's discount-rate bands (in the coin, band-wise:
+  the 11M USDT -> 10.3M example) at the USD price, plus each negative equity at the USD price;
+- maintenance margin (`mmr`) = each swap's notional x the mmr of the tier its size in contracts is
+  in (minSz < pos <= maxSz: the whole position at that rate; "Tiered maintenance margin ratio
+  rules", https://www.okx.com/help/v-tiered-maintenance-margin-ratio-rules; API "Get position
+  tiers"), plus each borrowed coin's borrowing (liab - uplLiab) x the mmr of its tier (position
+  tiers, instType MARGIN, `ccy`: "the borrowing amount") x the mmr of its tier. The docs do not say
+  whether the swaps' PnL in the coin (which moves liab) changes the borrowing margined: the fake
+  margins the borrowing itself, interest - cashBal;
+- mgnRatio = adjEq / (mmr + liquidation fees), the fee being the positions' notional x
+  `liq_fee_rate` (the taker rate; the "Get balance" response example has exactly
+  adjEq / mgnRatio = mmr + 0.05% x notionalUsd).
 """
 
 from __future__ import annotations
@@ -39,7 +56,10 @@ from aiohttp import web
 from tests.loopback import SignedVenue
 
 FEE_RATE = 0.001
+LIQ_FEE_RATE = 0.0005  # OKX's taker rate for swaps at the base fee tier: what a liquidation pays
 CT_VAL = 0.01  # BTC per BTC-USDT-SWAP contract
+# BTC-USDT swap tiers: (maxSz in contracts, mmr); a position of minSz < pos <= maxSz is margined at mmr.
+SWAP_TIERS = [(2000.0, 0.004), (5000.0, 0.006), (10000.0, 0.01), (1e8, 0.02)]
 SPOT = {"BTC-USDT": ("BTC", "USDT", "0.00000001", "0.00001", "0.1")}  # instId -> base, quote, lotSz, minSz, tickSz
 
 
@@ -57,8 +77,11 @@ class FakeOkx(SignedVenue):
     interest: dict[str, float] = field(default_factory=dict)
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTC-USDT -> (bid, ask)
     discount: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # ccy -> [(minAmt in the coin, rate)]
-    borrow_mmr: dict[str, float] = field(default_factory=dict)  # ccy -> maintenance rate on its liability
-    swaps: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # BTC-USDT-SWAP -> (pos, avgPx, mm rate)
+    # ccy -> borrowing tiers [(maxSz in the coin, mmr)]; instFamily -> swap tiers [(maxSz in contracts, mmr)]
+    borrow_tiers: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    swap_tiers: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: {"BTC-USDT": list(SWAP_TIERS)})
+    swaps: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTC-USDT-SWAP -> (pos in contracts, avgPx)
+    liq_fee_rate: float = LIQ_FEE_RATE
     delay_create_s: float = 0.0
     delay_balance_s: float = 0.0  # GET /account/balance answers this late (the stream's snapshot comes first)
     reject: tuple[str, str] | None = None
@@ -101,6 +124,7 @@ class FakeOkx(SignedVenue):
         r = app.router
         r.add_get("/api/v5/public/instruments", self.instruments)
         r.add_get("/api/v5/public/discount-rate-interest-free-quota", self.discount_rates)
+        r.add_get("/api/v5/public/position-tiers", self.position_tiers)
         r.add_get("/api/v5/account/balance", self.private(self.balance))
         r.add_get("/api/v5/account/positions", self.private(self.positions))
         r.add_post("/api/v5/trade/order", self.private(self.create_order))
@@ -211,11 +235,34 @@ class FakeOkx(SignedVenue):
         items = []
         for ccy, bands in self.discount.items():
             bounds = [b[0] for b in bands[1:]] + [0.0]
-            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:g}" if hi else "", "minAmt": f"{lo:g}",
+            details = [{"discountRate": f"{rate}", "maxAmt": f"{hi:.12g}" if hi else "", "minAmt": f"{lo:.12g}",
                         "tier": str(i + 1), "liqPenaltyRate": "0.02", "disCcyEq": "0"}
                        for i, ((lo, rate), hi) in enumerate(zip(bands, bounds))]
             items.append({"amt": "0", "ccy": ccy, "collateralRestrict": False, "details": details,
                           "discountLv": "", "minDiscountRate": "0"})
+        return self.answer(items)
+
+    async def position_tiers(self, request: web.Request) -> web.Response:
+        """GET /api/v5/public/position-tiers: tdMode is required; instType SWAP answers the families
+        asked for (sizes in contracts), MARGIN with `ccy` the coin's borrowing tiers (in the coin)."""
+        self.requests.append((request.method, request.path + "?" + request.rel_url.raw_query_string))
+        q = request.query
+        if q.get("tdMode") not in ("cross", "isolated"):
+            return self.answer([], "51000", "Parameter tdMode error")
+        if q.get("instType") == "SWAP":
+            tables = [(f, "", self.swap_tiers.get(f) or []) for f in q.get("instFamily", "").split(",")]
+        elif q.get("instType") == "MARGIN" and q.get("ccy"):
+            tables = [("", "", self.borrow_tiers.get(q["ccy"]) or [])]
+        else:
+            return self.answer([], "51000", "Parameter instFamily or ccy error")
+        items = []
+        for family, inst, rows in tables:
+            for i, (hi, mmr) in enumerate(rows):
+                lo = rows[i - 1][0] if i else 0.0
+                items.append({"uly": family, "instFamily": family, "instId": inst, "tier": str(i + 1),
+                              "minSz": f"{lo:.12g}", "maxSz": f"{hi:.12g}", "mmr": f"{mmr}", "imr": f"{2 * mmr}",
+                              "maxLever": f"{1 / (2 * mmr):g}", "optMgnFactor": "0", "quoteMaxLoan": "",
+                              "baseMaxLoan": ""})
         return self.answer(items)
 
     # -- the account -------------------------------------------------------------------------
@@ -234,18 +281,48 @@ class FakeOkx(SignedVenue):
             out += max(0.0, min(qty, hi) - lo) * rate
         return out * self.price(ccy)
 
+    @staticmethod
+    def tier_mmr(rows: list[tuple[float, float]], amount: float) -> float:
+        """The mmr of the tier `amount` is in (minSz < amount <= maxSz); past the last, the last."""
+        for hi, mmr in rows:
+            if amount <= hi:
+                return mmr
+        return rows[-1][1] if rows else 0.0
+
+    def swap_terms(self, inst: str) -> tuple[float, float, float]:
+        """(notional at the mark, maintenance margin, unrealised PnL) of a swap, in USDT."""
+        pos, avg = self.swaps.get(inst, (0.0, 0.0))
+        mark = self.price(inst.split("-")[0])
+        notional = abs(pos) * CT_VAL * mark
+        rows = self.swap_tiers.get(inst.removesuffix("-SWAP")) or []
+        return notional, notional * self.tier_mmr(rows, abs(pos)), pos * CT_VAL * (mark - avg)
+
+    def coin(self, ccy: str) -> dict[str, float]:
+        """One coin's equity, liabilities and borrowing maintenance margin, in the coin (USDT for mm)."""
+        cash, interest = self.cash.get(ccy, 0.0), self.interest.get(ccy, 0.0)
+        upl = sum(self.swap_terms(i)[2] for i in self.swaps) if ccy == "USDT" else 0.0  # swaps settle in USDT
+        eq = cash + upl - interest
+        liab = max(-eq, 0.0)
+        borrowing = max(interest - cash, 0.0)  # owed without the swaps' loss
+        upl_liab = max(liab - borrowing, 0.0)
+        mm = borrowing * self.tier_mmr(self.borrow_tiers.get(ccy) or [], borrowing) * self.price(ccy)
+        return {"cash": cash, "interest": interest, "upl": upl, "eq": eq, "liab": liab, "upl_liab": upl_liab,
+                "mm": mm}
+
+    def account_sums(self) -> dict[str, float]:
+        """adjEq, mmr, notionalUsd and mgnRatio's denominator (mmr + liquidation fees), in USD."""
+        coins = [self.coin(c) | {"px": self.price(c), "ccy": c} for c in self.cash]
+        adj = sum(self.discounted(c["ccy"], c["eq"]) if c["eq"] > 0 else c["eq"] * c["px"] for c in coins)
+        swaps = [self.swap_terms(i) for i, (pos, _) in self.swaps.items() if pos]
+        notional = sum(n for n, _, _ in swaps)
+        mmr = sum(c["mm"] for c in coins) + sum(m for _, m, _ in swaps)
+        return {"adj": adj, "mmr": mmr, "notional": notional, "den": mmr + notional * self.liq_fee_rate,
+                "upl": sum(u for _, _, u in swaps)}
+
     def margin_ratio(self) -> float | None:
-        """adjusted equity / maintenance margin, on the fake's own discount rates."""
-        adj = mmr = 0.0
-        for ccy, cash in self.cash.items():
-            net = cash - self.interest.get(ccy, 0.0)
-            value = net * self.price(ccy)
-            adj += self.discounted(ccy, net) if net > 0 else value
-            mmr += -value * self.borrow_mmr.get(ccy, 0.0) if net < 0 else 0.0
-        for inst in self.swaps:
-            item = self.position_item(inst)
-            adj, mmr = adj + float(item["upl"]), mmr + float(item["mmr"])
-        return adj / mmr if mmr > 0 else None
+        """mgnRatio = adjusted equity / (maintenance margin + liquidation fees); None with nothing to cover."""
+        sums = self.account_sums()
+        return sums["adj"] / sums["den"] if sums["den"] > 0 else None
 
     async def balance(self, params: dict) -> web.Response:
         await asyncio.sleep(self.delay_balance_s)
@@ -254,38 +331,39 @@ class FakeOkx(SignedVenue):
     def account_data(self) -> dict:
         """The account as GET /account/balance's data[0] and the `account` channel show it."""
         details = []
-        for ccy, cash in sorted(self.cash.items()):
-            eq, usd = cash - self.interest.get(ccy, 0.0), cash * self.price(ccy)
-            details.append({"availBal": f"{max(cash, 0):.10f}", "availEq": f"{max(eq, 0):.10f}",
-                            "cashBal": f"{cash:.10f}", "ccy": ccy, "crossLiab": f"{max(-cash, 0):.10f}",
-                            "disEq": f"{self.discounted(ccy, max(eq, 0)):.8f}", "eq": f"{eq:.10f}",
-                            "eqUsd": f"{usd:.8f}", "fixedBal": "0", "frozenBal": "0", "imr": "", "interest":
-                            f"{self.interest.get(ccy, 0.0):.10f}", "isoEq": "0", "isoLiab": "", "isoUpl": "0",
-                            "liab": f"{max(-cash, 0):.10f}", "maxLoan": "", "mgnRatio": "", "mmr": "",
+        for ccy in sorted(self.cash):
+            c, px = self.coin(ccy), self.price(ccy)
+            details.append({"availBal": f"{max(c['cash'], 0):.10f}", "availEq": f"{max(c['eq'], 0):.10f}",
+                            "cashBal": f"{c['cash']:.10f}", "ccy": ccy, "crossLiab": f"{c['liab']:.10f}",
+                            "disEq": f"{self.discounted(ccy, max(c['eq'], 0)):.8f}", "eq": f"{c['eq']:.10f}",
+                            "eqUsd": f"{c['eq'] * px:.8f}", "fixedBal": "0", "frozenBal": "0", "imr": "",
+                            "interest": f"{c['interest']:.10f}", "isoEq": "0", "isoLiab": "0", "isoUpl": "0",
+                            "liab": f"{c['liab']:.10f}", "maxLoan": "", "mgnRatio": "", "mmr": "",
                             "notionalLever": "", "ordFrozen": "0", "spotInUseAmt": "", "stgyEq": "0", "twap": "0",
-                            "uTime": str(now_ms()), "upl": "0", "uplLiab": "0"})
-        total = sum(c * self.price(k) for k, c in self.cash.items())
+                            "uTime": str(now_ms()), "upl": f"{c['upl']:.10f}", "uplLiab": f"{c['upl_liab']:.10f}"})
+        sums = self.account_sums()
+        total = sum(self.coin(k)["eq"] * self.price(k) for k in self.cash)
         ratio = self.margin_ratio()
-        return {"adjEq": f"{total:.8f}", "borrowFroz": "", "details": details, "imr": "0", "isoEq": "0",
-                "mgnRatio": f"{ratio:.8f}" if ratio else "", "mmr": "0", "notionalUsd": "0", "ordFroz": "0",
-                "totalEq": f"{total:.8f}", "uTime": str(now_ms()), "upl": "0"}
+        return {"adjEq": f"{sums['adj']:.8f}", "borrowFroz": "0", "details": details, "imr": "0", "isoEq": "0",
+                "mgnRatio": f"{ratio:.12g}" if ratio else "", "mmr": f"{sums['mmr']:.10f}",
+                "notionalUsd": f"{sums['notional']:.10f}", "notionalUsdForSwap": f"{sums['notional']:.10f}",
+                "ordFroz": "0", "totalEq": f"{total:.8f}", "uTime": str(now_ms()), "upl": f"{sums['upl']:.10f}"}
 
     def position_item(self, inst: str) -> dict:
         """One net-mode cross swap position as /account/positions and the positions channel show it."""
-        pos, avg, rate = self.swaps.get(inst, (0.0, 0.0, 0.0))
-        base = inst.split("-")[0]
-        mark = self.price(base)
-        notional = abs(pos) * CT_VAL * mark
+        pos, avg = self.swaps.get(inst, (0.0, 0.0))
+        notional, mm, upl = self.swap_terms(inst)
+        mark = self.price(inst.split("-")[0])
         return {"adl": "1", "availPos": "", "avgPx": f"{avg}", "cTime": str(now_ms()), "ccy": "USDT",
                 "instId": inst, "instType": "SWAP", "lever": "10", "liab": "", "liabCcy": "", "liqPx": "",
-                "markPx": f"{mark}", "margin": "", "mgnMode": "cross", "mgnRatio": "", "mmr": f"{notional * rate}",
-                "imr": f"{notional / 10}", "notionalUsd": f"{notional}", "pos": f"{pos:g}", "posCcy": "",
-                "posId": str(abs(hash(inst)) % 10**18), "posSide": "net", "upl": f"{pos * CT_VAL * (mark - avg)}",
+                "markPx": f"{mark}", "margin": "", "mgnMode": "cross", "mgnRatio": "", "mmr": f"{mm}",
+                "imr": f"{notional / 10}", "notionalUsd": f"{notional}", "pos": f"{pos:.12g}", "posCcy": "",
+                "posId": str(abs(hash(inst)) % 10**18), "posSide": "net", "upl": f"{upl}",
                 "uTime": str(now_ms())}
 
     def open_positions(self) -> list[dict]:
         """What GET /account/positions and the channel's snapshot list: the swaps held."""
-        return [self.position_item(i) for i, (pos, _, _) in self.swaps.items() if pos]
+        return [self.position_item(i) for i, (pos, _) in self.swaps.items() if pos]
 
     async def positions(self, params: dict) -> web.Response:
         return self.answer(self.open_positions())
