@@ -127,6 +127,8 @@ class Rules:
     def retarget(self, i: int, acc: AccountRules) -> None:
         """Account i's same levels at a moved liquidation point (the venue's: the native thresholds
         mean other health); its state stays, and the next evaluate() settles its depth."""
+        if [lv.name for lv in acc.levels] != [lv.name for lv in self.accounts[i].levels]:
+            raise ConfigError(f"accounts ({acc.name}): its levels change order at liquidation level {acc.param:g}")
         self.accounts[i] = acc
         for j, lv in enumerate(acc.levels):
             self.thresholds[i, j] = self._threshold_cols[j][i] = lv.threshold

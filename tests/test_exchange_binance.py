@@ -128,6 +128,9 @@ async def test_drift_when_the_venue_counts_assets_we_do_not_price(venue) -> None
         await r.resync()
         alert = await r.notifier.wait_for(lambda e: e.kind == EventKind.DRIFT)
         assert "binance reports 1.53" in alert.detail
+        assert "in collateral (ours 40000, the venue's 46000" in alert.detail  # the assets side differs
+        assert "liabilities" not in alert.detail
+        assert r.health() * 1.1 == pytest.approx(fake.margin_level(), rel=1e-4)  # health follows the venue
 
 
 def test_binance_margin_has_no_testnet() -> None:
@@ -264,3 +267,15 @@ async def test_the_liquidation_bar_is_read_once_an_hour(venue) -> None:
     assert fake.requests.count(("GET", "/sapi/v1/margin/tradeCoeff")) == 2
     assert fake.requests.count(("GET", "/sapi/v1/margin/account")) == 4
     assert {s.liquidation_level for s in states} == {1.1}
+
+
+async def test_a_venue_level_that_would_reorder_the_levels_is_declined(venue, capsys) -> None:
+    # One level in health (1.2), one in margin level (1.3: health 1.18 at 1.1, 1.24 at 1.05): at the
+    # venue's 1.05 they would swap places, so the book keeps the default and the log says why.
+    fake, url = venue
+    fake.bars = (1.5, 1.3, 1.05)
+    raw = settings_for(url, liquidation_level=None).model_dump(exclude_none=True)
+    raw["accounts"][0]["levels"] = [{"name": "near", "health": 1.2}, {"name": "far", "margin_level": 1.3}]
+    book = synced_book(parse_settings(raw), await fetch(gateway(url)), {"BTC": 40_000.0})
+    assert book.param == 1.1
+    assert "change order at liquidation level 1.05" in capsys.readouterr().out

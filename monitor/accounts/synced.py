@@ -245,7 +245,7 @@ class SyncApplier:
         if monitor.rules.accounts[i].param != level:
             try:
                 monitor.rules.retarget(i, build_account_rules(acc, level))
-            except ConfigError as err:  # a level written as health no longer below its target
+            except ConfigError as err:  # levels written in health and in the figure no longer fit together
                 log.error("the venue's liquidation level does not fit the account's levels", account=msg.account,
                           level=level, error=str(err))
                 return book
