@@ -57,6 +57,18 @@ def test_a_liability_the_model_cannot_see_is_carried_as_a_residual_and_named():
     assert mm_rate(monitor) == pytest.approx(expected)
 
 
+def test_a_stream_update_without_the_venues_figures_keeps_the_residual():
+    monitor, applier = synced_monitor(60_000)
+    sync(monitor, applier, VenueState({"BTC": 25.0}, native=0.08, ts_ms=2_000,
+                                      totals=VenueTotals(600_000.0, 48_000.0)))
+    # A private-stream update: the balances only (a fill moved 1 BTC out), no totals, no risk figure.
+    sync(monitor, applier, VenueState({"BTC": 24.0}, ts_ms=3_000))
+    book = monitor.engine.books[0]
+    assert book.residual_num == pytest.approx(600_000 - 25 * 60_000 * 0.95)
+    assert book.residual_den == pytest.approx(48_000)
+    assert mm_rate(monitor) == pytest.approx(48_000 / (600_000 - 60_000 * 0.95))
+
+
 def test_a_venue_figure_alone_still_keeps_health_finite():
     # No totals, only the venue's MM rate: the maintenance the venue counts beyond ours is the residual.
     monitor, applier = synced_monitor(40_000)

@@ -257,8 +257,14 @@ class SyncApplier:
 
         With the venue's totals, the residual is what each side of the ratio misses; with only its
         risk figure, the maintenance the venue counts beyond ours. Without a price for every held
-        asset, or a figure from the venue, there is nothing to calibrate against: no residual."""
+        asset there is nothing to calibrate against: no residual. A state without any figure of the
+        venue's (a stream update) keeps the last sync's residual: it is carried until the next sync."""
         state = msg.state
+        last = self.calibration.get(msg.account)
+        if state.totals is None and state.native is None:
+            if last is None:
+                return book
+            return replace(book, residual_num=last.residual_num, residual_den=last.residual_den)
         prices = monitor.engine.price_map()
         if any(math.isnan(prices.get(a, math.nan)) for a, e in book.exposures.items() if not e.is_empty):
             self.calibration.pop(msg.account, None)
