@@ -5,6 +5,7 @@ states are what a gateway hands over (tests/test_exchange_*.py prove those again
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -96,3 +97,29 @@ def test_no_price_no_calibration():
                                       totals=VenueTotals(8_000.0, 4_000.0)))
     assert ACCOUNT not in applier.calibration  # nothing to compare with: no residual invented
     assert monitor.engine.books[0].residual_num == 0.0 and monitor.engine.books[0].residual_den == 0.0
+
+
+def test_the_venues_terms_survive_a_stream_update_and_a_reload():
+    # Bybit's published bands for BTC (by quantity) and a residual from the last REST sync.
+    from monitor.risk.tiers import Tiers
+
+    bands = Tiers.bands([(0.0, 0.98), (10.0, 0.95), (20.0, 0.9)], "qty")
+    monitor, applier = synced_monitor(50_000)
+    sync(monitor, applier, VenueState({"BTC": 25.0, "USDT": -1_000_000.0}, native=0.3, ts_ms=2_000,
+                                      tiers={"BTC": bands}, totals=VenueTotals(190_000.0, 57_000.0)))
+    before = monitor.engine.books[0]
+    assert before.weights["BTC"] == bands and mm_rate(monitor) == pytest.approx(0.3)
+    # The stream: balances only. The bands and the residual stay the venue's.
+    sync(monitor, applier, VenueState({"BTC": 25.0, "USDT": -1_000_000.0}, ts_ms=3_000))
+    assert monitor.engine.books[0].weights["BTC"] == bands
+    assert mm_rate(monitor) == pytest.approx(0.3)
+    # A reload builds a new monitor from the config (BTC at a flat 0.95): the venue's terms come back.
+    reloaded = Monitor(applier.settings, default_registry())
+    reloaded.on_tick(PriceTick("BTC/USDT", 50_000, 4_000))
+    reloaded.engine.set_book(replace(reloaded.engine.books[0], exposures=monitor.engine.books[0].exposures))
+    assert reloaded.engine.books[0].weights["BTC"] != bands  # the config's, until reapplied
+    applier.reapply(reloaded, applier.settings)
+    book = reloaded.engine.books[0]
+    assert book.weights["BTC"] == bands
+    assert (book.residual_num, book.residual_den) == (before.residual_num, before.residual_den)
+    assert mm_rate(reloaded) == pytest.approx(0.3)
