@@ -91,6 +91,8 @@ class Reconfigure:
     def apply_to(self, d: Daemon) -> list[LevelEvent | Plan]:
         try:  # everything that can fail happens before anything running is touched
             new = Monitor(self.settings, self.registry, books=carried_books(d, self.settings))
+            if d.sync is not None:  # the venues' terms and residuals, not the config's until the next sync
+                d.sync.reapply(new, self.settings)
             check_strategies(new)  # with the checks above, all that check-config runs
             channels = build_alert_manager(self.settings, d.store, level_order(new), self.notifiers(self.settings),
                                            clock_ms=d.clock_ms)

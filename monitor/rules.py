@@ -124,6 +124,18 @@ class Rules:
         self._timers: list[tuple[int, int]] = []  # (due_ms, account), a heap
         self._queued: set[tuple[int, int]] = set()  # what is in the heap: each timer once
 
+    def retarget(self, i: int, acc: AccountRules) -> None:
+        """Account i's same levels at a moved liquidation point (the venue's: the native thresholds
+        mean other health); its state stays, and the next evaluate() settles its depth."""
+        if [lv.name for lv in acc.levels] != [lv.name for lv in self.accounts[i].levels]:
+            raise ConfigError(f"accounts ({acc.name}): its levels change order at liquidation level {acc.param:g}")
+        self.accounts[i] = acc
+        for j, lv in enumerate(acc.levels):
+            self.thresholds[i, j] = self._threshold_cols[j][i] = lv.threshold
+            self.clears[i, j] = self._clear_cols[j][i] = lv.clear
+        self.top_clear[i] = self.clears[i].max()
+        self.entered[i] = -1  # differs from any count: the next evaluate() looks at this account
+
     def _schedule(self, due_ms: int, i: int) -> None:
         key = (due_ms, i)
         if key not in self._queued:

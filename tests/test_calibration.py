@@ -5,6 +5,7 @@ states are what a gateway hands over (tests/test_exchange_*.py prove those again
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -57,6 +58,18 @@ def test_a_liability_the_model_cannot_see_is_carried_as_a_residual_and_named():
     assert mm_rate(monitor) == pytest.approx(expected)
 
 
+def test_a_stream_update_without_the_venues_figures_keeps_the_residual():
+    monitor, applier = synced_monitor(60_000)
+    sync(monitor, applier, VenueState({"BTC": 25.0}, native=0.08, ts_ms=2_000,
+                                      totals=VenueTotals(600_000.0, 48_000.0)))
+    # A private-stream update: the balances only (a fill moved 1 BTC out), no totals, no risk figure.
+    sync(monitor, applier, VenueState({"BTC": 24.0}, ts_ms=3_000))
+    book = monitor.engine.books[0]
+    assert book.residual_num == pytest.approx(600_000 - 25 * 60_000 * 0.95)
+    assert book.residual_den == pytest.approx(48_000)
+    assert mm_rate(monitor) == pytest.approx(48_000 / (600_000 - 60_000 * 0.95))
+
+
 def test_a_venue_figure_alone_still_keeps_health_finite():
     # No totals, only the venue's MM rate: the maintenance the venue counts beyond ours is the residual.
     monitor, applier = synced_monitor(40_000)
@@ -84,3 +97,29 @@ def test_no_price_no_calibration():
                                       totals=VenueTotals(8_000.0, 4_000.0)))
     assert ACCOUNT not in applier.calibration  # nothing to compare with: no residual invented
     assert monitor.engine.books[0].residual_num == 0.0 and monitor.engine.books[0].residual_den == 0.0
+
+
+def test_the_venues_terms_survive_a_stream_update_and_a_reload():
+    # Bybit's published bands for BTC (by quantity) and a residual from the last REST sync.
+    from monitor.risk.tiers import Tiers
+
+    bands = Tiers.bands([(0.0, 0.98), (10.0, 0.95), (20.0, 0.9)], "qty")
+    monitor, applier = synced_monitor(50_000)
+    sync(monitor, applier, VenueState({"BTC": 25.0, "USDT": -1_000_000.0}, native=0.3, ts_ms=2_000,
+                                      tiers={"BTC": bands}, totals=VenueTotals(190_000.0, 57_000.0)))
+    before = monitor.engine.books[0]
+    assert before.weights["BTC"] == bands and mm_rate(monitor) == pytest.approx(0.3)
+    # The stream: balances only. The bands and the residual stay the venue's.
+    sync(monitor, applier, VenueState({"BTC": 25.0, "USDT": -1_000_000.0}, ts_ms=3_000))
+    assert monitor.engine.books[0].weights["BTC"] == bands
+    assert mm_rate(monitor) == pytest.approx(0.3)
+    # A reload builds a new monitor from the config (BTC at a flat 0.95): the venue's terms come back.
+    reloaded = Monitor(applier.settings, default_registry())
+    reloaded.on_tick(PriceTick("BTC/USDT", 50_000, 4_000))
+    reloaded.engine.set_book(replace(reloaded.engine.books[0], exposures=monitor.engine.books[0].exposures))
+    assert reloaded.engine.books[0].weights["BTC"] != bands  # the config's, until reapplied
+    applier.reapply(reloaded, applier.settings)
+    book = reloaded.engine.books[0]
+    assert book.weights["BTC"] == bands
+    assert (book.residual_num, book.residual_den) == (before.residual_num, before.residual_den)
+    assert mm_rate(reloaded) == pytest.approx(0.3)

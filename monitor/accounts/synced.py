@@ -17,12 +17,14 @@ import structlog
 
 from monitor.accounts.static import build_book
 from monitor.config import AccountSettings, Settings, position_asset
+from monitor.errors import ConfigError
 from monitor.exchange.gateway import ExchangeGateway, VenueError, VenueUnavailable
 from monitor.exchange.venues import VenueState
 from monitor.execution.base import Execution
 from monitor.model import EventKind, LevelEvent, iso_ms, json_number
 from monitor.risk.portfolio import AccountBook, components, evaluate, from_native, to_native
 from monitor.risk.trades import apply_execution
+from monitor.rules import build_account_rules
 
 log = structlog.get_logger("sync")
 MAX_BACKOFF_S = 60.0
@@ -59,6 +61,20 @@ class Calibration:
             if scale > 0 and abs(ours - venue) / scale > tolerance:
                 gaps.append((abs(ours - venue) / scale, name))
         return [name for _, name in sorted(gaps, reverse=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class VenueTerms:
+    """What a venue publishes about an account and rarely changes: collateral ratios, borrow
+    maintenance tiers, the liquidation point. A state that carries none of them (a stream update)
+    leaves the last ones in force; so does a config reload."""
+    tiers: dict = field(default_factory=dict)
+    borrow_tiers: dict = field(default_factory=dict)
+    liquidation_level: float | None = None
+
+    def updated(self, state: VenueState) -> VenueTerms:
+        return VenueTerms(state.tiers or self.tiers, state.borrow_tiers or self.borrow_tiers,
+                          state.liquidation_level if state.liquidation_level is not None else self.liquidation_level)
 
 
 @dataclass
@@ -169,6 +185,7 @@ class SyncApplier:
         self.warned_unknown: set[str] = set()
         self.weights_logged: set[str] = set()
         self.calibration: dict[str, Calibration] = {}  # account -> the last sync's comparison
+        self.terms: dict[str, VenueTerms] = {}  # account -> what its venue last published
         self.to_verify: dict[str, tuple] = {}  # account -> (plan, health before, ts of the last fill)
 
     def expect(self, plan, before: float, done: Execution, now_ms: int) -> None:
@@ -207,7 +224,8 @@ class SyncApplier:
             self.warned_unknown.add(msg.account)
             log.warning("venue holdings without an [assets] section are left out", account=msg.account,
                         unpriced=unknown[:20])
-        book = self.calibrate(monitor, self.venue_schedules(book, msg), msg)
+        self.terms[msg.account] = self.terms.get(msg.account, VenueTerms()).updated(msg.state)
+        book = self.calibrate(monitor, self.with_venue_terms(monitor, book), msg)
         venue_book = book
         try:
             for done in self.paper.get(msg.account, ()):
@@ -219,27 +237,77 @@ class SyncApplier:
             return venue_book
         return book
 
-    def venue_schedules(self, book: AccountBook, msg: Synced) -> AccountBook:
+    def with_venue_terms(self, monitor, book: AccountBook) -> AccountBook:
+        """The book under the venue's last published terms (the config's where it publishes none)."""
+        terms = self.terms.get(book.name)
+        if terms is None:
+            return book
+        return self.venue_level(monitor, self.venue_schedules(book, terms), terms)
+
+    def reapply(self, monitor, settings: Settings) -> None:
+        """A reloaded config's monitor: each synced account's book takes the venue's terms and the
+        last sync's residual again, rather than the config's until the next sync. Under `settings`,
+        which this applier follows only once the reload has succeeded."""
+        running = self.settings, self.accounts
+        self.follow(settings)
+        try:
+            for name in self.accounts:
+                i = monitor.engine.account_index.get(name)
+                if i is None:
+                    continue
+                book = self.with_venue_terms(monitor, monitor.engine.books[i])
+                cal = self.calibration.get(name)
+                if cal is not None:
+                    book = replace(book, residual_num=cal.residual_num, residual_den=cal.residual_den)
+                if book != monitor.engine.books[i]:
+                    monitor.engine.set_book(book)
+        finally:
+            self.settings, self.accounts = running
+
+    def venue_schedules(self, book: AccountBook, terms: VenueTerms) -> AccountBook:
         """The venue's published collateral ratios and borrow maintenance tiers replace the
         config's, each in the venue's own unit (Bybit and OKX band collateral by coin quantity),
         so they stay exact at every price between syncs."""
         known = self.settings.assets
-        weights = {**book.weights, **{a: t for a, t in msg.state.tiers.items() if a in known}}
-        borrow = {**book.borrow_tiers, **{a: t for a, t in msg.state.borrow_tiers.items() if a in known}}
-        used = {a: t.first_rate for a, t in msg.state.tiers.items() if a in known}
-        if used and msg.account not in self.weights_logged:
-            self.weights_logged.add(msg.account)
-            log.info("venue collateral ratios override the config's weights", account=msg.account,
-                     venue=self.accounts[msg.account].source, ratios=used)
+        weights = {**book.weights, **{a: t for a, t in terms.tiers.items() if a in known}}
+        borrow = {**book.borrow_tiers, **{a: t for a, t in terms.borrow_tiers.items() if a in known}}
+        used = {a: t.first_rate for a, t in terms.tiers.items() if a in known}
+        if used and book.name not in self.weights_logged:
+            self.weights_logged.add(book.name)
+            log.info("venue collateral ratios override the config's weights", account=book.name,
+                     venue=self.accounts[book.name].source, ratios=used)
         return replace(book, weights=weights, borrow_tiers=borrow)
+
+    def venue_level(self, monitor, book: AccountBook, terms: VenueTerms) -> AccountBook:
+        """The venue's own liquidation point for the account (Binance margin: forceLiquidationBar)
+        unless the config sets one; the levels, written in the venue's figure, follow it."""
+        level, acc = terms.liquidation_level, self.accounts[book.name]
+        if level is None or acc.liquidation_level is not None or book.model == "ltv":
+            return book
+        i = monitor.engine.account_index[book.name]
+        if monitor.rules.accounts[i].param != level:
+            try:
+                monitor.rules.retarget(i, build_account_rules(acc, level))
+            except ConfigError as err:  # levels written in health and in the figure no longer fit together
+                log.error("the venue's liquidation level does not fit the account's levels", account=book.name,
+                          level=level, error=str(err))
+                return book
+            log.info("liquidation level from the venue", account=book.name, level=level, was=book.param)
+        return replace(book, scale=1.0 / level, param=level)
 
     def calibrate(self, monitor, book: AccountBook, msg: Synced) -> AccountBook:
         """The book with the residual that makes it agree with the venue's own figures at this sync.
 
         With the venue's totals, the residual is what each side of the ratio misses; with only its
         risk figure, the maintenance the venue counts beyond ours. Without a price for every held
-        asset, or a figure from the venue, there is nothing to calibrate against: no residual."""
+        asset there is nothing to calibrate against: no residual. A state without any figure of the
+        venue's (a stream update) keeps the last sync's residual: it is carried until the next sync."""
         state = msg.state
+        last = self.calibration.get(msg.account)
+        if state.totals is None and state.native is None:
+            if last is None:
+                return book
+            return replace(book, residual_num=last.residual_num, residual_den=last.residual_den)
         prices = monitor.engine.price_map()
         if any(math.isnan(prices.get(a, math.nan)) for a, e in book.exposures.items() if not e.is_empty):
             self.calibration.pop(msg.account, None)

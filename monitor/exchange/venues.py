@@ -58,6 +58,9 @@ class VenueState:
     reserve: dict[str, float] = field(default_factory=dict)  # what the reserve wallet could move in (top-ups)
     borrow_tiers: dict[str, Tiers] = field(default_factory=dict)  # unified: a borrowed coin's maintenance
     totals: VenueTotals | None = None  # the venue's own sums, for calibration
+    # Where the venue says it liquidates this account, in the model's figure (Binance margin:
+    # forceLiquidationBar); the book takes it unless the config sets `liquidation_level`.
+    liquidation_level: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +237,15 @@ def bybit_transferable(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
-    """GET /sapi/v1/margin/account (classic cross margin): each asset's free + locked is held,
-    borrowed + interest is owed; marginLevel = total asset value / total liabilities, with
-    liquidation at 1.1 (Binance "Margin Level" FAQ). Without liabilities Binance reports a
-    placeholder level (999): no figure then."""
+def binance_margin_state(account: dict[str, Any], ts_ms: int, liquidation_level: float | None = None) -> VenueState:
+    """GET /sapi/v1/margin/account (Cross Margin Classic, accountType MARGIN_1), through ccxt.
+
+    Binance counts gross: each asset's free + locked is a held asset and its borrowed + interest a
+    liability, so a coin both held and borrowed is on both sides. Margin level = total asset value /
+    (total liabilities + outstanding interest) ("Margin Level and Margin Call" FAQ,
+    https://www.binance.com/en/support/faq/binance-margin-level-and-margin-call-360030493931).
+    Without liabilities Binance reports a placeholder level (999): no figure then.
+    """
     holdings, borrowed = {}, {}
     for a in account.get("userAssets") or []:
         held = _num(a.get("free")) + _num(a.get("locked"))
@@ -249,7 +256,27 @@ def binance_margin_state(account: dict[str, Any], ts_ms: int) -> VenueState:
             borrowed[str(a.get("asset"))] = owed
     level = _num(account.get("marginLevel"))
     native = level if borrowed and level > 0 else None
-    return VenueState(holdings, borrowed, (), native, ts_ms)
+    return VenueState(holdings, borrowed, (), native, ts_ms, liquidation_level=liquidation_level)
+
+
+def binance_margin_totals(account: dict[str, Any], btc_usdt: float) -> VenueTotals:
+    """The margin account's own sums, which it reports in BTC (totalAssetOfBtc / totalLiabilityOfBtc
+    is its marginLevel: API docs "Query Cross Margin Account Details",
+    https://developers.binance.com/docs/margin_trading/account/Query-Cross-Margin-Account-Details),
+    in USDT at Binance's BTCUSDT margin price index `btc_usdt` (GET /sapi/v1/margin/priceIndex: the
+    index price the liquidation price is reckoned at, FAQ "How to Calculate Margin Liquidation
+    Price?", https://www.binance.com/en/support/faq/f6b010588e55413aa58b7d63ee0125ed)."""
+    assets = _num(account.get("totalAssetOfBtc")) * btc_usdt
+    liabilities = _num(account.get("totalLiabilityOfBtc")) * btc_usdt
+    return VenueTotals(assets, liabilities, {"collateral": assets, "liabilities": liabilities})
+
+
+def binance_margin_liquidation_bar(coeff: dict[str, Any]) -> float | None:
+    """GET /sapi/v1/margin/tradeCoeff ("Get Summary of Margin account", margin level bars of the
+    account: normalBar, marginCallBar, forceLiquidationBar): the margin level it is liquidated at,
+    https://developers.binance.com/docs/margin_trading/account/Get-Summary-Of-Margin-Account."""
+    bar = _num(coeff.get("forceLiquidationBar"))
+    return bar if bar > 0 else None
 
 
 # -- OKX multi-currency margin ------------------------------------------------------------------
@@ -407,18 +434,42 @@ def binance_asset_haircuts(index: list[dict[str, Any]]) -> dict[str, Tiers]:
     return out
 
 
+def binance_leverage_brackets(data: list[dict[str, Any]], symbol_of: dict[str, str]) -> dict[str, Tiers]:
+    """GET /fapi/v1/leverageBracket ("Notional and Leverage Brackets", the account's own): per
+    symbol, brackets of the position's notional from notionalFloor, each with its maintMarginRatio
+    and cum, the maintenance amount: maintenance margin = notional x maintMarginRatio - cum
+    (Binance FAQ "Leverage and Margin of USDⓈ-M Futures",
+    https://www.binance.com/en/support/faq/leverage-and-margin-of-usd%E2%93%A2-m-futures-360033162192).
+    `symbol_of` maps Binance's market ids to ccxt's symbols."""
+    out = {}
+    for item in data:
+        symbol = symbol_of.get(str(item.get("symbol")))
+        brackets = sorted(item.get("brackets") or [], key=lambda b: _num(b.get("notionalFloor")))
+        if symbol is None or not brackets or _num(brackets[0].get("notionalFloor")) != 0:
+            continue
+        bands = [(_num(b.get("notionalFloor")), _num(b.get("maintMarginRatio"))) for b in brackets]
+        out[symbol] = Tiers.bands(bands, "value", tuple(_num(b.get("cum")) for b in brackets))
+    return out
+
+
 def binance_usdm_state(account: dict[str, Any], symbol_of: dict[str, str], ts_ms: int,
-                       tiers: dict[str, Tiers] | None = None) -> VenueState:
+                       tiers: dict[str, Tiers] | None = None, brackets: dict[str, Tiers] | None = None) -> VenueState:
     """GET /fapi/v3/account of a USDⓈ-M futures account in Multi-Assets mode, through ccxt.
 
-    Each margin asset's walletBalance is held (negative after losses in Multi-Assets mode: owed);
-    a position's positionAmt is signed, notional is its signed value at the mark, and the entry
-    follows from notional - unrealizedProfit. Binance's margin ratio is totalMaintMargin /
-    totalMarginBalance, in USD, liquidation at 100% (Binance FAQ "Margin Ratio"): the unified
-    model's MM rate. `symbol_of` maps Binance's market ids to ccxt's symbols.
+    Each margin asset's walletBalance is held; a negative one (losses settled in Multi-Assets mode,
+    auto-exchanged past a threshold: "Multi-Assets Mode" rules page) is owed, a liability. A
+    position's positionAmt is signed, notional is its signed value at the mark, and the entry
+    follows from notional - unrealizedProfit; its maintenance is the symbol's leverage brackets
+    (`brackets`), else its maintMargin / notional as one rate. Binance's margin ratio is account
+    maintenance margin / account equity, both in USD, liquidation at 100% ("How to Calculate
+    Margin Ratio in the Multi-Assets Mode", https://www.binance.com/en/support/faq/
+    how-to-calculate-margin-in-multi-assets-mode-c983a9268cfa4e70a4916c276bb3b7bc): the unified
+    model's MM rate; totalMarginBalance and totalMaintMargin are those sums (in USD in
+    Multi-Assets mode, API docs "Account Information V3").
     """
     holdings = {str(a.get("asset")): _num(a.get("walletBalance")) for a in account.get("assets") or []
                 if _num(a.get("walletBalance")) != 0}
+    brackets = brackets or {}
     positions = []
     for p in account.get("positions") or []:
         size, notional = _num(p.get("positionAmt")), _num(p.get("notional"))
@@ -426,7 +477,9 @@ def binance_usdm_state(account: dict[str, Any], symbol_of: dict[str, str], ts_ms
         if size == 0 or notional == 0 or symbol is None:
             continue
         entry = (notional - _num(p.get("unrealizedProfit"))) / size
-        positions.append(VenuePosition(symbol, size, entry, _num(p.get("maintMargin")) / abs(notional)))
+        mmr = brackets.get(symbol) or _num(p.get("maintMargin")) / abs(notional)
+        positions.append(VenuePosition(symbol, size, entry, mmr))
     maint, balance = _num(account.get("totalMaintMargin")), _num(account.get("totalMarginBalance"))
     native = maint / balance if maint > 0 and balance > 0 else None
-    return VenueState(holdings, {}, tuple(positions), native, ts_ms, tiers or {})
+    totals = VenueTotals(balance, maint, {"maintenance": maint, "pnl": _num(account.get("totalUnrealizedProfit"))})
+    return VenueState(holdings, {}, tuple(positions), native, ts_ms, tiers or {}, totals=totals)

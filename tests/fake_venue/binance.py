@@ -1,11 +1,19 @@
 """A Binance classic cross-margin account on loopback, for ccxt (unmodified) to talk to.
 
 The real request and response shapes of the endpoints the daemon uses: spot exchangeInfo,
-GET /sapi/v1/margin/account, margin order create / query / cancel / openOrders /
-allOrders, and POST /sapi/v1/margin/borrow-repay. Signed requests are checked as Binance
-does: X-MBX-APIKEY, and `signature` = hex HMAC-SHA256 of the rest of the query string (or
-form body); a bad one is HTTP 400 {"code": -1022}. Orders match immediate-or-cancel against
-the fake's bid/ask; knobs as in the Bybit fake (delay_create_s, reject, fill_ratio).
+GET /sapi/v1/margin/account, /sapi/v1/margin/tradeCoeff and /sapi/v1/margin/priceIndex, margin
+order create / query / cancel / openOrders / allOrders, and POST /sapi/v1/margin/borrow-repay.
+Signed requests are checked as Binance does: X-MBX-APIKEY, and `signature` = hex HMAC-SHA256 of
+the rest of the query string (or form body); a bad one is HTTP 400 {"code": -1022}. Orders match
+immediate-or-cancel against the fake's bid/ask; knobs as in the Bybit fake (delay_create_s,
+reject, fill_ratio).
+
+The account's figures follow Binance's own rules, computed here from the fake's balances (not
+from monitor/): every asset held (free + locked) at its index price, every liability (borrowed
++ interest) likewise, gross, in BTC ("Margin Level and Margin Call" FAQ,
+https://www.binance.com/en/support/faq/binance-margin-level-and-margin-call-360030493931):
+margin level = total asset value / (total liabilities + outstanding interest); the collateral
+margin level values each asset at its collateral ratio. The fake's index price is its mid.
 """
 
 from __future__ import annotations
@@ -62,6 +70,11 @@ class FakeBinance(BinanceSigned):
     free: dict[str, float] = field(default_factory=dict)
     borrowed: dict[str, float] = field(default_factory=dict)
     interest: dict[str, float] = field(default_factory=dict)
+    locked: dict[str, float] = field(default_factory=dict)  # in open orders: still the account's asset
+    collateral_ratio: dict[str, float] = field(default_factory=dict)  # asset -> ratio (default 1)
+    # GET /sapi/v1/margin/tradeCoeff: normalBar, marginCallBar, forceLiquidationBar (the docs' example)
+    bars: tuple[float, float, float] = (1.5, 1.3, 1.1)
+    account_type: str = "MARGIN_1"  # MARGIN_1 Cross Margin Classic, MARGIN_2 Cross Margin Pro
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (bid, ask)
     delay_create_s: float = 0.0
     reject: tuple[int, str] | None = None
@@ -77,6 +90,8 @@ class FakeBinance(BinanceSigned):
         r = app.router
         r.add_get("/api/v3/exchangeInfo", self.exchange_info)
         r.add_get("/sapi/v1/margin/account", self.private(self.account))
+        r.add_get("/sapi/v1/margin/tradeCoeff", self.private(self.trade_coeff))
+        r.add_get("/sapi/v1/margin/priceIndex", self.private(self.price_index))
         r.add_post("/sapi/v1/margin/order", self.private(self.create_order))
         r.add_get("/sapi/v1/margin/order", self.private(self.query_order))
         r.add_delete("/sapi/v1/margin/order", self.private(self.cancel_order))
@@ -115,27 +130,58 @@ class FakeBinance(BinanceSigned):
         bid, ask = self.book[asset + "USDT"]
         return (bid + ask) / 2
 
+    def held(self, asset: str) -> float:
+        return self.free.get(asset, 0.0) + self.locked.get(asset, 0.0)
+
+    def owed(self, asset: str) -> float:
+        return self.borrowed.get(asset, 0.0) + self.interest.get(asset, 0.0)
+
+    def in_btc(self, amounts: dict[str, float]) -> float:
+        btc = self.price("BTC")
+        return sum(q * self.price(a) / btc for a, q in amounts.items())
+
+    def totals_btc(self) -> tuple[float, float]:
+        """(total asset value, total liabilities + interest), in BTC, gross per asset."""
+        assets = set(self.free) | set(self.locked) | set(self.borrowed) | set(self.interest)
+        return (self.in_btc({a: self.held(a) for a in assets}), self.in_btc({a: self.owed(a) for a in assets}))
+
     def margin_level(self) -> float:
-        assets = sum((self.free.get(a, 0.0)) * self.price(a) for a in self.free)
-        debt = sum((self.borrowed.get(a, 0.0) + self.interest.get(a, 0.0)) * self.price(a) for a in self.borrowed)
-        return assets / debt if debt > 0 else 999.0
+        """Binance's margin level; 999 with nothing owed (what the account shows then)."""
+        total, debt = self.totals_btc()
+        return total / debt if debt > 0 else 999.0
+
+    def collateral_value_usdt(self) -> float:
+        return sum(self.held(a) * self.price(a) * self.collateral_ratio.get(a, 1.0)
+                   for a in set(self.free) | set(self.locked))
 
     async def account(self, params: dict) -> web.Response:
-        btc = self.price("BTC")
         assets = []
-        for a in sorted(set(self.free) | set(self.borrowed)):
-            free, owed, interest = self.free.get(a, 0.0), self.borrowed.get(a, 0.0), self.interest.get(a, 0.0)
+        for a in sorted(set(self.free) | set(self.locked) | set(self.borrowed)):
+            free, locked = self.free.get(a, 0.0), self.locked.get(a, 0.0)
+            owed, interest = self.borrowed.get(a, 0.0), self.interest.get(a, 0.0)
             assets.append({"asset": a, "borrowed": f"{owed:.8f}", "free": f"{free:.8f}", "interest": f"{interest:.8f}",
-                           "locked": "0.00000000", "netAsset": f"{free - owed - interest:.8f}"})
-        total = sum(self.free.get(a, 0.0) * self.price(a) for a in self.free) / btc
-        debt = sum((self.borrowed.get(a, 0.0) + self.interest.get(a, 0.0)) * self.price(a) for a in self.borrowed) / btc
+                           "locked": f"{locked:.8f}", "netAsset": f"{free + locked - owed - interest:.8f}"})
+        total, debt = self.totals_btc()
+        collateral = self.collateral_value_usdt()
+        collateral_level = collateral / (debt * self.price("BTC")) if debt > 0 else 999.0
         return web.json_response({
             "created": True, "borrowEnabled": True, "marginLevel": f"{self.margin_level():.8f}",
-            "collateralMarginLevel": f"{self.margin_level():.8f}", "totalAssetOfBtc": f"{total:.8f}",
+            "collateralMarginLevel": f"{collateral_level:.8f}", "totalAssetOfBtc": f"{total:.8f}",
             "totalLiabilityOfBtc": f"{debt:.8f}", "totalNetAssetOfBtc": f"{total - debt:.8f}",
-            "TotalCollateralValueInUSDT": f"{total * btc:.8f}", "totalOpenOrderLossInUSDT": "0.00000000",
-            "tradeEnabled": True, "transferInEnabled": True, "transferOutEnabled": True, "accountType": "MARGIN_1",
-            "userAssets": assets})
+            "TotalCollateralValueInUSDT": f"{collateral:.8f}", "totalOpenOrderLossInUSDT": "0.00000000",
+            "tradeEnabled": True, "transferInEnabled": True, "transferOutEnabled": True,
+            "accountType": self.account_type, "userAssets": assets})
+
+    async def trade_coeff(self, params: dict) -> web.Response:
+        normal, call, liquidation = self.bars
+        return web.json_response({"normalBar": f"{normal}", "marginCallBar": f"{call}",
+                                  "forceLiquidationBar": f"{liquidation}"})
+
+    async def price_index(self, params: dict) -> web.Response:
+        symbol = params.get("symbol", "")
+        if symbol not in self.book:
+            return self.error(-1121, "Invalid symbol.")
+        return web.json_response({"calcTime": now_ms(), "price": f"{self.price(symbol[:-4]):.8f}", "symbol": symbol})
 
     def _order(self, o: dict) -> dict:
         return {k: v for k, v in o.items() if not k.startswith("_")}

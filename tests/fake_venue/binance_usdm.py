@@ -1,14 +1,27 @@
 """A Binance USDⓈ-M futures account in Multi-Assets mode on loopback, for ccxt (unmodified).
 
 The real request and response shapes of the endpoints the daemon uses: GET /fapi/v1/exchangeInfo
-and /fapi/v1/assetIndex (public), GET /fapi/v1/multiAssetsMargin and /fapi/v3/account, order
-create / query / cancel / allOrders on /fapi/v1, the user-data stream's listenKey (POST/PUT
-/fapi/v1/listenKey, key header only) and its websocket (/private/ws?listenKey=...), which pushes
-ACCOUNT_UPDATE events. Requests are signed as on Binance spot (tests/fake_venue/binance.py).
+and /fapi/v1/assetIndex (public), GET /fapi/v1/multiAssetsMargin, /fapi/v1/leverageBracket and
+/fapi/v3/account, order create / query / cancel / allOrders on /fapi/v1, the user-data stream's
+listenKey (POST/PUT /fapi/v1/listenKey, key header only) and its websocket
+(/private/ws?listenKey=...), which pushes ACCOUNT_UPDATE events. Requests are signed as on
+Binance spot (tests/fake_venue/binance.py).
 
 Orders match immediate-or-cancel against the fake's bid/ask; reduce-only orders never open or
-flip a position. A fill settles realized pnl and the fee in USDT. The margin ratio is computed
-from the fake's own haircuts and maintenance rates, so a test can make the venue disagree.
+flip a position. A fill settles realized pnl and the fee in USDT. The margin ratio follows
+Binance's own rules, computed here from the fake's balances, buffers and brackets (not from
+monitor/), so a test can make the venue disagree with our model:
+- "How to Calculate Margin Ratio in the Multi-Assets Mode" (https://www.binance.com/en/support/
+  faq/how-to-calculate-margin-in-multi-assets-mode-c983a9268cfa4e70a4916c276bb3b7bc): an asset's
+  equity is its wallet balance plus the unrealized PnL of the contracts it margins; account
+  equity = sum of min(equity * bidRate, equity * askRate), bidRate = index * (1 - bidBuffer),
+  askRate = index * (1 + askBuffer) (GET /fapi/v1/assetIndex); account maintenance margin = each
+  position's maintenance margin times its margin asset's askRate; margin ratio = maintenance /
+  equity, liquidation at 100%.
+- "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts" (https://www.binance.com/en/
+  support/faq/b3c689c1f50a44cabb3a84e663b81d93): maintenance margin = notional * maintenance
+  margin rate of the notional's bracket - maintenance amount, the amount of bracket n being
+  floor_n * (rate_n - rate_n-1) + amount_n-1 (the fake derives `cum` so, from the caps and rates).
 Knobs as in the other fakes: delay_create_s, reject, fill_ratio.
 """
 
@@ -25,7 +38,26 @@ from aiohttp import web
 from tests.fake_venue.binance import BinanceSigned, now_ms
 
 FEE_RATE = 0.0005
-PERPS = {"BTCUSDT": ("BTC", "USDT", "0.001", "0.10", "100")}  # symbol -> base, quote, stepSize, tickSize, notional
+# symbol -> base, quote (the margin asset), stepSize, tickSize, min notional
+PERPS = {"BTCUSDT": ("BTC", "USDT", "0.001", "0.10", "100"), "ETHUSDC": ("ETH", "USDC", "0.001", "0.01", "20")}
+STABLES = ("USDT", "USDC")
+# BTCUSDT's published brackets, (notional cap, maintenance margin rate): Binance, "Updates to Leverage
+# and Margin Tiers of Binance Futures Contracts (2021-03-18)",
+# https://www.binance.com/en/support/announcement/86cf9aa472574b8cb2e05bb751c2a9a6 (the table the
+# liquidation-price FAQ's examples use: 264,000 USDT at 1%, a maintenance amount of 1,300 at 500,000).
+BTCUSDT_BRACKETS = ((50_000, 0.004), (250_000, 0.005), (1_000_000, 0.01), (10_000_000, 0.025),
+                    (20_000_000, 0.05), (50_000_000, 0.10), (100_000_000, 0.125), (200_000_000, 0.15),
+                    (300_000_000, 0.25), (500_000_000, 0.5))
+
+
+def with_amounts(brackets) -> list[tuple[float, float, float, float]]:
+    """(floor, cap, rate, maintenance amount) per bracket, the amount by Binance's formula."""
+    out, floor, cum, prev = [], 0.0, 0.0, 0.0
+    for cap, rate in brackets:
+        cum += floor * (rate - prev)
+        out.append((floor, float(cap), rate, cum))
+        floor, prev = float(cap), rate
+    return out
 
 
 @dataclass
@@ -36,7 +68,9 @@ class FakeBinanceUsdm(BinanceSigned):
     positions: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (signed amount, entry)
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # BTCUSDT -> (bid, ask)
     haircut: dict[str, float] = field(default_factory=dict)  # asset -> bidBuffer (assetIndex)
-    mmr: dict[str, float] = field(default_factory=dict)  # BTCUSDT -> maintenance margin rate
+    ask_buffer: dict[str, float] = field(default_factory=dict)  # asset -> askBuffer (default: its bidBuffer)
+    brackets: dict[str, tuple] = field(default_factory=dict)  # BTCUSDT -> ((notional cap, rate), ...)
+    stable_index: dict[str, float] = field(default_factory=dict)  # USDT -> its USDTUSD index (default 1)
     multi_assets: bool = True
     delay_create_s: float = 0.0
     reject: tuple[int, str] | None = None
@@ -56,6 +90,7 @@ class FakeBinanceUsdm(BinanceSigned):
         r.add_get("/fapi/v1/assetIndex", self.asset_index)
         r.add_get("/fapi/v1/multiAssetsMargin", self.private(self.multi_assets_margin))
         r.add_get("/fapi/v3/account", self.private(self.account))
+        r.add_get("/fapi/v1/leverageBracket", self.private(self.leverage_bracket))
         r.add_post("/fapi/v1/order", self.private(self.create_order))
         r.add_get("/fapi/v1/order", self.private(self.query_order))
         r.add_delete("/fapi/v1/order", self.private(self.cancel_order))
@@ -92,25 +127,33 @@ class FakeBinanceUsdm(BinanceSigned):
         return web.json_response({
             "timezone": "UTC", "serverTime": now_ms(), "futuresType": "U_MARGINED", "rateLimits": [],
             "exchangeFilters": [], "symbols": symbols,
-            "assets": [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"} for a in ("BTC", "USDT")]})
+            "assets": [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"}
+                       for a in ("BTC", "ETH", *STABLES)]})
+
+    def rates(self, asset: str) -> tuple[float, float]:
+        """(bidRate, askRate) of a margin asset: its index less its bid buffer, plus its ask buffer."""
+        index, bid = self.price(asset), self.haircut.get(asset, 0.0)
+        return index * (1 - bid), index * (1 + self.ask_buffer.get(asset, bid))
 
     async def asset_index(self, request: web.Request) -> web.Response:
         self.requests.append((request.method, request.path))
         out = []
         for asset, buffer in self.haircut.items():
-            index = self.price(asset)
+            index, (bid_rate, ask_rate) = self.price(asset), self.rates(asset)
+            ask = self.ask_buffer.get(asset, buffer)
             out.append({"symbol": asset + "USD", "time": now_ms(), "index": f"{index:.8f}",
-                        "bidBuffer": f"{buffer:.8f}", "askBuffer": f"{buffer:.8f}",
-                        "bidRate": f"{index * (1 - buffer):.8f}", "askRate": f"{index * (1 + buffer):.8f}",
-                        "autoExchangeBidBuffer": f"{buffer / 2:.8f}", "autoExchangeAskBuffer": f"{buffer / 2:.8f}",
+                        "bidBuffer": f"{buffer:.8f}", "askBuffer": f"{ask:.8f}",
+                        "bidRate": f"{bid_rate:.8f}", "askRate": f"{ask_rate:.8f}",
+                        "autoExchangeBidBuffer": f"{buffer / 2:.8f}", "autoExchangeAskBuffer": f"{ask / 2:.8f}",
                         "autoExchangeBidRate": f"{index * (1 - buffer / 2):.8f}",
-                        "autoExchangeAskRate": f"{index * (1 + buffer / 2):.8f}"})
+                        "autoExchangeAskRate": f"{index * (1 + ask / 2):.8f}"})
         return web.json_response(out)
 
     # -- the account ----------------------------------------------------------------------------
     def price(self, asset: str) -> float:
-        if asset == "USDT":
-            return 1.0
+        """A margin asset's index; a coin's is its USDT book's mid (the fake's marks too)."""
+        if asset in STABLES:
+            return self.stable_index.get(asset, 1.0)
         bid, ask = self.book[asset + "USDT"]
         return (bid + ask) / 2
 
@@ -121,30 +164,61 @@ class FakeBinanceUsdm(BinanceSigned):
         amount, entry = self.positions[symbol]
         return amount * (self.mark(symbol) - entry)
 
+    def bracket(self, symbol: str, notional: float) -> tuple[float, float, float, float]:
+        """The bracket a notional falls in: floor < notional <= cap (the first from 0)."""
+        table = with_amounts(self.brackets.get(symbol, BTCUSDT_BRACKETS))
+        return next((b for b in table if notional <= b[1]), table[-1])
+
     def maint(self, symbol: str) -> float:
-        return abs(self.positions[symbol][0]) * self.mark(symbol) * self.mmr.get(symbol, 0.01)
+        """The position's maintenance margin, in its margin asset."""
+        notional = abs(self.positions[symbol][0]) * self.mark(symbol)
+        _, _, rate, cum = self.bracket(symbol, notional)
+        return notional * rate - cum
+
+    def asset_equity(self, asset: str) -> float:
+        return self.wallet.get(asset, 0.0) + sum(self.pnl(s) for s in self.positions if PERPS[s][1] == asset)
+
+    def margin_assets(self) -> set[str]:
+        return set(self.wallet) | {PERPS[s][1] for s in self.positions}
 
     def margin_balance(self) -> float:
-        """In USD: each positive balance at its index less the haircut, plus unrealized pnl."""
-        return sum(q * self.price(a) * (1 - self.haircut.get(a, 0.0) if q > 0 else 1)
-                   for a, q in self.wallet.items()) + sum(self.pnl(s) for s in self.positions)
+        """Account equity in USD: each asset's equity at its bid rate, or its ask rate when negative."""
+        return sum(min(e * r for r in self.rates(a)) for a in self.margin_assets() if (e := self.asset_equity(a)))
+
+    def maint_margin(self) -> float:
+        """Account maintenance margin in USD: each position's at its margin asset's ask rate."""
+        return sum(self.maint(s) * self.rates(PERPS[s][1])[1] for s in self.positions)
 
     def margin_ratio(self) -> float:
-        """totalMaintMargin / totalMarginBalance, as Binance shows it (liquidation at 100%)."""
-        return sum(self.maint(s) for s in self.positions) / self.margin_balance()
+        """Account maintenance margin / account equity, as Binance shows it (liquidation at 100%)."""
+        return self.maint_margin() / self.margin_balance()
 
     async def multi_assets_margin(self, params: dict) -> web.Response:
         return web.json_response({"multiAssetsMargin": self.multi_assets})
 
+    async def leverage_bracket(self, params: dict) -> web.Response:
+        out = []
+        for s in PERPS:
+            table = with_amounts(self.brackets.get(s, BTCUSDT_BRACKETS))
+            brackets = [{"bracket": n + 1, "initialLeverage": max(1, round(0.5 / rate)), "notionalCap": cap,
+                         "notionalFloor": floor, "maintMarginRatio": rate, "cum": cum}
+                        for n, (floor, cap, rate, cum) in enumerate(table)]
+            out.append({"symbol": s, "brackets": brackets})
+        if "symbol" in params:
+            return web.json_response(next(o for o in out if o["symbol"] == params["symbol"]))
+        return web.json_response(out)
+
     async def account(self, params: dict) -> web.Response:
         assets = []
-        for a, q in sorted(self.wallet.items()):
-            value = f"{q:.8f}"
-            assets.append({"asset": a, "walletBalance": value, "unrealizedProfit": "0.00000000",
-                           "marginBalance": value, "maintMargin": "0.00000000", "initialMargin": "0.00000000",
-                           "positionInitialMargin": "0.00000000", "openOrderInitialMargin": "0.00000000",
-                           "crossWalletBalance": value, "crossUnPnl": "0.00000000", "availableBalance": value,
-                           "maxWithdrawAmount": value, "updateTime": now_ms()})
+        for a in sorted(self.margin_assets()):
+            wallet, equity = self.wallet.get(a, 0.0), self.asset_equity(a)
+            maint = sum(self.maint(s) for s in self.positions if PERPS[s][1] == a)
+            assets.append({"asset": a, "walletBalance": f"{wallet:.8f}", "unrealizedProfit": f"{equity - wallet:.8f}",
+                           "marginBalance": f"{equity:.8f}", "maintMargin": f"{maint:.8f}",
+                           "initialMargin": "0.00000000", "positionInitialMargin": "0.00000000",
+                           "openOrderInitialMargin": "0.00000000", "crossWalletBalance": f"{wallet:.8f}",
+                           "crossUnPnl": f"{equity - wallet:.8f}", "availableBalance": f"{wallet:.8f}",
+                           "maxWithdrawAmount": f"{wallet:.8f}", "updateTime": now_ms()})
         positions = []
         for s, (amount, _) in sorted(self.positions.items()):
             positions.append({"symbol": s, "positionSide": "BOTH", "positionAmt": f"{amount:.3f}",
@@ -152,14 +226,15 @@ class FakeBinanceUsdm(BinanceSigned):
                               "notional": f"{amount * self.mark(s):.8f}", "isolatedWallet": "0",
                               "initialMargin": f"{abs(amount) * self.mark(s) / 10:.8f}",
                               "maintMargin": f"{self.maint(s):.8f}", "updateTime": now_ms()})
-        maint, balance = sum(self.maint(s) for s in self.positions), self.margin_balance()
+        # Multi-Assets mode: the account totals in USD (API docs "Account Information V3").
+        pnl = sum(self.pnl(s) * self.price(PERPS[s][1]) for s in self.positions)
         return web.json_response({
-            "totalInitialMargin": "0.00000000", "totalMaintMargin": f"{maint:.8f}",
+            "totalInitialMargin": "0.00000000", "totalMaintMargin": f"{self.maint_margin():.8f}",
             "totalWalletBalance": f"{sum(q * self.price(a) for a, q in self.wallet.items()):.8f}",
-            "totalUnrealizedProfit": f"{sum(self.pnl(s) for s in self.positions):.8f}",
-            "totalMarginBalance": f"{balance:.8f}", "totalPositionInitialMargin": "0.00000000",
-            "totalOpenOrderInitialMargin": "0.00000000", "totalCrossWalletBalance": "0.00000000",
-            "totalCrossUnPnl": "0.00000000", "availableBalance": "0.00000000", "maxWithdrawAmount": "0.00000000",
+            "totalUnrealizedProfit": f"{pnl:.8f}", "totalMarginBalance": f"{self.margin_balance():.8f}",
+            "totalPositionInitialMargin": "0.00000000", "totalOpenOrderInitialMargin": "0.00000000",
+            "totalCrossWalletBalance": "0.00000000", "totalCrossUnPnl": "0.00000000",
+            "availableBalance": "0.00000000", "maxWithdrawAmount": "0.00000000",
             "assets": assets, "positions": positions})
 
     # -- orders ---------------------------------------------------------------------------------
